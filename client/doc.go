@@ -1,0 +1,49 @@
+// Package client is the Go SDK of Herald, a real-time push server. It
+// imports only the protocol package, the standard library and
+// github.com/coder/websocket.
+//
+// It has two levels:
+//
+//   - Client is what applications use: it connects to one of several
+//     URLs, authenticates, subscribes to topics, delivers pushed messages,
+//     sends heartbeats, and reconnects with exponential backoff and jitter,
+//     resuming every stream from the last message it delivered. It stops
+//     for good only on Close, on a DISCONNECT that forbids reconnecting
+//     (replaced, kicked, auth failed, duplicate refused) or when the
+//     server refuses its token.
+//   - Conn is a single connection with no reconnection and no automatic
+//     behaviour, for tests and load generators: DialConn, Handshake,
+//     WriteFrame, ReadFrame, Close.
+//
+// Both speak WebSocket (ws://, wss://; binary or JSON encoding) and raw TCP
+// (tcp://, tls://; binary encoding).
+//
+// # Delivery
+//
+// Messages of one stream arrive in order. A message the server sends again
+// after a reconnect (same stream and epoch, sequence not after the last one
+// delivered) is dropped; across a change of epoch, drop duplicates by
+// Message.ID. With Config.AutoAck the Client acknowledges each message once
+// the application has it; otherwise call Client.Ack.
+//
+// # Usage
+//
+//	c, err := client.New(client.Config{
+//		URLs:    []string{"wss://push.example.com/ws"},
+//		Token:   token, // minted by the application backend
+//		Device:  "laptop-1",
+//		Topics:  []string{"news"},
+//		AutoAck: true,
+//	})
+//	if err != nil {
+//		return err
+//	}
+//	if err := c.Connect(ctx); err != nil {
+//		return err // for example a *protocol.Error with protocol.CodeBadToken
+//	}
+//	defer c.Close()
+//	for m := range c.Messages() { // closed when the Client stops
+//		fmt.Printf("%s #%d: %s\n", m.Stream, m.Seq, m.Payload)
+//	}
+//	return c.Err()
+package client

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	nbiolog "github.com/lesismal/nbio/logging"
+
+	"github.com/herald-push/herald/internal/config"
+	"github.com/herald-push/herald/internal/logging"
+	"github.com/herald-push/herald/internal/server"
+)
+
+// loadConfig parses -config and the config flags, applies the environment,
+// and validates. With withDevApp, a missing app list is filled with the
+// development app kept in the data directory.
+func loadConfig(name string, args []string, stderr io.Writer, withDevApp bool, extra func(*flag.FlagSet)) (config.Config, string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv("HERALD_CONFIG"), "YAML configuration `file` (env HERALD_CONFIG)")
+	// A first pass finds -config; the second applies flags over file and env.
+	pre := flag.NewFlagSet(name, flag.ContinueOnError)
+	pre.SetOutput(io.Discard)
+	prePath := pre.String("config", *path, "")
+	var cfg config.Config
+	cfg.BindFlags(pre)
+	if extra != nil {
+		extra(pre)
+	}
+	_ = pre.Parse(args)
+	cfg, err := config.Load(*prePath, os.LookupEnv)
+	if err != nil {
+		return cfg, "", exitError{reportErrors(stderr, err)}
+	}
+	cfg.BindFlags(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, "", exitError{err}
+	}
+	devPath := ""
+	if withDevApp {
+		p, created, err := cfg.EnsureDevApp()
+		if err != nil {
+			return cfg, "", fmt.Errorf("development app: %w", err)
+		}
+		if p != "" {
+			devPath = p
+			if created {
+				fmt.Fprintf(stderr, "herald: no apps configured; created development app %q in %s\n", config.DevAppID, p)
+			}
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, "", exitError{reportErrors(stderr, err)}
+	}
+	return cfg, devPath, nil
+}
+
+// reportErrors prints each joined error on its own line.
+func reportErrors(w io.Writer, err error) error {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		for _, e := range joined.Unwrap() {
+			fmt.Fprintln(w, "config:", e)
+		}
+		return err
+	}
+	fmt.Fprintln(w, "config:", err)
+	return err
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, devPath, err := loadConfig("serve", args, stderr, true, nil)
+	if err != nil {
+		return err
+	}
+	logger, async, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format, cfg.Log.Buffer)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = async.Close(cctx)
+	}()
+	nbiolog.SetLogger(nbioLogger{logger.With("component", "nbio")})
+
+	srv, err := server.New(cfg, server.Options{Logger: logger, LogsDropped: async.Dropped})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	if devPath != "" {
+		app := cfg.Apps[0]
+		fmt.Fprintf(stdout, "Development app %q (secret and API key in %s)\n", app.ID, devPath)
+		fmt.Fprintf(stdout, "  API key:   %s\n", app.APIKeys[0])
+		fmt.Fprintf(stdout, "  WebSocket: %s\n", srv.WSURL())
+		if a := srv.TCPAddr(); a != "" {
+			fmt.Fprintf(stdout, "  TCP:       %s\n", a)
+		}
+		fmt.Fprintf(stdout, "  API:       %s\n", srv.APIURL())
+		fmt.Fprintf(stdout, "  Token:     herald token -data-dir %s -user alice -topics '*'\n", cfg.DataDir)
+	}
+	<-ctx.Done()
+	logger.Info("shutting down: draining connections")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx, ""); err != nil {
+		logger.Error("shutdown", "err", err)
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// nbioLogger sends the event-loop library's logs to slog.
+type nbioLogger struct{ l *slog.Logger }
+
+func (n nbioLogger) Debug(format string, v ...any) {
+	n.l.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (n nbioLogger) Info(format string, v ...any) {
+	n.l.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (n nbioLogger) Warn(format string, v ...any) {
+	n.l.Warn(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (n nbioLogger) Error(format string, v ...any) {
+	n.l.Error(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}

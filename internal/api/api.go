@@ -1,0 +1,407 @@
+// Package api is the HTTP server API that application backends call: push
+// to users, publish to topics, broadcast to an app, presence, kick, stats.
+// Every request is authenticated with one of the app's API keys and reaches
+// only that app's users and topics. Mistakes get a 4xx status and a JSON
+// error body; docs/api.md describes every call.
+package api
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/herald-push/herald/internal/auth"
+	"github.com/herald-push/herald/internal/node"
+	"github.com/herald-push/herald/internal/registry"
+)
+
+// Service is what the API needs of the node.
+type Service interface {
+	PushUser(app, user string, m node.Message) (string, int)
+	PushUsers(app string, users []string, m node.Message) (string, []int)
+	Publish(app, topic string, m node.Message) (string, int)
+	Broadcast(app string, m node.Message) (string, int)
+	Presence(app, user string) []registry.Session
+	Kick(app, user, device, reason string) int
+}
+
+// Keys resolves an API key to its app.
+type Keys interface {
+	App(key string) (string, bool)
+}
+
+// Config configures the API handler.
+type Config struct {
+	Apps          []string // known app ids
+	MaxPayload    int      // bytes of a message payload
+	MaxRecipients int      // users in one call
+	// Stats returns the server's counters for GET /v1/stats.
+	Stats func() any
+	// Observe, if set, is called after each request with its route pattern,
+	// status and duration.
+	Observe func(route string, status int, d time.Duration)
+	// Extra handlers mounted as they are (for example /metrics).
+	Extra  map[string]http.Handler
+	Logger *slog.Logger
+}
+
+// API is the HTTP handler.
+type API struct {
+	cfg  Config
+	svc  Service
+	keys Keys
+	apps map[string]bool
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// New returns the API handler.
+func New(cfg Config, svc Service, keys Keys) *API {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &API{cfg: cfg, svc: svc, keys: keys, apps: make(map[string]bool), log: cfg.Logger, mux: http.NewServeMux()}
+	for _, id := range cfg.Apps {
+		a.apps[id] = true
+	}
+	a.route("POST /v1/apps/{app}/users/{user}/messages", a.pushUser)
+	a.route("POST /v1/apps/{app}/messages", a.pushUsers)
+	a.route("POST /v1/apps/{app}/topics/{topic}/messages", a.publish)
+	a.route("POST /v1/apps/{app}/broadcast", a.broadcast)
+	a.route("GET /v1/apps/{app}/users/{user}/presence", a.presence)
+	a.route("POST /v1/apps/{app}/presence", a.presenceMany)
+	a.route("POST /v1/apps/{app}/users/{user}/kick", a.kick)
+	a.mux.HandleFunc("GET /v1/stats", a.observe("GET /v1/stats", a.stats))
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	for p, h := range cfg.Extra {
+		a.mux.Handle(p, h)
+	}
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint; see docs/api.md")
+	})
+	return a
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+type appHandler func(w http.ResponseWriter, r *http.Request, app string) error
+
+// route registers h behind app authentication and error rendering.
+func (a *API) route(pattern string, h appHandler) {
+	a.mux.HandleFunc(pattern, a.observe(pattern, func(w http.ResponseWriter, r *http.Request) {
+		app := r.PathValue("app")
+		if !a.apps[app] {
+			writeError(w, http.StatusNotFound, "unknown_app", fmt.Sprintf("no app %q", app))
+			return
+		}
+		keyApp, ok := a.keys.App(apiKey(r))
+		if !ok {
+			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown API key; send Authorization: Bearer <key>")
+			return
+		}
+		if keyApp != app {
+			writeError(w, http.StatusForbidden, "forbidden", "this API key belongs to another app")
+			return
+		}
+		if err := h(w, r, app); err != nil {
+			var he *httpError
+			if errors.As(err, &he) {
+				writeError(w, he.status, he.code, he.msg)
+				return
+			}
+			a.log.Error("api request failed", "route", pattern, "err", err)
+			writeError(w, http.StatusInternalServerError, "internal", "internal error")
+		}
+	}))
+}
+
+// statusWriter records the status for Observe.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (a *API) observe(route string, h http.HandlerFunc) http.HandlerFunc {
+	if a.cfg.Observe == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h(sw, r)
+		a.cfg.Observe(route, sw.status, time.Since(start))
+	}
+}
+
+func apiKey(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if k, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(k)
+		}
+		return ""
+	}
+	return r.Header.Get("X-API-Key")
+}
+
+// httpError is a caller's mistake with its status and code.
+type httpError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.code + ": " + e.msg }
+
+func badRequest(code, format string, args ...any) error {
+	return &httpError{status: http.StatusBadRequest, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// messageBody is the JSON of a message in a request.
+type messageBody struct {
+	ID   string          `json:"id,omitempty"`
+	Data json.RawMessage `json:"data,omitempty"`
+	B64  string          `json:"b64,omitempty"`
+}
+
+func (a *API) message(b messageBody) (node.Message, error) {
+	if b.ID != "" && !auth.ValidName(b.ID) {
+		return node.Message{}, badRequest("bad_id", "id must be 1-128 printable bytes without spaces")
+	}
+	var payload []byte
+	switch {
+	case len(b.Data) > 0 && b.B64 != "":
+		return node.Message{}, badRequest("bad_payload", "give either data or b64, not both")
+	case len(b.Data) > 0:
+		payload = []byte(b.Data)
+	case b.B64 != "":
+		p, err := base64.StdEncoding.DecodeString(b.B64)
+		if err != nil {
+			return node.Message{}, badRequest("bad_payload", "b64 is not valid base64: %v", err)
+		}
+		payload = p
+	default:
+		return node.Message{}, badRequest("bad_payload", "a message needs data (any JSON value) or b64 (base64 bytes)")
+	}
+	if len(payload) > a.cfg.MaxPayload {
+		return node.Message{}, &httpError{status: http.StatusRequestEntityTooLarge, code: "payload_too_large",
+			msg: fmt.Sprintf("payload is %d bytes; the limit is %d", len(payload), a.cfg.MaxPayload)}
+	}
+	return node.Message{ID: b.ID, Payload: payload}, nil
+}
+
+// decode reads a JSON body of bounded size into v, rejecting unknown fields.
+func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	limit := int64(a.cfg.MaxPayload)*2 + int64(a.cfg.MaxRecipients)*160 + 4096
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", msg: fmt.Sprintf("request body over %d bytes", mbe.Limit)}
+		}
+		return badRequest("bad_json", "request body is not the expected JSON: %v", err)
+	}
+	if dec.More() {
+		return badRequest("bad_json", "request body has data after the JSON object")
+	}
+	return nil
+}
+
+func validName(kind, s string) error {
+	if !auth.ValidName(s) {
+		return badRequest("bad_name", "%s %q must be 1-128 printable bytes without spaces", kind, s)
+	}
+	return nil
+}
+
+func (a *API) pushUser(w http.ResponseWriter, r *http.Request, app string) error {
+	user := r.PathValue("user")
+	if err := validName("user", user); err != nil {
+		return err
+	}
+	var b messageBody
+	if err := a.decode(w, r, &b); err != nil {
+		return err
+	}
+	m, err := a.message(b)
+	if err != nil {
+		return err
+	}
+	id, n := a.svc.PushUser(app, user, m)
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "connections": n})
+	return nil
+}
+
+type pushUsersBody struct {
+	Users []string `json:"users"`
+	messageBody
+}
+
+type userResult struct {
+	User        string `json:"user"`
+	Connections int    `json:"connections"`
+}
+
+func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) error {
+	var b pushUsersBody
+	if err := a.decode(w, r, &b); err != nil {
+		return err
+	}
+	if len(b.Users) == 0 {
+		return badRequest("no_recipients", "users must list at least one user")
+	}
+	if len(b.Users) > a.cfg.MaxRecipients {
+		return &httpError{status: http.StatusRequestEntityTooLarge, code: "too_many_recipients",
+			msg: fmt.Sprintf("%d users; the limit is %d per call", len(b.Users), a.cfg.MaxRecipients)}
+	}
+	for _, u := range b.Users {
+		if err := validName("user", u); err != nil {
+			return err
+		}
+	}
+	m, err := a.message(b.messageBody)
+	if err != nil {
+		return err
+	}
+	id, counts := a.svc.PushUsers(app, b.Users, m)
+	results := make([]userResult, len(b.Users))
+	for i, u := range b.Users {
+		results[i] = userResult{User: u, Connections: counts[i]}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "results": results})
+	return nil
+}
+
+func (a *API) publish(w http.ResponseWriter, r *http.Request, app string) error {
+	topic := r.PathValue("topic")
+	if err := validName("topic", topic); err != nil {
+		return err
+	}
+	var b messageBody
+	if err := a.decode(w, r, &b); err != nil {
+		return err
+	}
+	m, err := a.message(b)
+	if err != nil {
+		return err
+	}
+	id, n := a.svc.Publish(app, topic, m)
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "subscribers": n})
+	return nil
+}
+
+func (a *API) broadcast(w http.ResponseWriter, r *http.Request, app string) error {
+	var b messageBody
+	if err := a.decode(w, r, &b); err != nil {
+		return err
+	}
+	m, err := a.message(b)
+	if err != nil {
+		return err
+	}
+	id, n := a.svc.Broadcast(app, m)
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "connections": n})
+	return nil
+}
+
+type presenceResult struct {
+	User    string             `json:"user"`
+	Online  bool               `json:"online"`
+	Devices []registry.Session `json:"devices"`
+}
+
+func (a *API) presenceOf(app, user string) presenceResult {
+	s := a.svc.Presence(app, user)
+	if s == nil {
+		s = []registry.Session{}
+	}
+	return presenceResult{User: user, Online: len(s) > 0, Devices: s}
+}
+
+func (a *API) presence(w http.ResponseWriter, r *http.Request, app string) error {
+	user := r.PathValue("user")
+	if err := validName("user", user); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a.presenceOf(app, user))
+	return nil
+}
+
+func (a *API) presenceMany(w http.ResponseWriter, r *http.Request, app string) error {
+	var b struct {
+		Users []string `json:"users"`
+	}
+	if err := a.decode(w, r, &b); err != nil {
+		return err
+	}
+	if len(b.Users) > a.cfg.MaxRecipients {
+		return &httpError{status: http.StatusRequestEntityTooLarge, code: "too_many_recipients",
+			msg: fmt.Sprintf("%d users; the limit is %d per call", len(b.Users), a.cfg.MaxRecipients)}
+	}
+	out := make([]presenceResult, 0, len(b.Users))
+	for _, u := range b.Users {
+		if err := validName("user", u); err != nil {
+			return err
+		}
+		out = append(out, a.presenceOf(app, u))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"users": out})
+	return nil
+}
+
+func (a *API) kick(w http.ResponseWriter, r *http.Request, app string) error {
+	user := r.PathValue("user")
+	if err := validName("user", user); err != nil {
+		return err
+	}
+	var b struct {
+		Device string `json:"device,omitempty"`
+		Reason string `json:"reason,omitempty"`
+	}
+	if r.ContentLength != 0 {
+		if err := a.decode(w, r, &b); err != nil {
+			return err
+		}
+	}
+	if len(b.Reason) > 256 {
+		return badRequest("bad_reason", "reason is longer than 256 bytes")
+	}
+	n := a.svc.Kick(app, user, b.Device, b.Reason)
+	writeJSON(w, http.StatusOK, map[string]any{"kicked": n})
+	return nil
+}
+
+func (a *API) stats(w http.ResponseWriter, r *http.Request) {
+	if _, ok := a.keys.App(apiKey(r)); !ok {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown API key; send Authorization: Bearer <key>")
+		return
+	}
+	var v any = map[string]any{}
+	if a.cfg.Stats != nil {
+		v = a.cfg.Stats()
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}

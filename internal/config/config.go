@@ -1,0 +1,132 @@
+// Package config loads and validates the herald server configuration.
+//
+// Values come from, in increasing order of precedence: Default, a YAML file,
+// HERALD_* environment variables and command-line flags:
+//
+//	cfg, err := config.Load(path, os.LookupEnv)
+//	if err != nil { ... }
+//	cfg.BindFlags(fs)
+//	if err := fs.Parse(args); err != nil { ... }
+//	if _, _, err := cfg.EnsureDevApp(); err != nil { ... } // optional
+//	if err := cfg.Validate(); err != nil { ... }
+package config
+
+import (
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/herald-push/herald/internal/auth"
+)
+
+// Accepted values of Config.DuplicateLogin.
+const (
+	// DuplicateReplace: when a login duplicates an existing connection, the
+	// existing connection is closed.
+	DuplicateReplace = "replace"
+	// DuplicateRefuse: the new login is refused instead.
+	DuplicateRefuse = "refuse"
+)
+
+// Config is the complete server configuration.
+type Config struct {
+	Node    string   `yaml:"node"`     // node id; default: host name
+	DataDir string   `yaml:"data_dir"` // state directory
+	WS      Listener `yaml:"ws"`       // WebSocket listener
+	TCP     Listener `yaml:"tcp"`      // raw TCP listener (length-prefixed frames); empty Addr disables it
+	API     Listener `yaml:"api"`      // HTTP server API and /metrics
+	Apps    []App    `yaml:"apps"`     // apps allowed to use the server
+
+	Heartbeat      time.Duration `yaml:"heartbeat"`       // interval announced to clients
+	HeartbeatGrace time.Duration `yaml:"heartbeat_grace"` // a connection silent for Heartbeat+HeartbeatGrace is closed
+	AuthTimeout    time.Duration `yaml:"auth_timeout"`    // time allowed between accept and a valid CONNECT
+
+	MaxFrameSize     int    `yaml:"max_frame_size"`    // bytes
+	MaxPayload       int    `yaml:"max_payload"`       // bytes, less than MaxFrameSize
+	OutboundLimit    int    `yaml:"outbound_limit"`    // bytes queued per connection before a slow-consumer disconnect
+	MaxSubscriptions int    `yaml:"max_subscriptions"` // per connection
+	MaxRecipients    int    `yaml:"max_recipients"`    // users per API call
+	DuplicateLogin   string `yaml:"duplicate_login"`   // DuplicateReplace or DuplicateRefuse
+	FanoutWorkers    int    `yaml:"fanout_workers"`    // goroutines delivering published messages
+
+	Log Log `yaml:"log"`
+}
+
+// Listener is a network listener. TLS is on when both TLSCert and TLSKey are
+// set.
+type Listener struct {
+	Addr    string `yaml:"addr"`     // host:port
+	Path    string `yaml:"path"`     // HTTP path (ws: endpoint; api: optional prefix; tcp: unused)
+	TLSCert string `yaml:"tls_cert"` // PEM certificate chain file
+	TLSKey  string `yaml:"tls_key"`  // PEM private key file
+}
+
+// Enabled reports whether the listener has an address.
+func (l Listener) Enabled() bool { return l.Addr != "" }
+
+// TLSEnabled reports whether the listener serves TLS.
+func (l Listener) TLSEnabled() bool { return l.TLSCert != "" && l.TLSKey != "" }
+
+// App is an application allowed to use the server.
+type App struct {
+	ID      string   `yaml:"id"`
+	Secret  string   `yaml:"secret"`   // HS256 secret for client tokens (its bytes, as written)
+	APIKeys []string `yaml:"api_keys"` // keys for the server API
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn or error
+	Format string `yaml:"format"` // text or json
+	Buffer int    `yaml:"buffer"` // records queued before dropping
+}
+
+// Default returns the default configuration. It has no apps; see
+// EnsureDevApp.
+func Default() Config {
+	node, err := os.Hostname()
+	if err != nil || !auth.ValidName(node) {
+		node = "herald"
+	}
+	return Config{
+		Node:    node,
+		DataDir: "./herald-data",
+		WS:      Listener{Addr: "127.0.0.1:8080", Path: "/ws"},
+		TCP:     Listener{Addr: "127.0.0.1:8090"},
+		API:     Listener{Addr: "127.0.0.1:8081"},
+
+		Heartbeat:      180 * time.Second,
+		HeartbeatGrace: 30 * time.Second,
+		AuthTimeout:    10 * time.Second,
+
+		MaxFrameSize:     64 << 10,
+		MaxPayload:       32 << 10,
+		OutboundLimit:    1 << 20,
+		MaxSubscriptions: 128,
+		MaxRecipients:    10000,
+		DuplicateLogin:   DuplicateReplace,
+		FanoutWorkers:    runtime.NumCPU(),
+
+		Log: Log{Level: "info", Format: "text", Buffer: 4096},
+	}
+}
+
+// AppSecrets returns the app id -> token secret map for auth.NewVerifier.
+func (c Config) AppSecrets() map[string][]byte {
+	m := make(map[string][]byte, len(c.Apps))
+	for _, a := range c.Apps {
+		m[a.ID] = []byte(a.Secret)
+	}
+	return m
+}
+
+// APIKeys returns the API key -> app id map for auth.NewKeys.
+func (c Config) APIKeys() map[string]string {
+	m := make(map[string]string)
+	for _, a := range c.Apps {
+		for _, k := range a.APIKeys {
+			m[k] = a.ID
+		}
+	}
+	return m
+}

@@ -1,0 +1,84 @@
+package config
+
+// Example returns a commented example configuration file. Its values are the
+// defaults, plus one placeholder app.
+func Example() string { return example }
+
+const example = `# herald configuration.
+#
+# Every key is optional; the values shown are the defaults. Durations are
+# strings such as "180s", "3m" or "1m30s". Unknown keys are errors.
+#
+# Precedence: defaults < this file < HERALD_* environment variables < flags.
+# For example HERALD_WS_ADDR or -ws-addr overrides ws.addr.
+
+# Node id, used in logs and metrics. Default: the host name.
+# node: herald-1
+
+# Directory for server state, including dev-app.yaml when no apps are
+# configured.
+data_dir: ./herald-data
+
+# WebSocket listener for clients. TLS is on when both tls_cert and tls_key
+# (PEM files) are set.
+ws:
+  addr: 127.0.0.1:8080
+  path: /ws
+  # tls_cert: /etc/herald/tls/cert.pem
+  # tls_key: /etc/herald/tls/key.pem
+
+# Raw TCP listener for clients (length-prefixed frames). An empty addr
+# disables it. Takes tls_cert and tls_key like ws.
+tcp:
+  addr: 127.0.0.1:8090
+
+# HTTP server API for app backends, and /metrics. Takes tls_cert and tls_key
+# like ws, and an optional path prefix.
+api:
+  addr: 127.0.0.1:8081
+
+# Apps allowed to use the server. With no apps, herald creates a development
+# app in data_dir/dev-app.yaml.
+apps:
+  - id: demo
+    # HS256 secret that the app backend signs client tokens with; at least
+    # 16 bytes.
+    secret: change-me-to-a-long-random-secret
+    # Keys the app backend sends to the server API: at least one, each at
+    # least 16 characters, unique across apps.
+    api_keys:
+      - change-me-to-a-long-random-api-key
+
+# Heartbeat interval announced to clients.
+heartbeat: 180s
+# A connection silent for heartbeat + heartbeat_grace is closed.
+heartbeat_grace: 30s
+# Time allowed between accepting a connection and a valid CONNECT; at most
+# heartbeat.
+auth_timeout: 10s
+
+# Largest frame in bytes (1024 to 16777216).
+max_frame_size: 65536
+# Largest message payload in bytes; less than max_frame_size.
+max_payload: 32768
+# Bytes queued to one connection before it is disconnected as a slow
+# consumer; at least 4096 and at least max_frame_size.
+outbound_limit: 1048576
+# Subscriptions per connection.
+max_subscriptions: 128
+# Users per server API call.
+max_recipients: 10000
+# When a login duplicates an existing connection: "replace" closes the old
+# connection, "refuse" rejects the new one.
+duplicate_login: replace
+# Goroutines delivering published messages. Default: the number of CPUs.
+# fanout_workers: 8
+
+log:
+  # debug, info, warn or error.
+  level: info
+  # text or json.
+  format: text
+  # Records queued for the log writer before new ones are dropped.
+  buffer: 4096
+`

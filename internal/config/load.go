@@ -1,0 +1,150 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrMultipleDocuments means a configuration file holds more than one YAML
+// document.
+var ErrMultipleDocuments = errors.New("config: more than one YAML document")
+
+// Load returns Default overridden by the YAML file at path (skipped if path
+// is empty) and then by HERALD_* environment variables read through lookupEnv
+// (nil: none; normally os.LookupEnv). A variable that is set but empty
+// overrides too (HERALD_TCP_ADDR= disables the TCP listener). Unknown YAML
+// keys are errors; all bad environment values are reported together. Load
+// does not validate: call Validate once flags are parsed.
+func Load(path string, lookupEnv func(string) (string, bool)) (Config, error) {
+	c := Default()
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		defer f.Close()
+		if err := decode(f, &c); err != nil {
+			return Config{}, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	if lookupEnv != nil {
+		if err := c.applyEnv(lookupEnv); err != nil {
+			return Config{}, err
+		}
+	}
+	return c, nil
+}
+
+// decode reads one YAML document from r into c, keeping the values of c that
+// the document does not mention. An empty document is fine.
+func decode(r io.Reader, c *Config) error {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return err
+		}
+		return ErrMultipleDocuments
+	}
+	return nil
+}
+
+// setting is a value that can be set from both the environment and a flag.
+type setting struct {
+	flag  string            // flag name; the variable is HERALD_ + upper snake case
+	usage string            // flag help
+	field func(*Config) any // *string, *int or *time.Duration
+}
+
+// env returns the environment variable name of s.
+func (s setting) env() string {
+	return "HERALD_" + strings.ToUpper(strings.ReplaceAll(s.flag, "-", "_"))
+}
+
+// settings lists everything settable by environment and flags.
+func settings() []setting {
+	return []setting{
+		{"node", "node id", func(c *Config) any { return &c.Node }},
+		{"data-dir", "data directory", func(c *Config) any { return &c.DataDir }},
+		{"ws-addr", "WebSocket listen address", func(c *Config) any { return &c.WS.Addr }},
+		{"ws-path", "WebSocket endpoint path", func(c *Config) any { return &c.WS.Path }},
+		{"tcp-addr", "raw TCP listen address (empty disables)", func(c *Config) any { return &c.TCP.Addr }},
+		{"api-addr", "server API listen address", func(c *Config) any { return &c.API.Addr }},
+		{"heartbeat", "heartbeat interval announced to clients", func(c *Config) any { return &c.Heartbeat }},
+		{"heartbeat-grace", "extra silence allowed after a missed heartbeat", func(c *Config) any { return &c.HeartbeatGrace }},
+		{"auth-timeout", "time allowed between accept and CONNECT", func(c *Config) any { return &c.AuthTimeout }},
+		{"max-frame-size", "largest frame in bytes", func(c *Config) any { return &c.MaxFrameSize }},
+		{"max-payload", "largest message payload in bytes", func(c *Config) any { return &c.MaxPayload }},
+		{"outbound-limit", "bytes queued per connection before disconnecting it", func(c *Config) any { return &c.OutboundLimit }},
+		{"max-subscriptions", "subscriptions per connection", func(c *Config) any { return &c.MaxSubscriptions }},
+		{"max-recipients", "users per API call", func(c *Config) any { return &c.MaxRecipients }},
+		{"duplicate-login", "on a duplicate login: replace or refuse", func(c *Config) any { return &c.DuplicateLogin }},
+		{"fanout-workers", "goroutines delivering published messages", func(c *Config) any { return &c.FanoutWorkers }},
+		{"log-level", "log level: debug, info, warn or error", func(c *Config) any { return &c.Log.Level }},
+		{"log-format", "log format: text or json", func(c *Config) any { return &c.Log.Format }},
+		{"log-buffer", "log records queued before dropping", func(c *Config) any { return &c.Log.Buffer }},
+	}
+}
+
+// applyEnv sets c's fields from the environment.
+func (c *Config) applyEnv(lookupEnv func(string) (string, bool)) error {
+	var errs []error
+	for _, s := range settings() {
+		v, ok := lookupEnv(s.env())
+		if !ok {
+			continue
+		}
+		switch p := s.field(c).(type) {
+		case *string:
+			*p = v
+		case *int:
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("config: %s: %w", s.env(), err))
+				continue
+			}
+			*p = n
+		case *time.Duration:
+			d, err := time.ParseDuration(strings.TrimSpace(v))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("config: %s: %w", s.env(), err))
+				continue
+			}
+			*p = d
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// BindFlags defines on fs one flag per environment setting (-node,
+// -data-dir, -ws-addr, -tcp-addr, -api-addr, -heartbeat, -log-level, ...).
+// Each flag defaults to c's current value and writes into c when fs is
+// parsed, so c must stay where it is (not be copied) until then.
+func (c *Config) BindFlags(fs *flag.FlagSet) {
+	for _, s := range settings() {
+		usage := fmt.Sprintf("%s (env %s)", s.usage, s.env())
+		switch p := s.field(c).(type) {
+		case *string:
+			fs.StringVar(p, s.flag, *p, usage)
+		case *int:
+			fs.IntVar(p, s.flag, *p, usage)
+		case *time.Duration:
+			fs.DurationVar(p, s.flag, *p, usage)
+		}
+	}
+}

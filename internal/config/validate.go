@@ -1,0 +1,238 @@
+package config
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/herald-push/herald/internal/auth"
+	"github.com/herald-push/herald/internal/logging"
+)
+
+// Limits enforced by Validate.
+const (
+	MinFrameSize     = 1 << 10  // smallest MaxFrameSize
+	MaxFrameSizeCap  = 16 << 20 // largest MaxFrameSize
+	MinOutboundLimit = 4 << 10  // smallest OutboundLimit
+	MinAPIKeyLen     = 16       // shortest API key, in bytes
+)
+
+// problems collects validation errors, each prefixed by the field it names.
+type problems []error
+
+func (p *problems) add(field, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %w", field, fmt.Errorf(format, args...)))
+}
+
+// Validate checks every field and cross-field rule and returns all problems
+// found, joined with errors.Join, each prefixed by the YAML path of the field
+// (for example "apps[1].secret: must be at least 16 bytes"). It reads the TLS
+// files. An empty Apps list is valid: see EnsureDevApp.
+func (c Config) Validate() error {
+	var p problems
+
+	if !auth.ValidName(c.Node) {
+		p.add("node", "must be 1-%d printable characters without spaces", auth.MaxNameLen)
+	}
+	if c.DataDir == "" {
+		p.add("data_dir", "must not be empty")
+	}
+
+	c.WS.check(&p, "ws", true, pathRequired)
+	c.TCP.check(&p, "tcp", false, pathUnused)
+	c.API.check(&p, "api", true, pathOptional)
+	checkDistinct(&p, []named{{"ws", c.WS}, {"tcp", c.TCP}, {"api", c.API}})
+
+	if c.Heartbeat <= 0 {
+		p.add("heartbeat", "must be positive")
+	}
+	if c.HeartbeatGrace <= 0 {
+		p.add("heartbeat_grace", "must be positive")
+	}
+	if c.AuthTimeout <= 0 {
+		p.add("auth_timeout", "must be positive")
+	} else if c.AuthTimeout > c.Heartbeat && c.Heartbeat > 0 {
+		p.add("auth_timeout", "must not exceed heartbeat (%v)", c.Heartbeat)
+	}
+
+	if c.MaxFrameSize < MinFrameSize || c.MaxFrameSize > MaxFrameSizeCap {
+		p.add("max_frame_size", "must be between %d and %d", MinFrameSize, MaxFrameSizeCap)
+	}
+	if c.MaxPayload <= 0 {
+		p.add("max_payload", "must be positive")
+	} else if c.MaxPayload >= c.MaxFrameSize {
+		p.add("max_payload", "must be less than max_frame_size (%d)", c.MaxFrameSize)
+	}
+	if c.OutboundLimit < MinOutboundLimit {
+		p.add("outbound_limit", "must be at least %d", MinOutboundLimit)
+	} else if c.OutboundLimit < c.MaxFrameSize {
+		p.add("outbound_limit", "must be at least max_frame_size (%d)", c.MaxFrameSize)
+	}
+	if c.MaxSubscriptions < 1 {
+		p.add("max_subscriptions", "must be at least 1")
+	}
+	if c.MaxRecipients < 1 {
+		p.add("max_recipients", "must be at least 1")
+	}
+	if c.DuplicateLogin != DuplicateReplace && c.DuplicateLogin != DuplicateRefuse {
+		p.add("duplicate_login", "must be %q or %q, not %q", DuplicateReplace, DuplicateRefuse, c.DuplicateLogin)
+	}
+	if c.FanoutWorkers < 1 {
+		p.add("fanout_workers", "must be at least 1")
+	}
+
+	if _, err := logging.ParseLevel(c.Log.Level); err != nil {
+		p.add("log.level", "%w", err)
+	}
+	if _, err := logging.ParseFormat(c.Log.Format); err != nil {
+		p.add("log.format", "%w", err)
+	}
+	if c.Log.Buffer < 1 {
+		p.add("log.buffer", "must be at least 1")
+	}
+
+	checkApps(&p, c.Apps)
+	return errors.Join(p...)
+}
+
+// pathRule says what a listener's Path may be.
+type pathRule int
+
+const (
+	pathUnused   pathRule = iota // must be empty
+	pathOptional                 // empty or starting with "/"
+	pathRequired                 // starting with "/"
+)
+
+// check validates a listener whose YAML key is name.
+func (l Listener) check(p *problems, name string, addrRequired bool, rule pathRule) {
+	switch {
+	case l.Addr == "" && addrRequired:
+		p.add(name+".addr", "must not be empty")
+	case l.Addr != "":
+		if err := checkAddr(l.Addr); err != nil {
+			p.add(name+".addr", "%w", err)
+		}
+	}
+
+	switch {
+	case rule == pathUnused && l.Path != "":
+		p.add(name+".path", "is not used by this listener")
+	case rule == pathRequired && l.Path == "":
+		p.add(name+".path", "must not be empty")
+	case l.Path != "" && l.Path[0] != '/':
+		p.add(name+".path", "must start with \"/\"")
+	}
+
+	switch {
+	case l.TLSCert == "" && l.TLSKey == "":
+	case l.TLSCert == "":
+		p.add(name+".tls_cert", "must be set when tls_key is")
+	case l.TLSKey == "":
+		p.add(name+".tls_key", "must be set when tls_cert is")
+	default:
+		checkTLS(p, name, l.TLSCert, l.TLSKey)
+	}
+}
+
+// checkAddr checks that addr is host:port with a numeric port.
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+// checkTLS checks that the certificate and key files are regular files that
+// form a valid pair.
+func checkTLS(p *problems, name, cert, key string) {
+	ok := true
+	for _, f := range [...]struct{ field, path string }{{name + ".tls_cert", cert}, {name + ".tls_key", key}} {
+		fi, err := os.Stat(f.path)
+		switch {
+		case err != nil:
+			p.add(f.field, "%w", err)
+			ok = false
+		case !fi.Mode().IsRegular():
+			p.add(f.field, "%s is not a regular file", f.path)
+			ok = false
+		}
+	}
+	if !ok {
+		return
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		p.add(name+".tls_cert", "%w", err)
+	}
+}
+
+// named is a listener with its YAML key.
+type named struct {
+	name string
+	l    Listener
+}
+
+// checkDistinct reports listeners sharing an address (port 0 excepted).
+func checkDistinct(p *problems, ls []named) {
+	seen := make(map[string]string)
+	for _, n := range ls {
+		addr := n.l.Addr
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "0" {
+			continue
+		}
+		if prev, dup := seen[addr]; dup {
+			p.add(n.name+".addr", "same as %s.addr (%s)", prev, addr)
+			continue
+		}
+		seen[addr] = n.name
+	}
+}
+
+// checkApps validates the apps list, including ids and API keys that must be
+// unique across apps. Secrets and keys never appear in messages.
+func checkApps(p *problems, apps []App) {
+	ids := make(map[string]int)
+	keys := make(map[string]string)
+	for i, a := range apps {
+		f := fmt.Sprintf("apps[%d]", i)
+		checkApp(p, f, a)
+		if j, dup := ids[a.ID]; dup && a.ID != "" {
+			p.add(f+".id", "duplicate of apps[%d].id %q", j, a.ID)
+		} else {
+			ids[a.ID] = i
+		}
+		for k, key := range a.APIKeys {
+			kf := fmt.Sprintf("%s.api_keys[%d]", f, k)
+			if prev, dup := keys[key]; dup && key != "" {
+				p.add(kf, "duplicate of %s", prev)
+			} else {
+				keys[key] = kf
+			}
+		}
+	}
+}
+
+// checkApp validates one app on its own; f is its field path.
+func checkApp(p *problems, f string, a App) {
+	if !auth.ValidName(a.ID) {
+		p.add(f+".id", "must be 1-%d printable characters without spaces", auth.MaxNameLen)
+	}
+	if len(a.Secret) < auth.MinSecretLen {
+		p.add(f+".secret", "must be at least %d bytes", auth.MinSecretLen)
+	}
+	if len(a.APIKeys) == 0 {
+		p.add(f+".api_keys", "must have at least one key")
+	}
+	for k, key := range a.APIKeys {
+		if len(key) < MinAPIKeyLen || !auth.ValidName(key) {
+			p.add(fmt.Sprintf("%s.api_keys[%d]", f, k), "must be %d-%d printable characters without spaces", MinAPIKeyLen, auth.MaxNameLen)
+		}
+	}
+}

@@ -1,0 +1,294 @@
+package gateway
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp/websocket"
+
+	"github.com/herald-push/herald/protocol"
+)
+
+// ErrClosed is returned by Send on a connection that is closing or closed.
+var ErrClosed = errors.New("gateway: connection closed")
+
+// Transport is the kind of socket a connection arrived on.
+type Transport uint8
+
+// Transports.
+const (
+	WebSocket Transport = iota + 1
+	TCP
+)
+
+// String names the transport for logs and metric labels.
+func (t Transport) String() string {
+	switch t {
+	case WebSocket:
+		return "ws"
+	case TCP:
+		return "tcp"
+	}
+	return "unknown"
+}
+
+// Encoding is the frame encoding a connection speaks.
+type Encoding uint8
+
+// Encodings.
+const (
+	Binary Encoding = iota
+	JSON
+)
+
+// Connection states. A connection moves forward only:
+// open → authenticated → closing → closed.
+const (
+	stateOpen uint32 = iota
+	stateAuthenticated
+	stateClosing
+	stateClosed
+)
+
+// Conn is one client connection. Its exported methods are safe for
+// concurrent use. An idle connection costs this struct, the WebSocket or
+// TCP state of the event loop, and nothing else: no goroutine, no buffer.
+type Conn struct {
+	id        uint64          // immutable
+	g         *Gateway        // immutable
+	transport Transport       // immutable
+	remote    string          // immutable
+	ws        *websocket.Conn // immutable; set for WebSocket
+	nc        *nbio.Conn      // immutable; set for TCP
+
+	state    atomic.Uint32
+	encoding atomic.Uint32 // Encoding; set from the first message
+	lastRead atomic.Int64  // unix nanoseconds of the last frame read
+	opened   int64         // unix nanoseconds; immutable
+
+	session atomic.Pointer[any] // handler data
+
+	// reason is why the connection closed; written once under closeOnce.
+	closeOnce sync.Once
+	reason    protocol.Disconnect
+
+	// partial holds the start of an incomplete TCP frame. Only the event
+	// loop goroutine that reads this connection touches it.
+	partial []byte
+
+	// Timing wheel membership, guarded by Gateway.wheel.mu.
+	prev, next *Conn
+	slot       int
+}
+
+// ID returns the connection's id, unique within the process.
+func (c *Conn) ID() uint64 { return c.id }
+
+// Transport returns the transport the connection arrived on.
+func (c *Conn) Transport() Transport { return c.transport }
+
+// Encoding returns the encoding the connection speaks.
+func (c *Conn) Encoding() Encoding { return Encoding(c.encoding.Load()) }
+
+// RemoteAddr returns the client's address.
+func (c *Conn) RemoteAddr() string { return c.remote }
+
+// Opened returns when the connection was accepted.
+func (c *Conn) Opened() time.Time { return time.Unix(0, c.opened) }
+
+// Session returns the value stored by SetSession, or nil.
+func (c *Conn) Session() any {
+	if p := c.session.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// SetSession stores handler data on the connection.
+func (c *Conn) SetSession(v any) { c.session.Store(&v) }
+
+// Authenticate marks the connection as authenticated: from now on it may
+// send any frame, and the idle timeout replaces the auth timeout. It
+// reports false if the connection is already closing.
+func (c *Conn) Authenticate() bool {
+	return c.state.CompareAndSwap(stateOpen, stateAuthenticated)
+}
+
+// Authenticated reports whether Authenticate was called and the connection
+// is not closing.
+func (c *Conn) Authenticated() bool { return c.state.Load() == stateAuthenticated }
+
+// Closed reports whether the connection is closing or closed.
+func (c *Conn) Closed() bool { return c.state.Load() >= stateClosing }
+
+// SendFrame encodes f for this connection and writes it.
+func (c *Conn) SendFrame(f *protocol.Frame) error {
+	return c.Send(protocol.Encode(f))
+}
+
+// maxBatch caps the bytes of several frames merged into one message.
+const maxBatch = 64 << 10
+
+// Send writes frames to the connection. Several frames go out in one
+// message and one write system call. Send never blocks on the network: if
+// the client does not read, data queues in the event loop up to the
+// outbound limit, and past it the connection is closed as a slow consumer.
+func (c *Conn) Send(frames ...*protocol.Encoded) error {
+	if c.state.Load() >= stateClosing {
+		return ErrClosed
+	}
+	for len(frames) > 0 {
+		n, size := 1, c.size(frames[0])
+		for n < len(frames) {
+			s := c.size(frames[n])
+			if size+s > maxBatch {
+				break
+			}
+			size += s
+			n++
+		}
+		if err := c.write(frames[:n]); err != nil {
+			return err
+		}
+		c.g.stats.framesOut.Add(uint64(n))
+		c.g.stats.bytesOut.Add(uint64(size))
+		c.g.stats.writes.Add(1)
+		frames = frames[n:]
+	}
+	return nil
+}
+
+func (c *Conn) size(e *protocol.Encoded) int {
+	if c.Encoding() == JSON {
+		return len(e.JSON()) + 1
+	}
+	return len(e.Framed())
+}
+
+func (c *Conn) write(frames []*protocol.Encoded) error {
+	var err error
+	switch {
+	case c.nc != nil:
+		if len(frames) == 1 {
+			_, err = c.nc.Write(frames[0].Framed())
+			break
+		}
+		var arr [16][]byte
+		bufs := arr[:0]
+		for _, f := range frames {
+			bufs = append(bufs, f.Framed())
+		}
+		_, err = c.nc.Writev(bufs)
+	case c.Encoding() == JSON:
+		if len(frames) == 1 {
+			err = c.ws.WriteMessage(websocket.TextMessage, frames[0].JSON())
+			break
+		}
+		bp := c.g.bufs.get()
+		*bp = protocol.AppendJSONBatch((*bp)[:0], frames)
+		err = c.ws.WriteMessage(websocket.TextMessage, *bp)
+		c.g.bufs.put(bp)
+	default:
+		if len(frames) == 1 {
+			err = c.ws.WriteMessage(websocket.BinaryMessage, frames[0].Framed())
+			break
+		}
+		bp := c.g.bufs.get()
+		*bp = protocol.AppendFramedBatch((*bp)[:0], frames)
+		err = c.ws.WriteMessage(websocket.BinaryMessage, *bp)
+		c.g.bufs.put(bp)
+	}
+	if err != nil {
+		if errors.Is(err, nbio.ErrOverflow) {
+			c.setReason(protocol.NewDisconnect(protocol.DisconnectSlowConsumer))
+		}
+		return err
+	}
+	return nil
+}
+
+// Close sends the client a DISCONNECT with d and closes the connection. It
+// is idempotent; the first reason wins.
+func (c *Conn) Close(d protocol.Disconnect) {
+	for {
+		s := c.state.Load()
+		if s >= stateClosing {
+			return
+		}
+		if c.state.CompareAndSwap(s, stateClosing) {
+			break
+		}
+	}
+	c.setReason(d)
+	// Best effort: the socket may be full or gone.
+	e := protocol.Encode(d.Frame())
+	if c.nc != nil {
+		_, _ = c.nc.Write(e.Framed())
+		_ = c.nc.Close()
+		return
+	}
+	if c.Encoding() == JSON {
+		_ = c.ws.WriteMessage(websocket.TextMessage, e.JSON())
+	} else {
+		_ = c.ws.WriteMessage(websocket.BinaryMessage, e.Framed())
+	}
+	_ = c.ws.WriteClose(wsCloseCode(d.Code), d.Code.String())
+	_ = c.ws.Close()
+}
+
+// Fail sends an ERROR frame and, if the code is fatal, a DISCONNECT, and
+// closes the connection.
+func (c *Conn) Fail(e *protocol.Error, d protocol.Disconnect) {
+	_ = c.SendFrame(e.Frame())
+	if e.Code.Fatal() {
+		c.Close(d)
+	}
+}
+
+func (c *Conn) setReason(d protocol.Disconnect) {
+	c.closeOnce.Do(func() { c.reason = d })
+}
+
+// closed is called once by the event loop after the socket is closed.
+func (c *Conn) closed(err error) protocol.Disconnect {
+	c.state.Store(stateClosed)
+	switch {
+	case errors.Is(err, nbio.ErrOverflow):
+		c.setReason(protocol.NewDisconnect(protocol.DisconnectSlowConsumer))
+	default:
+		c.setReason(protocol.NewDisconnect(protocol.DisconnectConnectionLost))
+	}
+	return c.reason
+}
+
+// wsCloseCode maps a disconnect to a WebSocket close status: 1000 for a
+// normal close, 1001 for a shutdown, 4000+ (application range) otherwise.
+func wsCloseCode(code protocol.DisconnectCode) int {
+	switch code {
+	case protocol.DisconnectNormal:
+		return 1000
+	case protocol.DisconnectShutdown:
+		return 1001
+	}
+	return 4000 + int(code)%1000
+}
+
+// deadline returns when the connection expires if nothing more is read.
+func (c *Conn) deadline(authTimeout, idleTimeout time.Duration) time.Time {
+	if c.state.Load() == stateOpen {
+		return time.Unix(0, c.opened).Add(authTimeout)
+	}
+	return time.Unix(0, c.lastRead.Load()).Add(idleTimeout)
+}
+
+// remoteString formats an address without allocating when it is nil.
+func remoteString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

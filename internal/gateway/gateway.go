@@ -1,0 +1,344 @@
+// Package gateway accepts client connections over WebSocket and raw TCP,
+// decodes their frames, keeps heartbeats and writes frames to sockets.
+//
+// It runs on an event loop (nbio): a connection that has nothing to say
+// costs its state and no goroutine or read buffer. Deadlines (auth timeout,
+// idle timeout) are kept by one timing wheel, not one timer per connection.
+// Everything the gateway does not own (who a client is, what it
+// subscribes to) it hands to a Handler; it imports no hub, store or broker.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+
+	"github.com/herald-push/herald/protocol"
+)
+
+// Handler receives what clients send. Calls for one connection are
+// serialised; calls for different connections run concurrently. Handlers
+// must not block: they run on the event loop's workers.
+type Handler interface {
+	// OnFrame is called for every decoded frame except PING and PONG, which
+	// the gateway answers itself. Until the handler calls
+	// Conn.Authenticate, only CONNECT frames reach it.
+	OnFrame(c *Conn, f *protocol.Frame)
+	// OnClose is called once, after the connection is closed, with the reason.
+	OnClose(c *Conn, reason protocol.Disconnect)
+}
+
+// Config configures a Gateway. Zero durations and sizes take the defaults
+// noted on each field.
+type Config struct {
+	WSAddr string // WebSocket listen address; empty disables
+	WSPath string // HTTP path of the WebSocket endpoint; default "/ws"
+	WSTLS  TLS    // certificate files; TLS is on when both are set
+
+	TCPAddr string // raw TCP listen address; empty disables
+	TCPTLS  TLS    // certificate files; TLS is on when both are set
+
+	Limits        protocol.Limits // decoder limits; default protocol.DefaultLimits()
+	OutboundLimit int             // bytes queued per connection before it is a slow consumer; default 1 MiB
+
+	Heartbeat   time.Duration // interval announced to clients; default 180 s
+	Grace       time.Duration // silence allowed past Heartbeat before closing; default 30 s
+	AuthTimeout time.Duration // time allowed for a valid CONNECT; default 10 s
+
+	Pollers int          // event loop goroutines per listener kind; default 1
+	Logger  *slog.Logger // default slog.Default()
+	Now     func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.WSPath == "" {
+		c.WSPath = "/ws"
+	}
+	if c.Limits == (protocol.Limits{}) {
+		c.Limits = protocol.DefaultLimits()
+	}
+	if c.OutboundLimit <= 0 {
+		c.OutboundLimit = 1 << 20
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 180 * time.Second
+	}
+	if c.Grace <= 0 {
+		c.Grace = 30 * time.Second
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.Pollers <= 0 {
+		c.Pollers = 1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// TLS names a certificate and key in PEM files.
+type TLS struct {
+	CertFile, KeyFile string
+}
+
+// Enabled reports whether both files are set.
+func (t TLS) Enabled() bool { return t.CertFile != "" && t.KeyFile != "" }
+
+// Gateway owns the listeners and every client connection.
+type Gateway struct {
+	cfg     Config
+	handler Handler
+	log     *slog.Logger
+
+	ws  *nbhttp.Engine
+	tcp *nbio.Engine
+
+	wsAddr, tcpAddr net.Addr
+
+	nextID atomic.Uint64
+	wheel  *wheel
+	bufs   bufPool
+	stats  counters
+
+	draining atomic.Bool
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// New returns a gateway that hands client frames to h. Call Start to listen.
+func New(cfg Config, h Handler) (*Gateway, error) {
+	cfg.setDefaults()
+	if cfg.WSAddr == "" && cfg.TCPAddr == "" {
+		return nil, errors.New("gateway: no listener configured")
+	}
+	if cfg.OutboundLimit < 2*cfg.Limits.MaxFrame || cfg.OutboundLimit < 2*maxBatch {
+		return nil, fmt.Errorf("gateway: outbound limit %d must be at least twice the frame limit and %d", cfg.OutboundLimit, 2*maxBatch)
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		handler: h,
+		log:     cfg.Logger,
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	g.wheel = newWheel(g.tick(), max(cfg.AuthTimeout, cfg.Heartbeat+cfg.Grace), cfg.Now())
+	return g, nil
+}
+
+// tick is the wheel's resolution: fine enough that a deadline is met within
+// an eighth of the shortest timeout, coarse enough to cost nothing.
+func (g *Gateway) tick() time.Duration {
+	t := min(g.cfg.AuthTimeout, g.cfg.Heartbeat+g.cfg.Grace) / 8
+	return min(max(t, 10*time.Millisecond), time.Second)
+}
+
+// Start opens the listeners and starts the event loops and the wheel.
+func (g *Gateway) Start() error {
+	if g.cfg.WSAddr != "" {
+		if err := g.startWS(); err != nil {
+			return err
+		}
+	}
+	if g.cfg.TCPAddr != "" {
+		if err := g.startTCP(); err != nil {
+			if g.ws != nil {
+				g.ws.Stop()
+			}
+			return err
+		}
+	}
+	go g.runWheel()
+	return nil
+}
+
+// WSAddr returns the bound WebSocket address, or nil.
+func (g *Gateway) WSAddr() net.Addr { return g.wsAddr }
+
+// TCPAddr returns the bound TCP address, or nil.
+func (g *Gateway) TCPAddr() net.Addr { return g.tcpAddr }
+
+// Heartbeat returns the heartbeat interval announced to clients.
+func (g *Gateway) Heartbeat() time.Duration { return g.cfg.Heartbeat }
+
+// Draining reports whether Shutdown has begun.
+func (g *Gateway) Draining() bool { return g.draining.Load() }
+
+// Shutdown tells every client to reconnect (to alt, if given), closes the
+// connections and listeners and stops the event loops. It returns when all
+// are closed or ctx is done.
+func (g *Gateway) Shutdown(ctx context.Context, alt string) error {
+	if !g.draining.CompareAndSwap(false, true) {
+		return nil
+	}
+	d := protocol.NewDisconnect(protocol.DisconnectShutdown)
+	d.Alt = alt
+	var conns []*Conn
+	g.wheel.each(func(c *Conn) { conns = append(conns, c) })
+	for _, c := range conns {
+		c.Close(d)
+	}
+	// Wait until the event loops report every connection closed.
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	var err error
+wait:
+	for g.wheel.len() > 0 {
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("gateway shutdown: %d connections left: %w", g.wheel.len(), ctx.Err())
+			break wait
+		case <-t.C:
+		}
+	}
+	close(g.stop)
+	<-g.done
+	if g.ws != nil {
+		g.ws.Stop()
+	}
+	if g.tcp != nil {
+		g.tcp.Stop()
+	}
+	return err
+}
+
+func (g *Gateway) runWheel() {
+	defer close(g.done)
+	t := time.NewTicker(g.wheel.tick)
+	defer t.Stop()
+	idle := g.cfg.Heartbeat + g.cfg.Grace
+	due := func(c *Conn, now time.Time) time.Time {
+		if c.Closed() {
+			return time.Time{}
+		}
+		d := c.deadline(g.cfg.AuthTimeout, idle)
+		if !now.Before(d) {
+			return time.Time{}
+		}
+		return d
+	}
+	var expired []*Conn
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		expired = g.wheel.advance(g.cfg.Now(), due, expired[:0])
+		for _, c := range expired {
+			if c.Closed() {
+				continue
+			}
+			code := protocol.DisconnectIdleTimeout
+			if !c.Authenticated() {
+				code = protocol.DisconnectAuthTimeout
+			}
+			c.Close(protocol.NewDisconnect(code))
+		}
+		clear(expired)
+	}
+}
+
+// opened registers a new connection.
+func (g *Gateway) opened(t Transport, remote net.Addr, attach func(*Conn)) *Conn {
+	now := g.cfg.Now()
+	c := &Conn{
+		id:        g.nextID.Add(1),
+		g:         g,
+		transport: t,
+		remote:    remoteString(remote),
+		opened:    now.UnixNano(),
+		slot:      -1,
+	}
+	attach(c)
+	c.lastRead.Store(now.UnixNano())
+	g.stats.accepted.Add(1)
+	g.stats.open.Add(1)
+	g.wheel.add(c, now.Add(g.cfg.AuthTimeout))
+	return c
+}
+
+// closedConn runs once per connection when its socket is gone.
+func (g *Gateway) closedConn(c *Conn, err error) {
+	g.wheel.remove(c)
+	d := c.closed(err)
+	g.stats.open.Add(-1)
+	g.stats.disconnect(d.Code)
+	if c.Session() != nil {
+		g.handler.OnClose(c, d)
+	}
+	if d.Code != protocol.DisconnectNormal && d.Code != protocol.DisconnectShutdown {
+		g.log.Debug("connection closed", "conn_id", c.id, "remote", c.remote, "transport", c.transport.String(), "reason", d.Code.String())
+	}
+}
+
+// frame handles one decoded frame from c.
+func (g *Gateway) frame(c *Conn, f *protocol.Frame) {
+	c.lastRead.Store(g.cfg.Now().UnixNano())
+	g.stats.framesIn.Add(1)
+	switch f.Type {
+	case protocol.TypePing:
+		_ = c.SendFrame(&protocol.Frame{Type: protocol.TypePong, Time: f.Time})
+		return
+	case protocol.TypePong:
+		return
+	}
+	if c.state.Load() == stateOpen && f.Type != protocol.TypeConnect {
+		c.Fail(&protocol.Error{Code: protocol.CodeNotAuthenticated, Text: "the first frame must be CONNECT"},
+			protocol.NewDisconnect(protocol.DisconnectProtocolError))
+		return
+	}
+	g.handler.OnFrame(c, f)
+}
+
+// decodeError answers a frame that could not be decoded and closes c.
+func (g *Gateway) decodeError(c *Conn, err error) {
+	g.stats.decodeErrors.Add(1)
+	code := protocol.CodeMalformed
+	if errors.Is(err, protocol.ErrTooLarge) {
+		code = protocol.CodeTooLarge
+	}
+	g.log.Info("bad frame", "conn_id", c.id, "remote", c.remote, "err", err)
+	c.Fail(&protocol.Error{Code: code, Text: err.Error()}, protocol.NewDisconnect(protocol.DisconnectProtocolError))
+}
+
+// listenHook wraps net.Listen so the bound address (port 0) is known.
+func listenHook(dst *net.Addr) func(network, addr string) (net.Listener, error) {
+	return func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		*dst = ln.Addr()
+		return ln, nil
+	}
+}
+
+// bufPool recycles the buffers used to merge several frames into one message.
+type bufPool struct{ p sync.Pool }
+
+func (b *bufPool) get() *[]byte {
+	if v := b.p.Get(); v != nil {
+		return v.(*[]byte)
+	}
+	buf := make([]byte, 0, 4096)
+	return &buf
+}
+
+func (b *bufPool) put(p *[]byte) {
+	if cap(*p) > 2*maxBatch {
+		return
+	}
+	b.p.Put(p)
+}

@@ -1,0 +1,59 @@
+package gateway
+
+import (
+	"sync/atomic"
+
+	"github.com/herald-push/herald/protocol"
+)
+
+// Stats is a snapshot of the gateway's counters.
+type Stats struct {
+	Open         int64  // connections open now
+	Accepted     uint64 // connections accepted since start
+	FramesIn     uint64 // frames decoded from clients
+	FramesOut    uint64 // frames written to clients
+	BytesOut     uint64 // bytes of frames written to clients
+	Writes       uint64 // write calls (messages) to clients; FramesOut/Writes is the batching factor
+	DecodeErrors uint64 // frames that failed to decode
+	// Disconnects counts closed connections by reason.
+	Disconnects map[protocol.DisconnectCode]uint64
+}
+
+const firstCode, lastCode = protocol.DisconnectNormal, protocol.DisconnectServerError
+
+type counters struct {
+	open         atomic.Int64
+	accepted     atomic.Uint64
+	framesIn     atomic.Uint64
+	framesOut    atomic.Uint64
+	bytesOut     atomic.Uint64
+	writes       atomic.Uint64
+	decodeErrors atomic.Uint64
+	disconnects  [lastCode - firstCode + 2]atomic.Uint64 // last slot: unknown codes
+}
+
+func (c *counters) disconnect(code protocol.DisconnectCode) {
+	i := int(lastCode-firstCode) + 1
+	if code >= firstCode && code <= lastCode {
+		i = int(code - firstCode)
+	}
+	c.disconnects[i].Add(1)
+}
+
+// Stats returns a snapshot of the gateway's counters.
+func (g *Gateway) Stats() Stats {
+	s := Stats{
+		Open:         g.stats.open.Load(),
+		Accepted:     g.stats.accepted.Load(),
+		FramesIn:     g.stats.framesIn.Load(),
+		FramesOut:    g.stats.framesOut.Load(),
+		BytesOut:     g.stats.bytesOut.Load(),
+		Writes:       g.stats.writes.Load(),
+		DecodeErrors: g.stats.decodeErrors.Load(),
+		Disconnects:  make(map[protocol.DisconnectCode]uint64),
+	}
+	for code := firstCode; code <= lastCode; code++ {
+		s.Disconnects[code] = g.stats.disconnects[code-firstCode].Load()
+	}
+	return s
+}

@@ -1,0 +1,132 @@
+// Package metrics defines Herald's Prometheus metrics and serves them.
+// Counters owned by other packages are read from their Stats snapshots at
+// scrape time, so the hot paths only ever bump atomics.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/herald-push/herald/internal/gateway"
+	"github.com/herald-push/herald/internal/hub"
+	"github.com/herald-push/herald/internal/node"
+	"github.com/herald-push/herald/protocol"
+)
+
+// Sources are the snapshots the metrics are read from. Nil sources are skipped.
+type Sources struct {
+	Gateway     func() gateway.Stats
+	Hub         func() hub.Stats
+	Node        func() node.Stats
+	LogsDropped func() uint64
+}
+
+// Metrics holds the registry and the metrics that are observed directly.
+type Metrics struct {
+	reg *prometheus.Registry
+	api *prometheus.HistogramVec
+}
+
+// New registers every metric on a fresh registry.
+func New(src Sources) *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(&snapshot{src: src})
+	m := &Metrics{
+		reg: reg,
+		api: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herald_api_request_duration_seconds",
+			Help:    "Server API request latency by route and status.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}, []string{"route", "status"}),
+	}
+	reg.MustRegister(m.api)
+	return m
+}
+
+// ObserveAPI records one API request.
+func (m *Metrics) ObserveAPI(route string, status int, d time.Duration) {
+	m.api.WithLabelValues(route, strconv.Itoa(status)).Observe(d.Seconds())
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+var (
+	descOpen        = prometheus.NewDesc("herald_connections", "Client connections open now.", nil, nil)
+	descAccepted    = prometheus.NewDesc("herald_connections_accepted_total", "Client connections accepted.", nil, nil)
+	descDisconnects = prometheus.NewDesc("herald_disconnects_total", "Closed client connections by reason.", []string{"reason"}, nil)
+	descFramesIn    = prometheus.NewDesc("herald_frames_in_total", "Frames received from clients.", nil, nil)
+	descFramesOut   = prometheus.NewDesc("herald_frames_out_total", "Frames written to clients.", nil, nil)
+	descBytesOut    = prometheus.NewDesc("herald_bytes_out_total", "Bytes of frames written to clients.", nil, nil)
+	descWrites      = prometheus.NewDesc("herald_writes_total", "Messages (write calls) to clients; frames_out/writes is the batching factor.", nil, nil)
+	descDecodeErr   = prometheus.NewDesc("herald_decode_errors_total", "Client frames that failed to decode.", nil, nil)
+	descSessions    = prometheus.NewDesc("herald_sessions", "Authenticated sessions.", nil, nil)
+	descUsers       = prometheus.NewDesc("herald_users_online", "Users with at least one local connection.", nil, nil)
+	descTopics      = prometheus.NewDesc("herald_topics", "Topics with local subscribers.", nil, nil)
+	descSubs        = prometheus.NewDesc("herald_subscriptions", "Topic subscriptions.", nil, nil)
+	descPublished   = prometheus.NewDesc("herald_messages_published_total", "Topic and broadcast messages accepted for fan-out.", nil, nil)
+	descDelivered   = prometheus.NewDesc("herald_deliveries_total", "Messages handed to connections.", nil, nil)
+	descPasses      = prometheus.NewDesc("herald_fanout_passes_total", "Fan-out passes.", nil, nil)
+	descDropped     = prometheus.NewDesc("herald_fanout_dropped_total", "Messages dropped because a fan-out queue was full.", nil, nil)
+	descAcks        = prometheus.NewDesc("herald_acks_total", "ACK frames received.", nil, nil)
+	descLogDropped  = prometheus.NewDesc("herald_log_records_dropped_total", "Log records dropped because the log writer fell behind.", nil, nil)
+)
+
+// snapshot is a collector over the Stats snapshots.
+type snapshot struct{ src Sources }
+
+func (s *snapshot) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descDisconnects, descFramesIn, descFramesOut, descBytesOut,
+		descWrites, descDecodeErr, descSessions, descUsers, descTopics, descSubs, descPublished, descDelivered, descPasses,
+		descDropped, descAcks, descLogDropped} {
+		ch <- d
+	}
+}
+
+func (s *snapshot) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	if s.src.Gateway != nil {
+		g := s.src.Gateway()
+		gauge(descOpen, g.Open)
+		counter(descAccepted, g.Accepted)
+		counter(descFramesIn, g.FramesIn)
+		counter(descFramesOut, g.FramesOut)
+		counter(descBytesOut, g.BytesOut)
+		counter(descWrites, g.Writes)
+		counter(descDecodeErr, g.DecodeErrors)
+		for _, code := range protocol.AllDisconnectCodes() {
+			counter(descDisconnects, g.Disconnects[code], code.String())
+		}
+	}
+	if s.src.Hub != nil {
+		h := s.src.Hub()
+		gauge(descUsers, h.Users)
+		gauge(descTopics, h.Topics)
+		gauge(descSubs, h.Subscriptions)
+		counter(descPublished, h.Published)
+		counter(descDelivered, h.Delivered)
+		counter(descPasses, h.Passes)
+		counter(descDropped, h.Dropped)
+	}
+	if s.src.Node != nil {
+		n := s.src.Node()
+		gauge(descSessions, int64(n.Sessions))
+		counter(descAcks, n.Acks)
+	}
+	if s.src.LogsDropped != nil {
+		counter(descLogDropped, s.src.LogsDropped())
+	}
+}

@@ -1,0 +1,268 @@
+// Package node is the orchestrator of one Herald process: it authenticates
+// clients that the gateway accepts, records their sessions, indexes them in
+// the hub, and turns API calls into frames for the hub to route. It depends
+// on the other roles through the small interfaces below.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-push/herald/internal/auth"
+	"github.com/herald-push/herald/internal/gateway"
+	"github.com/herald-push/herald/internal/hub"
+	"github.com/herald-push/herald/internal/registry"
+	"github.com/herald-push/herald/protocol"
+)
+
+// Verifier checks client tokens.
+type Verifier interface {
+	Verify(token string) (auth.Claims, error)
+}
+
+// Registry records online sessions.
+type Registry interface {
+	Claim(s registry.Session, replace bool) (prev registry.Session, hadPrev, ok bool)
+	Release(s registry.Session)
+	Lookup(app, user string) []registry.Session
+	Count() int
+}
+
+// Duplicate login policies.
+const (
+	DuplicateReplace = "replace" // the newer connection wins; the older is told "replaced"
+	DuplicateRefuse  = "refuse"  // the older connection stays; the newer is refused
+)
+
+// Config configures a Node.
+type Config struct {
+	ID               string        // node id, shown to clients and in presence
+	Heartbeat        time.Duration // interval announced in CONNECTED
+	DuplicateLogin   string        // DuplicateReplace (default) or DuplicateRefuse
+	MaxSubscriptions int           // per connection; default 128
+	Logger           *slog.Logger
+	Now              func() time.Time
+}
+
+// Node implements gateway.Handler and the operations of the server API.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	verifier Verifier
+	hub      *hub.Hub
+	reg      Registry
+
+	idPrefix string
+	msgSeq   atomic.Uint64
+
+	acks, uplinks atomic.Uint64
+}
+
+var _ gateway.Handler = (*Node)(nil)
+
+// New returns a node.
+func New(cfg Config, v Verifier, h *hub.Hub, r Registry) *Node {
+	if cfg.DuplicateLogin == "" {
+		cfg.DuplicateLogin = DuplicateReplace
+	}
+	if cfg.MaxSubscriptions <= 0 {
+		cfg.MaxSubscriptions = 128
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Node{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		verifier: v,
+		hub:      h,
+		reg:      r,
+		idPrefix: strconv.FormatInt(cfg.Now().UnixNano(), 36) + "-",
+	}
+}
+
+// session is what the node keeps per authenticated connection.
+type session struct {
+	reg    registry.Session
+	claims auth.Claims
+
+	mu       sync.Mutex
+	topics   []string // subscribed topics
+	released bool     // removed from hub and registry; no more subscriptions
+}
+
+// OnFrame implements gateway.Handler.
+func (n *Node) OnFrame(c *gateway.Conn, f *protocol.Frame) {
+	switch f.Type {
+	case protocol.TypeConnect:
+		n.connect(c, f)
+		return
+	}
+	s, _ := c.Session().(*session)
+	if s == nil {
+		return
+	}
+	switch f.Type {
+	case protocol.TypeSubscribe:
+		n.subscribe(c, s, f)
+	case protocol.TypeUnsubscribe:
+		n.unsubscribe(c, s, f)
+	case protocol.TypeAck:
+		n.acks.Add(1) // cursors arrive with the store
+	case protocol.TypeUplink:
+		n.uplinks.Add(1)
+		_ = c.SendFrame((&protocol.Error{ID: f.ID, Code: protocol.CodeNotSupported, Text: "uplink is not supported by this server"}).Frame())
+	case protocol.TypeDisconnect:
+		c.Close(protocol.NewDisconnect(protocol.DisconnectNormal))
+	default:
+		_ = c.SendFrame((&protocol.Error{ID: f.ID, Code: protocol.CodeBadRequest, Text: fmt.Sprintf("a client may not send %s", f.Type)}).Frame())
+	}
+}
+
+// OnClose implements gateway.Handler.
+func (n *Node) OnClose(c *gateway.Conn, reason protocol.Disconnect) {
+	if s, ok := c.Session().(*session); ok {
+		n.release(c, s)
+	}
+}
+
+func (n *Node) release(c *gateway.Conn, s *session) {
+	s.mu.Lock()
+	if s.released {
+		s.mu.Unlock()
+		return
+	}
+	s.released = true
+	topics := s.topics
+	s.topics = nil
+	s.mu.Unlock()
+	for _, t := range topics {
+		n.hub.Unsubscribe(s.reg.App, t, c)
+	}
+	n.hub.LeaveApp(s.reg.App, c)
+	n.hub.RemoveUser(s.reg.App, s.reg.User, c)
+	n.reg.Release(s.reg)
+}
+
+func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
+	if c.Authenticated() {
+		_ = c.SendFrame((&protocol.Error{Code: protocol.CodeBadRequest, Text: "already connected"}).Frame())
+		return
+	}
+	if f.Version > protocol.Version {
+		c.Fail(&protocol.Error{Code: protocol.CodeUnsupportedVersion, Text: fmt.Sprintf("protocol version %d; this server speaks %d", f.Version, protocol.Version)},
+			protocol.NewDisconnect(protocol.DisconnectProtocolError))
+		return
+	}
+	claims, err := n.verifier.Verify(f.Token)
+	if err != nil {
+		code := protocol.CodeBadToken
+		if errors.Is(err, auth.ErrExpired) {
+			code = protocol.CodeTokenExpired
+		}
+		n.log.Info("connect refused", "conn_id", c.ID(), "remote", c.RemoteAddr(), "err", err)
+		c.Fail(&protocol.Error{Code: code, Text: err.Error()}, protocol.NewDisconnect(protocol.DisconnectAuthFailed))
+		return
+	}
+	device := f.Device
+	if device == "" {
+		device = "conn-" + strconv.FormatUint(c.ID(), 10) // anonymous device: never a duplicate
+	} else if !auth.ValidName(device) {
+		_ = c.SendFrame((&protocol.Error{Code: protocol.CodeBadName, Text: "device id must be 1-128 printable bytes without spaces"}).Frame())
+		c.Close(protocol.NewDisconnect(protocol.DisconnectProtocolError))
+		return
+	}
+	s := &session{
+		claims: claims,
+		reg: registry.Session{
+			App: claims.App, User: claims.User, Device: device, Node: n.cfg.ID,
+			ConnID: c.ID(), Since: c.Opened(), Transport: c.Transport().String(), Remote: c.RemoteAddr(),
+		},
+	}
+	prev, hadPrev, ok := n.reg.Claim(s.reg, n.cfg.DuplicateLogin != DuplicateRefuse)
+	if !ok {
+		c.Close(protocol.NewDisconnect(protocol.DisconnectDuplicateRefused))
+		return
+	}
+	if hadPrev {
+		n.closeConn(prev.App, prev.User, prev.ConnID, protocol.NewDisconnect(protocol.DisconnectReplaced))
+	}
+	c.SetSession(s)
+	if !c.Authenticate() {
+		n.release(c, s) // closed while we were authenticating
+		return
+	}
+	n.hub.AddUser(s.reg.App, s.reg.User, c)
+	n.hub.JoinApp(s.reg.App, c)
+	_ = c.SendFrame(&protocol.Frame{
+		Type:      protocol.TypeConnected,
+		Session:   n.cfg.ID + "-" + strconv.FormatUint(c.ID(), 10),
+		Node:      n.cfg.ID,
+		Heartbeat: n.cfg.Heartbeat,
+		Time:      n.cfg.Now().UnixMilli(),
+	})
+	if c.Closed() {
+		n.release(c, s) // the gateway may have skipped OnClose before SetSession
+	}
+}
+
+// closeConn closes the local connection id of a user, if it is here.
+func (n *Node) closeConn(app, user string, id uint64, d protocol.Disconnect) bool {
+	for _, hc := range n.hub.UserConns(app, user) {
+		if hc.ID() == id {
+			if gc, ok := hc.(*gateway.Conn); ok {
+				gc.Close(d)
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (n *Node) subscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
+	fail := func(code protocol.ErrorCode, text string) {
+		_ = c.SendFrame((&protocol.Error{ID: f.ID, Code: code, Text: text}).Frame())
+	}
+	if !auth.ValidName(f.Topic) {
+		fail(protocol.CodeBadName, "topic must be 1-128 printable bytes without spaces")
+		return
+	}
+	if !s.claims.TopicAllowed(f.Topic) {
+		fail(protocol.CodeForbidden, fmt.Sprintf("token does not allow topic %q", f.Topic))
+		return
+	}
+	s.mu.Lock()
+	if s.released || slices.Contains(s.topics, f.Topic) {
+		s.mu.Unlock()
+		_ = c.SendFrame(&protocol.Frame{Type: protocol.TypeReply, ID: f.ID})
+		return
+	}
+	if len(s.topics) >= n.cfg.MaxSubscriptions {
+		s.mu.Unlock()
+		fail(protocol.CodeTooManySubscriptions, fmt.Sprintf("at most %d subscriptions per connection", n.cfg.MaxSubscriptions))
+		return
+	}
+	s.topics = append(s.topics, f.Topic)
+	n.hub.Subscribe(s.reg.App, f.Topic, c)
+	s.mu.Unlock()
+	_ = c.SendFrame(&protocol.Frame{Type: protocol.TypeReply, ID: f.ID})
+}
+
+func (n *Node) unsubscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
+	s.mu.Lock()
+	if i := slices.Index(s.topics, f.Topic); i >= 0 && !s.released {
+		s.topics = slices.Delete(s.topics, i, i+1)
+		n.hub.Unsubscribe(s.reg.App, f.Topic, c)
+	}
+	s.mu.Unlock()
+	_ = c.SendFrame(&protocol.Frame{Type: protocol.TypeReply, ID: f.ID})
+}

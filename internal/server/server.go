@@ -1,0 +1,223 @@
+// Package server wires the roles of one Herald process together: gateway,
+// hub, registry, node, API and metrics. It is the only place that chooses
+// concrete implementations; cmd/herald and the end-to-end tests use it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/herald-push/herald/internal/api"
+	"github.com/herald-push/herald/internal/auth"
+	"github.com/herald-push/herald/internal/config"
+	"github.com/herald-push/herald/internal/gateway"
+	"github.com/herald-push/herald/internal/hub"
+	"github.com/herald-push/herald/internal/metrics"
+	"github.com/herald-push/herald/internal/node"
+	"github.com/herald-push/herald/internal/registry"
+	"github.com/herald-push/herald/protocol"
+)
+
+// Options are what the process supplies besides the configuration.
+type Options struct {
+	Logger      *slog.Logger
+	LogsDropped func() uint64
+	Now         func() time.Time
+}
+
+// Server is one running Herald process.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	gw      *gateway.Gateway
+	hub     *hub.Hub
+	node    *node.Node
+	apiSrv  *http.Server
+	apiLn   net.Listener
+	metrics *metrics.Metrics
+	apiDone chan error
+}
+
+// New builds a server from a validated configuration.
+func New(cfg config.Config, opt Options) (*Server, error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	log := opt.Logger
+	h := hub.New(hub.Config{Workers: cfg.FanoutWorkers, Logger: log})
+	reg := registry.NewMemory()
+	verifier := auth.NewVerifier(cfg.AppSecrets(), opt.Now)
+	n := node.New(node.Config{
+		ID:               cfg.Node,
+		Heartbeat:        cfg.Heartbeat,
+		DuplicateLogin:   cfg.DuplicateLogin,
+		MaxSubscriptions: cfg.MaxSubscriptions,
+		Logger:           log,
+		Now:              opt.Now,
+	}, verifier, h, reg)
+
+	lim := protocol.DefaultLimits()
+	lim.MaxFrame = cfg.MaxFrameSize
+	lim.MaxPayload = cfg.MaxPayload
+	gw, err := gateway.New(gateway.Config{
+		WSAddr:        cfg.WS.Addr,
+		WSPath:        cfg.WS.Path,
+		WSTLS:         gateway.TLS{CertFile: cfg.WS.TLSCert, KeyFile: cfg.WS.TLSKey},
+		TCPAddr:       cfg.TCP.Addr,
+		TCPTLS:        gateway.TLS{CertFile: cfg.TCP.TLSCert, KeyFile: cfg.TCP.TLSKey},
+		Limits:        lim,
+		OutboundLimit: cfg.OutboundLimit,
+		Heartbeat:     cfg.Heartbeat,
+		Grace:         cfg.HeartbeatGrace,
+		AuthTimeout:   cfg.AuthTimeout,
+		Logger:        log,
+		Now:           opt.Now,
+	}, n)
+	if err != nil {
+		_ = h.Shutdown(context.Background())
+		return nil, err
+	}
+
+	m := metrics.New(metrics.Sources{
+		Gateway:     gw.Stats,
+		Hub:         h.Stats,
+		Node:        n.Stats,
+		LogsDropped: opt.LogsDropped,
+	})
+	apps := make([]string, 0, len(cfg.Apps))
+	for _, a := range cfg.Apps {
+		apps = append(apps, a.ID)
+	}
+	s := &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, metrics: m, apiDone: make(chan error, 1)}
+	handler := api.New(api.Config{
+		Apps:          apps,
+		MaxPayload:    cfg.MaxPayload,
+		MaxRecipients: cfg.MaxRecipients,
+		Stats:         s.Stats,
+		Observe:       m.ObserveAPI,
+		Extra:         map[string]http.Handler{"GET /metrics": m.Handler()},
+		Logger:        log,
+	}, n, auth.NewKeys(cfg.APIKeys()))
+	s.apiSrv = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Start opens every listener. On error nothing is left running.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.API.Addr)
+	if err != nil {
+		_ = s.hub.Shutdown(context.Background())
+		return fmt.Errorf("api listener %s: %w", s.cfg.API.Addr, err)
+	}
+	if err := s.gw.Start(); err != nil {
+		_ = ln.Close()
+		_ = s.hub.Shutdown(context.Background())
+		return err
+	}
+	s.apiLn = ln
+	go func() {
+		var err error
+		if s.cfg.API.TLSCert != "" && s.cfg.API.TLSKey != "" {
+			err = s.apiSrv.ServeTLS(ln, s.cfg.API.TLSCert, s.cfg.API.TLSKey)
+		} else {
+			err = s.apiSrv.Serve(ln)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.apiDone <- err
+	}()
+	s.log.Info("herald started", "node", s.cfg.Node, "ws", addrString(s.gw.WSAddr()), "ws_path", s.cfg.WS.Path,
+		"tcp", addrString(s.gw.TCPAddr()), "api", ln.Addr().String())
+	return nil
+}
+
+// WSURL returns the WebSocket endpoint, e.g. ws://127.0.0.1:8080/ws.
+func (s *Server) WSURL() string {
+	scheme := "ws"
+	if s.cfg.WS.TLSCert != "" {
+		scheme = "wss"
+	}
+	return scheme + "://" + addrString(s.gw.WSAddr()) + s.cfg.WS.Path
+}
+
+// TCPAddr returns the raw TCP listener's address, or "".
+func (s *Server) TCPAddr() string { return addrString(s.gw.TCPAddr()) }
+
+// APIURL returns the base URL of the server API.
+func (s *Server) APIURL() string {
+	scheme := "http"
+	if s.cfg.API.TLSCert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + s.apiLn.Addr().String()
+}
+
+// Node returns the node, for tests that call it directly.
+func (s *Server) Node() *node.Node { return s.node }
+
+// Stats are the server's counters, as GET /v1/stats returns them.
+type Stats struct {
+	Node    string       `json:"node"`
+	Gateway gatewayStats `json:"connections"`
+	Hub     hub.Stats    `json:"routing"`
+	Session node.Stats   `json:"sessions"`
+}
+
+type gatewayStats struct {
+	Open         int64             `json:"open"`
+	Accepted     uint64            `json:"accepted"`
+	FramesIn     uint64            `json:"frames_in"`
+	FramesOut    uint64            `json:"frames_out"`
+	BytesOut     uint64            `json:"bytes_out"`
+	Writes       uint64            `json:"writes"`
+	DecodeErrors uint64            `json:"decode_errors"`
+	Disconnects  map[string]uint64 `json:"disconnects"`
+}
+
+// Stats returns a snapshot of every counter.
+func (s *Server) Stats() any {
+	g := s.gw.Stats()
+	gs := gatewayStats{Open: g.Open, Accepted: g.Accepted, FramesIn: g.FramesIn, FramesOut: g.FramesOut,
+		BytesOut: g.BytesOut, Writes: g.Writes, DecodeErrors: g.DecodeErrors, Disconnects: map[string]uint64{}}
+	for code, v := range g.Disconnects {
+		gs.Disconnects[code.String()] = v
+	}
+	return Stats{Node: s.cfg.Node, Gateway: gs, Hub: s.hub.Stats(), Session: s.node.Stats()}
+}
+
+// GatewayStats returns the gateway's counters.
+func (s *Server) GatewayStats() gateway.Stats { return s.gw.Stats() }
+
+// Shutdown drains: clients are told to reconnect (to alt, if set), the API
+// stops accepting requests and finishes those under way, and the workers
+// stop. It returns the first error, after trying every step.
+func (s *Server) Shutdown(ctx context.Context, alt string) error {
+	errGW := s.gw.Shutdown(ctx, alt)
+	errAPI := s.apiSrv.Shutdown(ctx)
+	if errAPI == nil {
+		errAPI = <-s.apiDone
+	}
+	errHub := s.hub.Shutdown(ctx)
+	return errors.Join(errGW, errAPI, errHub)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
