@@ -38,10 +38,14 @@ var (
 
 // Defaults of Config.
 const (
-	DefaultMinBackoff     = 100 * time.Millisecond
-	DefaultMaxBackoff     = 10 * time.Second
+	// DefaultMinBackoff is the default Config.MinBackoff.
+	DefaultMinBackoff = 100 * time.Millisecond
+	// DefaultMaxBackoff is the default Config.MaxBackoff.
+	DefaultMaxBackoff = 10 * time.Second
+	// DefaultConnectTimeout is the default Config.ConnectTimeout.
 	DefaultConnectTimeout = 10 * time.Second
-	DefaultBuffer         = 1024
+	// DefaultBuffer is the default Config.Buffer.
+	DefaultBuffer = 1024
 )
 
 // Config configures a Client. URLs and one of Token and TokenFunc are
@@ -79,18 +83,23 @@ type Config struct {
 	// PingInterval, when set, caps the heartbeat interval the server
 	// announces in CONNECTED; it also applies when the server announces
 	// none. The Client sends PING every interval and treats the connection
-	// as dead when nothing was read for twice the interval. With neither an
+	// as dead, and reconnects, when nothing was read for twice the interval
+	// (provided a PING has gone unanswered for an interval, so that a stall
+	// of this process is not blamed on the server). With neither an
 	// announced interval nor PingInterval there is no heartbeat.
 	PingInterval time.Duration
 
 	// OnMessage, when set, is called for every message, in order, from the
-	// Client's read goroutine: while it runs nothing else is read, so it
-	// must not block for long and must not wait for Subscribe, Unsubscribe,
-	// Ping or Close (they need the read goroutine; call them from another
-	// goroutine).
+	// Client's read goroutine. When it is nil, messages are delivered on
+	// the Messages channel instead.
+	//
+	// While OnMessage runs nothing else is read, so it must not block for
+	// long and must not wait for Subscribe, Unsubscribe, Ping or Close:
+	// they need the read goroutine (call them from another goroutine).
 	OnMessage func(Message)
 	// Buffer is the capacity of the Messages channel, used when OnMessage
-	// is nil. Default DefaultBuffer.
+	// is nil. When the channel is full, the Client stops reading until the
+	// application catches up. Default DefaultBuffer.
 	Buffer int
 	// OnState, when set, is called on every state change with its cause,
 	// from one goroutine at a time. The same rules as for OnMessage apply.
@@ -114,7 +123,7 @@ type State uint8
 
 // Client states, reported to Config.OnState.
 const (
-	// StateIdle: Connect has not been called yet, or failed.
+	// StateIdle: Connect has not been called yet.
 	StateIdle State = iota
 	// StateConnecting: a connection attempt is in progress.
 	StateConnecting

@@ -7,6 +7,7 @@ import (
 	"net"
 	"reflect"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -547,7 +548,7 @@ func TestClientPingPong(t *testing.T) {
 func TestClientHeartbeat(t *testing.T) {
 	srv := newTCPServer(t)
 	// The server announces a minute; PingInterval caps it for the test.
-	tc := newTestClient(t, Config{URLs: []string{srv.url}, PingInterval: 30 * time.Millisecond})
+	tc := newTestClient(t, Config{URLs: []string{srv.url}, PingInterval: 50 * time.Millisecond})
 	sc, _ := start(t, tc, srv, time.Minute)
 	// PINGs come by themselves; answering keeps the connection.
 	for range 3 {
@@ -596,8 +597,7 @@ func TestClientClose(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			srv := tr.server(t)
 			ignore := goleak.IgnoreCurrent()
-			tc := newTestClient(t, Config{URLs: []string{srv.url}, PingInterval: 20 * time.Millisecond,
-				DialOptions: DialOptions{Encoding: tr.enc}})
+			tc := newTestClient(t, Config{URLs: []string{srv.url}, DialOptions: DialOptions{Encoding: tr.enc}})
 			sc, _ := start(t, tc, srv, time.Second)
 			if err := tc.Close(); err != nil {
 				t.Fatal(err)
@@ -723,5 +723,39 @@ func TestResumeLimit(t *testing.T) {
 	want := []protocol.Position{{Stream: "c", Seq: 3}, {Stream: "b", Seq: 2}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("resume = %+v, want %+v", got, want)
+	}
+}
+
+func TestClientTLS(t *testing.T) {
+	serverTLS, clientTLS := testTLS(t)
+	for name, srv := range map[string]*fakeServer{
+		"tls": newTCPServerTLS(t, serverTLS),
+		"wss": newWSServerTLS(t, serverTLS),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if !strings.HasPrefix(srv.url, name+"://") {
+				t.Fatalf("url %s", srv.url)
+			}
+			tc := newTestClient(t, Config{URLs: []string{srv.url}, DialOptions: DialOptions{TLSConfig: clientTLS}})
+			sc, _ := start(t, tc, srv, time.Minute)
+			sc.send(t, pushFrame("u:a", "e", 1, "secure"))
+			if m := recv(t, tc.Messages(), "message"); string(m.Payload) != "secure" {
+				t.Fatalf("message %+v", m)
+			}
+		})
+	}
+}
+
+func TestUnsubscribeNotConnected(t *testing.T) {
+	c, err := New(Config{URLs: []string{"ws://x"}, Token: "t", Topics: []string{"a", "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Unsubscribe(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.topics, []string{"b"}) {
+		t.Fatalf("topics %v", c.topics)
 	}
 }

@@ -135,7 +135,6 @@ type Conn struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
-	closeErr  error
 }
 
 // DialConn connects to a Herald server and returns the connection before
@@ -507,20 +506,21 @@ func (c *Conn) readTCP() (*protocol.Frame, error) {
 // handshake, bounded to a second. It unblocks ReadFrame and writes in
 // progress. Only the first call does anything; later calls return nil.
 func (c *Conn) Close() error {
+	var err error
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
 		if c.ws == nil {
-			c.closeErr = c.raw.Close()
+			err = c.raw.Close()
 			return
 		}
 		if c.raw != nil {
 			_ = c.raw.SetDeadline(time.Now().Add(closeTimeout))
 		}
-		if err := c.ws.Close(websocket.StatusNormalClosure, ""); err != nil && !errors.Is(err, net.ErrClosed) {
-			c.closeErr = err
+		if err = c.ws.Close(websocket.StatusNormalClosure, ""); errors.Is(err, net.ErrClosed) {
+			err = nil
 		}
 	})
-	return c.closeErr
+	return err
 }
 
 // abort closes the connection at once, without a WebSocket close handshake.
@@ -552,21 +552,25 @@ const Version = "0.1.0"
 //
 // PINGs that arrive before CONNECTED are answered; other frames are
 // discarded. resume lists the stream positions to resume from.
-func (c *Conn) Handshake(ctx context.Context, token, device string, resume []protocol.Position) (_ *protocol.Frame, err error) {
-	if ctx.Done() != nil {
-		aborted := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			c.abort()
-			close(aborted)
-		})
-		defer func() {
-			if !stop() {
-				<-aborted
-				err = fmt.Errorf("herald: handshake: %w", context.Cause(ctx))
-			}
-		}()
+func (c *Conn) Handshake(ctx context.Context, token, device string, resume []protocol.Position) (*protocol.Frame, error) {
+	if ctx.Done() == nil {
+		return c.handshake(token, device, resume)
 	}
-	err = c.WriteFrame(&protocol.Frame{
+	aborted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		c.abort() // unblocks ReadFrame
+		close(aborted)
+	})
+	f, err := c.handshake(token, device, resume)
+	if !stop() {
+		<-aborted
+		return nil, fmt.Errorf("herald: handshake: %w", ctx.Err())
+	}
+	return f, err
+}
+
+func (c *Conn) handshake(token, device string, resume []protocol.Position) (*protocol.Frame, error) {
+	err := c.WriteFrame(&protocol.Frame{
 		Type:    protocol.TypeConnect,
 		Version: protocol.Version,
 		Token:   token,

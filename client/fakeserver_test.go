@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -42,12 +44,33 @@ type fakeServer struct {
 
 // newTCPServer starts a fake server speaking raw TCP.
 func newTCPServer(t testing.TB) *fakeServer {
+	return newTCPServerTLS(t, nil)
+}
+
+// testTLS returns a server configuration with httptest's certificate (valid
+// for 127.0.0.1) and a client configuration that trusts it.
+func testTLS(t testing.TB) (server, client *tls.Config) {
+	hs := httptest.NewTLSServer(http.NotFoundHandler())
+	defer hs.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(hs.Certificate())
+	return &tls.Config{Certificates: hs.TLS.Certificates}, &tls.Config{RootCAs: pool}
+}
+
+// newTCPServerTLS starts a fake server speaking raw TCP, over TLS when cfg
+// is not nil (its URL is then tls://).
+func newTCPServerTLS(t testing.TB, cfg *tls.Config) *fakeServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	scheme := "tcp://"
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+		scheme = "tls://"
+	}
 	s := &fakeServer{
-		url:   "tcp://" + ln.Addr().String(),
+		url:   scheme + ln.Addr().String(),
 		addr:  ln.Addr().String(),
 		conns: make(chan *srvConn, 16),
 		stop:  func() { _ = ln.Close() },
@@ -77,6 +100,12 @@ func newTCPServer(t testing.TB) *fakeServer {
 
 // newWSServer starts a fake server accepting WebSocket on /ws.
 func newWSServer(t testing.TB) *fakeServer {
+	return newWSServerTLS(t, nil)
+}
+
+// newWSServerTLS starts a fake server accepting WebSocket on /ws, over TLS
+// when cfg is not nil (its URL is then wss://).
+func newWSServerTLS(t testing.TB, cfg *tls.Config) *fakeServer {
 	s := &fakeServer{conns: make(chan *srvConn, 16)}
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
@@ -92,7 +121,12 @@ func newWSServer(t testing.TB) *fakeServer {
 		defer s.wg.Done()
 		sc.readWS() // the handler owns the connection until it ends
 	}))
-	hs.Start()
+	if cfg != nil {
+		hs.TLS = cfg
+		hs.StartTLS()
+	} else {
+		hs.Start()
+	}
 	s.url = "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
 	s.addr = hs.Listener.Addr().String()
 	s.stop = func() {

@@ -144,7 +144,6 @@ func (s *session) pong(key int64) {
 func (c *Client) serve(s *session) error {
 	for {
 		f, err := s.conn.ReadFrame()
-		if f != nil { c.log.Debug("read", "type", f.Type, "at", time.Since(s.start)) }
 		if err == nil {
 			s.touch()
 			err = c.handle(s, f)
@@ -233,6 +232,12 @@ func (c *Client) answer(s *session, id uint32, pe *protocol.Error) bool {
 		// Remembered here, in the read goroutine, so that the next session
 		// (started by this goroutine) cannot miss it.
 		c.addTopic(r.topic)
+	case pe == nil && !r.subscribe:
+		// Pushes of the topic may have arrived since Unsubscribe forgot
+		// its position; forget it again, for good this time.
+		c.mu.Lock()
+		delete(c.pos, topicStream(r.topic))
+		c.mu.Unlock()
 	}
 	if pe != nil {
 		r.ch <- pe
@@ -284,11 +289,16 @@ func (c *Client) deliver(s *session, m Message) error {
 }
 
 // heartbeat pings s every interval and ends it when nothing was read for
-// twice the interval.
+// twice the interval although a PING has been waiting for an answer for at
+// least one interval. The second condition keeps a stall of this process
+// (a late timer, a laptop waking up) from being taken for a dead server: the
+// connection is first given a PING and an interval to answer it.
 func (c *Client) heartbeat(s *session) {
 	defer s.hb.Done()
+	const none = time.Duration(-1)
 	iv := s.interval
 	nextPing := iv
+	unanswered := none // when the first PING since the last read was sent
 	t := time.NewTimer(iv)
 	defer t.Stop()
 	for {
@@ -299,11 +309,13 @@ func (c *Client) heartbeat(s *session) {
 		}
 		now := time.Since(s.start)
 		last := time.Duration(s.lastRead.Load())
-		c.log.Debug("hb wake", "now", now, "last", last, "next", nextPing)
 		if s.busy.Load() {
 			last = now // blocked on the application, not on the network
 		}
-		if now-last >= 2*iv {
+		if unanswered != none && last >= unanswered {
+			unanswered = none
+		}
+		if unanswered != none && now-last >= 2*iv && now-unanswered >= iv {
 			s.fail(fmt.Errorf("%w: nothing read for %v", ErrHeartbeatTimeout, (now - last).Round(time.Millisecond)))
 			return
 		}
@@ -311,8 +323,15 @@ func (c *Client) heartbeat(s *session) {
 			if _, err := s.sendPing(nil); err != nil {
 				return
 			}
+			if unanswered == none {
+				unanswered = now
+			}
 			nextPing = now + iv
 		}
-		t.Reset(max(min(nextPing, last+2*iv)-now, time.Millisecond))
+		wake := nextPing
+		if unanswered != none {
+			wake = min(wake, max(last+2*iv, unanswered+iv))
+		}
+		t.Reset(max(wake-now, time.Millisecond))
 	}
 }

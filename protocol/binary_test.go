@@ -104,6 +104,9 @@ func TestDecodeBinaryErrors(t *testing.T) {
 		{"huge length", newBody(TypePing).raw(fieldReason<<1|1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), def, ErrMalformed},
 		{"unknown field past end", append(binary.AppendUvarint(newBody(TypePing), 99<<1|1), 0x7f), def, ErrMalformed},
 		{"resume inner past end", newBody(TypeConnect).str(fieldToken, "t").bytes(fieldResume, []byte{fieldStream<<1 | 1, 9, 'u'}), def, ErrMalformed},
+		{"resume inner bad tag", newBody(TypeConnect).str(fieldToken, "t").bytes(fieldResume, []byte{0x80}), def, ErrMalformed},
+		{"resume inner field 0", newBody(TypeConnect).str(fieldToken, "t").bytes(fieldResume, append(position("u:a", "", 1), 0, 1)), def, ErrMalformed},
+		{"resume inner unknown varint truncated", newBody(TypeConnect).str(fieldToken, "t").bytes(fieldResume, append(position("u:a", "", 1), 30<<1, 0xff)), def, ErrMalformed},
 		{"resume inner bad varint", newBody(TypeConnect).str(fieldToken, "t").bytes(fieldResume, append(position("u:a", "", 0), fieldSeq<<1, 0x80)), def, ErrMalformed},
 
 		// ranges of 32-bit and duration fields

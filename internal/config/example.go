@@ -62,7 +62,7 @@ max_frame_size: 65536
 # Largest message payload in bytes; less than max_frame_size.
 max_payload: 32768
 # Bytes queued to one connection before it is disconnected as a slow
-# consumer; at least 4096 and at least max_frame_size.
+# consumer; at least 65536 and at least max_frame_size.
 outbound_limit: 1048576
 # Subscriptions per connection.
 max_subscriptions: 128

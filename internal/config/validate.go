@@ -16,7 +16,7 @@ import (
 const (
 	MinFrameSize     = 1 << 10  // smallest MaxFrameSize
 	MaxFrameSizeCap  = 16 << 20 // largest MaxFrameSize
-	MinOutboundLimit = 4 << 10  // smallest OutboundLimit
+	MinOutboundLimit = 64 << 10 // smallest OutboundLimit: one merged write of several frames
 	MinAPIKeyLen     = 16       // shortest API key, in bytes
 )
 

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp/websocket"
 
@@ -64,6 +65,7 @@ type Conn struct {
 	remote    string          // immutable
 	ws        *websocket.Conn // immutable; set for WebSocket
 	nc        *nbio.Conn      // immutable; set for TCP
+	tc        *tls.Conn       // immutable; set for TCP with TLS
 
 	state    atomic.Uint32
 	encoding atomic.Uint32 // Encoding; set from the first message
@@ -142,10 +144,17 @@ func (c *Conn) Send(frames ...*protocol.Encoded) error {
 		return ErrClosed
 	}
 	for len(frames) > 0 {
+		// A JSON batch is "[" + frames joined by "," + "]"; size counts one
+		// separator per frame, so start at 1. Receivers check a JSON message
+		// against their frame limit, so a batch stays within it.
+		limit := maxBatch
+		if c.Encoding() == JSON {
+			limit = min(maxBatch, c.g.cfg.Limits.MaxFrame) - 1
+		}
 		n, size := 1, c.size(frames[0])
 		for n < len(frames) {
 			s := c.size(frames[n])
-			if size+s > maxBatch {
+			if size+s > limit {
 				break
 			}
 			size += s
@@ -172,6 +181,15 @@ func (c *Conn) size(e *protocol.Encoded) int {
 func (c *Conn) write(frames []*protocol.Encoded) error {
 	var err error
 	switch {
+	case c.tc != nil:
+		if len(frames) == 1 {
+			_, err = c.tc.Write(frames[0].Framed())
+			break
+		}
+		bp := c.g.bufs.get()
+		*bp = protocol.AppendFramedBatch((*bp)[:0], frames)
+		_, err = c.tc.Write(*bp)
+		c.g.bufs.put(bp)
 	case c.nc != nil:
 		if len(frames) == 1 {
 			_, err = c.nc.Write(frames[0].Framed())
@@ -227,7 +245,11 @@ func (c *Conn) Close(d protocol.Disconnect) {
 	// Best effort: the socket may be full or gone.
 	e := protocol.Encode(d.Frame())
 	if c.nc != nil {
-		_, _ = c.nc.Write(e.Framed())
+		if c.tc != nil {
+			_, _ = c.tc.Write(e.Framed())
+		} else {
+			_, _ = c.nc.Write(e.Framed())
+		}
 		_ = c.nc.Close()
 		return
 	}

@@ -123,8 +123,9 @@ func New(cfg Config, h Handler) (*Gateway, error) {
 	if cfg.WSAddr == "" && cfg.TCPAddr == "" {
 		return nil, errors.New("gateway: no listener configured")
 	}
-	if cfg.OutboundLimit < 2*cfg.Limits.MaxFrame || cfg.OutboundLimit < 2*maxBatch {
-		return nil, fmt.Errorf("gateway: outbound limit %d must be at least twice the frame limit and %d", cfg.OutboundLimit, 2*maxBatch)
+	// One write is at most a frame or a merged batch; the limit must hold it.
+	if cfg.OutboundLimit < cfg.Limits.MaxFrame || cfg.OutboundLimit < maxBatch {
+		return nil, fmt.Errorf("gateway: outbound limit %d must be at least the frame limit %d and %d", cfg.OutboundLimit, cfg.Limits.MaxFrame, maxBatch)
 	}
 	g := &Gateway{
 		cfg:     cfg,
@@ -263,6 +264,15 @@ func (g *Gateway) opened(t Transport, remote net.Addr, attach func(*Conn)) *Conn
 	}
 	attach(c)
 	c.lastRead.Store(now.UnixNano())
+	// Publish c to the event loop. nbio calls the TCP OnOpen on its
+	// acceptor goroutine and OnData on a poller goroutine, and hands the
+	// connection over through epoll: the kernel orders the two, but the Go
+	// memory model (and the race detector) sees no happens-before edge. This
+	// atomic store (release) pairs with the state load (acquire) that
+	// onTCPData and onWSMessage do first, through Closed, so every field set
+	// above is visible there. Nobody else can see c yet, so storing
+	// stateOpen cannot overwrite a later state.
+	c.state.Store(stateOpen)
 	g.stats.accepted.Add(1)
 	g.stats.open.Add(1)
 	g.wheel.add(c, now.Add(g.cfg.AuthTimeout))

@@ -1,19 +1,25 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 
+	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/mempool"
 
 	"github.com/herald-push/herald/protocol"
 )
 
 // startTCP starts the raw TCP listener: length-prefixed binary frames on an
-// nbio event loop.
+// nbio event loop, optionally inside TLS (decrypted on the loop too).
 func (g *Gateway) startTCP() error {
+	var tlsConf *tls.Config
 	if g.cfg.TCPTLS.Enabled() {
-		return errors.New("gateway: TLS on the raw TCP listener is not supported yet; terminate TLS in front of it")
+		cert, err := tls.LoadX509KeyPair(g.cfg.TCPTLS.CertFile, g.cfg.TCPTLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("tcp tls: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	e := nbio.NewEngine(nbio.Config{
 		Network:            "tcp",
@@ -27,10 +33,25 @@ func (g *Gateway) startTCP() error {
 			_ = nc.Close()
 			return
 		}
-		c := g.opened(TCP, nc.RemoteAddr(), func(c *Conn) { c.nc = nc })
+		c := g.opened(TCP, nc.RemoteAddr(), func(c *Conn) {
+			c.nc = nc
+			if tlsConf != nil {
+				c.tc = tls.NewConn(nc, tlsConf, false, true, mempool.DefaultMemPool)
+			}
+		})
 		nc.SetSession(c)
 	})
-	e.OnData(g.onTCPData)
+	e.OnData(func(nc *nbio.Conn, data []byte) {
+		c, ok := nc.Session().(*Conn)
+		if !ok || c.Closed() {
+			return
+		}
+		if c.tc == nil {
+			g.onTCPData(c, data)
+			return
+		}
+		g.onTLSData(c, data)
+	})
 	e.OnClose(func(nc *nbio.Conn, err error) {
 		if c, ok := nc.Session().(*Conn); ok {
 			g.closedConn(c, err)
@@ -47,11 +68,7 @@ func (g *Gateway) startTCP() error {
 // frames are decoded in place; the tail of an incomplete frame is kept in
 // c.partial until the rest arrives. The event loop reuses data, so nothing
 // may keep a reference to it.
-func (g *Gateway) onTCPData(nc *nbio.Conn, data []byte) {
-	c, ok := nc.Session().(*Conn)
-	if !ok || c.Closed() {
-		return
-	}
+func (g *Gateway) onTCPData(c *Conn, data []byte) {
 	buf := data
 	if len(c.partial) > 0 {
 		c.partial = append(c.partial, data...)
@@ -83,4 +100,23 @@ func (g *Gateway) onTCPData(nc *nbio.Conn, data []byte) {
 	rest := make([]byte, len(buf), max(len(buf), 512))
 	copy(rest, buf)
 	c.partial = rest
+}
+
+// onTLSData decrypts what arrived, in place in the event loop's buffer, and
+// parses the plaintext.
+func (g *Gateway) onTLSData(c *Conn, data []byte) {
+	defer c.tc.ResetOrFreeBuffer()
+	in, buf := data, data
+	for !c.Closed() {
+		_, n, err := c.tc.AppendAndRead(in, buf)
+		in = nil
+		if err != nil {
+			_ = c.nc.CloseWithError(err)
+			return
+		}
+		if n == 0 {
+			return
+		}
+		g.onTCPData(c, buf[:n])
+	}
 }

@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 
 	"github.com/lesismal/llib/std/crypto/tls"
+	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/lesismal/nbio/nbhttp/websocket"
 
@@ -61,6 +63,22 @@ func (g *Gateway) startWS() error {
 		conf.Addrs = []string{g.cfg.WSAddr}
 	}
 	g.ws = nbhttp.NewEngine(conf)
+	// nbhttp accepts on a goroutine of its own, builds the connection's
+	// state there and hands the socket to a poller goroutine through epoll,
+	// which orders the two for the CPU but not for the Go memory model: the
+	// poller then reads that state (the remote address, while it parses the
+	// upgrade request) in code the race detector watches, and -race reports
+	// a data race on some connections. OnOpen runs on the accepting
+	// goroutine after that state is built and before the socket is
+	// registered; taking the connection's lock here pairs with the lock the
+	// poller takes around every read, which makes the hand-over a
+	// happens-before edge. One uncontended lock per accepted connection.
+	g.ws.OnOpen(func(c net.Conn) {
+		if nc, ok := c.(*nbio.Conn); ok {
+			nc.Lock()
+			nc.Unlock()
+		}
+	})
 	if err := g.ws.Start(); err != nil {
 		return fmt.Errorf("websocket listener %s: %w", g.cfg.WSAddr, err)
 	}

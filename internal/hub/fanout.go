@@ -13,6 +13,10 @@ import (
 // at a time and in order.
 type topic struct {
 	count atomic.Int64 // subscribers; changed under the shard lock
+	// pub serialises publishes, so that messages from concurrent publishers
+	// enter every part's queue in the same order: all subscribers then see
+	// one order.
+	pub   sync.Mutex
 	parts [numParts]part
 }
 
@@ -96,6 +100,11 @@ func (w *worker) run() {
 				break
 			}
 			for i, p := range batch {
+				select {
+				case <-w.stop: // a busy topic keeps the queue non-empty: check here too
+					return
+				default:
+				}
 				w.pass(p)
 				batch[i] = nil
 			}

@@ -52,13 +52,14 @@ type Stats struct {
 
 // Hub is the local routing table. It is safe for concurrent use.
 type Hub struct {
-	cfg     Config
-	log     *slog.Logger
-	seed    maphash.Seed
-	users   [numShards]userShard
-	topics  [numShards]topicShard
-	workers []*worker
-	wg      sync.WaitGroup
+	cfg      Config
+	log      *slog.Logger
+	seed     maphash.Seed
+	users    [numShards]userShard
+	topics   [numShards]topicShard
+	workers  []*worker
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 
 	nUsers, nTopics, nSubs atomic.Int64
 	published, delivered   atomic.Uint64
@@ -103,9 +104,11 @@ func New(cfg Config) *Hub {
 // Shutdown stops the workers after they finish the passes under way.
 // Queued messages that have not started are dropped.
 func (h *Hub) Shutdown(ctx context.Context) error {
-	for _, w := range h.workers {
-		close(w.stop)
-	}
+	h.stopOnce.Do(func() {
+		for _, w := range h.workers {
+			close(w.stop)
+		}
+	})
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
 	select {
@@ -244,8 +247,15 @@ func (h *Hub) join(k string, c Conn, isTopic bool) {
 	s.mu.Unlock()
 	p := &t.parts[c.ID()%numParts]
 	p.mu.Lock()
+	_, dup := p.subs[c.ID()]
 	p.subs[c.ID()] = c
 	p.mu.Unlock()
+	if dup { // already a member: undo the count (it stays >= 1)
+		s.mu.Lock()
+		t.count.Add(-1)
+		s.mu.Unlock()
+		return
+	}
 	if isTopic {
 		h.nSubs.Add(1)
 	}
@@ -288,8 +298,10 @@ func (h *Hub) publish(k string, e *protocol.Encoded) int {
 	if t == nil {
 		return 0
 	}
+	t.pub.Lock()
 	for i := range t.parts {
 		t.parts[i].enqueue(e)
 	}
+	t.pub.Unlock()
 	return int(t.count.Load())
 }

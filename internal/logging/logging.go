@@ -123,6 +123,9 @@ func (a *Async) Enabled(ctx context.Context, level slog.Level) bool {
 // always returns nil. The inner handler later receives ctx without its
 // cancellation.
 func (a *Async) Handle(ctx context.Context, r slog.Record) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	e := entry{ctx: context.WithoutCancel(ctx), h: a.inner, r: r.Clone()}
 	a.q.mu.RLock()
 	defer a.q.mu.RUnlock()

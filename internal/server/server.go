@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/herald-push/herald/internal/api"
@@ -106,8 +107,14 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Extra:         map[string]http.Handler{"GET /metrics": m.Handler()},
 		Logger:        log,
 	}, n, auth.NewKeys(cfg.APIKeys()))
+	var root http.Handler = handler
+	if prefix := strings.TrimSuffix(cfg.API.Path, "/"); prefix != "" {
+		mux := http.NewServeMux()
+		mux.Handle(prefix+"/", http.StripPrefix(prefix, handler))
+		root = mux
+	}
 	s.apiSrv = &http.Server{
-		Handler:           handler,
+		Handler:           root,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
