@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -97,14 +98,15 @@ type appHandler func(w http.ResponseWriter, r *http.Request, app string) error
 // route registers h behind app authentication and error rendering.
 func (a *API) route(pattern string, h appHandler) {
 	a.mux.HandleFunc(pattern, a.observe(pattern, func(w http.ResponseWriter, r *http.Request) {
+		// The key is checked first, so app ids cannot be probed without one.
 		app := r.PathValue("app")
-		if !a.apps[app] {
-			writeError(w, http.StatusNotFound, "unknown_app", fmt.Sprintf("no app %q", app))
-			return
-		}
 		keyApp, ok := a.keys.App(apiKey(r))
 		if !ok {
 			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown API key; send Authorization: Bearer <key>")
+			return
+		}
+		if !a.apps[app] {
+			writeError(w, http.StatusNotFound, "unknown_app", fmt.Sprintf("no app %q", app))
 			return
 		}
 		if keyApp != app {
@@ -147,11 +149,8 @@ func (a *API) observe(route string, h http.HandlerFunc) http.HandlerFunc {
 }
 
 func apiKey(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if k, ok := strings.CutPrefix(h, "Bearer "); ok {
-			return strings.TrimSpace(k)
-		}
-		return ""
+	if k, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(k)
 	}
 	return r.Header.Get("X-API-Key")
 }
@@ -169,6 +168,9 @@ func badRequest(code, format string, args ...any) error {
 	return &httpError{status: http.StatusBadRequest, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
+// errEmptyBody is returned by decode for a request without a body.
+var errEmptyBody = &httpError{status: http.StatusBadRequest, code: "bad_json", msg: "request body is empty; send a JSON object"}
+
 // messageBody is the JSON of a message in a request.
 type messageBody struct {
 	ID   string          `json:"id,omitempty"`
@@ -185,6 +187,9 @@ func (a *API) message(b messageBody) (node.Message, error) {
 	case len(b.Data) > 0 && b.B64 != "":
 		return node.Message{}, badRequest("bad_payload", "give either data or b64, not both")
 	case len(b.Data) > 0:
+		if string(b.Data) == "null" {
+			return node.Message{}, badRequest("bad_payload", "data is null; send a value, or b64 for bytes")
+		}
 		payload = []byte(b.Data)
 	case b.B64 != "":
 		p, err := base64.StdEncoding.DecodeString(b.B64)
@@ -208,6 +213,9 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return errEmptyBody
+		}
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", msg: fmt.Sprintf("request body over %d bytes", mbe.Limit)}
@@ -267,11 +275,18 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 		return &httpError{status: http.StatusRequestEntityTooLarge, code: "too_many_recipients",
 			msg: fmt.Sprintf("%d users; the limit is %d per call", len(b.Users), a.cfg.MaxRecipients)}
 	}
+	seen := make(map[string]bool, len(b.Users))
+	users := b.Users[:0]
 	for _, u := range b.Users {
 		if err := validName("user", u); err != nil {
 			return err
 		}
+		if !seen[u] { // a user listed twice gets the message once
+			seen[u] = true
+			users = append(users, u)
+		}
 	}
+	b.Users = users
 	m, err := a.message(b.messageBody)
 	if err != nil {
 		return err
@@ -347,6 +362,9 @@ func (a *API) presenceMany(w http.ResponseWriter, r *http.Request, app string) e
 	if err := a.decode(w, r, &b); err != nil {
 		return err
 	}
+	if len(b.Users) == 0 {
+		return badRequest("no_recipients", "users must list at least one user")
+	}
 	if len(b.Users) > a.cfg.MaxRecipients {
 		return &httpError{status: http.StatusRequestEntityTooLarge, code: "too_many_recipients",
 			msg: fmt.Sprintf("%d users; the limit is %d per call", len(b.Users), a.cfg.MaxRecipients)}
@@ -371,8 +389,11 @@ func (a *API) kick(w http.ResponseWriter, r *http.Request, app string) error {
 		Device string `json:"device,omitempty"`
 		Reason string `json:"reason,omitempty"`
 	}
-	if r.ContentLength != 0 {
-		if err := a.decode(w, r, &b); err != nil {
+	if err := a.decode(w, r, &b); err != nil && !errors.Is(err, errEmptyBody) {
+		return err
+	}
+	if b.Device != "" {
+		if err := validName("device", b.Device); err != nil {
 			return err
 		}
 	}

@@ -250,7 +250,7 @@ func (c *Conn) Close(d protocol.Disconnect) {
 		} else {
 			_, _ = c.nc.Write(e.Framed())
 		}
-		_ = c.nc.Close()
+		closeSocket(c.nc) // not c.nc.Close(): see closeSocket
 		return
 	}
 	if c.Encoding() == JSON {
@@ -259,6 +259,10 @@ func (c *Conn) Close(d protocol.Disconnect) {
 		_ = c.ws.WriteMessage(websocket.BinaryMessage, e.Framed())
 	}
 	_ = c.ws.WriteClose(wsCloseCode(d.Code), d.Code.String())
+	if nc, ok := c.ws.Conn.(*nbio.Conn); ok {
+		closeSocket(nc) // not c.ws.Close(): see closeSocket
+		return
+	}
 	_ = c.ws.Close()
 }
 

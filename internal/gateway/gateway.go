@@ -268,9 +268,9 @@ func (g *Gateway) opened(t Transport, remote net.Addr, attach func(*Conn)) *Conn
 	// acceptor goroutine and OnData on a poller goroutine, and hands the
 	// connection over through epoll: the kernel orders the two, but the Go
 	// memory model (and the race detector) sees no happens-before edge. This
-	// atomic store (release) pairs with the state load (acquire) that
-	// onTCPData and onWSMessage do first, through Closed, so every field set
-	// above is visible there. Nobody else can see c yet, so storing
+	// atomic store (release) pairs with the state load (acquire) that the
+	// TCP OnData callback and onWSMessage do first, through Closed, so every
+	// field set above is visible there. Nobody else can see c yet, so storing
 	// stateOpen cannot overwrite a later state.
 	c.state.Store(stateOpen)
 	g.stats.accepted.Add(1)

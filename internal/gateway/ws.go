@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
@@ -29,12 +31,14 @@ func (g *Gateway) startWS() error {
 		}
 	})
 
+	setup := &wsSetup{}
 	mux := http.NewServeMux()
 	mux.HandleFunc(g.cfg.WSPath, func(w http.ResponseWriter, r *http.Request) {
 		if g.draining.Load() {
 			http.Error(w, "server is draining", http.StatusServiceUnavailable)
 			return
 		}
+		setup.upgrading(r.RemoteAddr)
 		wc, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return // Upgrade has answered the request
@@ -44,13 +48,28 @@ func (g *Gateway) startWS() error {
 	})
 
 	conf := nbhttp.Config{
-		Network:                 "tcp",
-		Handler:                 mux,
-		Listen:                  listenHook(&g.wsAddr),
+		Network: "tcp",
+		Handler: mux,
+		Listen: func(network, addr string) (net.Listener, error) {
+			ln, err := listenHook(&g.wsAddr)(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &wsListener{Listener: ln, setup: setup}, nil
+		},
 		NPoller:                 g.cfg.Pollers,
 		MaxWriteBufferSize:      g.cfg.OutboundLimit,
 		ReleaseWebsocketPayload: true,
 		KeepaliveTime:           g.cfg.AuthTimeout, // only until the upgrade
+		// Handle messages on the event loop, as the TCP listener does,
+		// not on a goroutine pool: handlers must not block anyway, and a
+		// connection closed while handling a message (nbhttp closes it
+		// itself when it gets the peer's close frame) is then closed on
+		// the poller goroutine. Closed on another goroutine, it can be
+		// closed while the poller holds a stale event for its descriptor,
+		// which a new connection may have been given meanwhile: see
+		// closeSocket.
+		ServerExecutor: func(f func()) { f() },
 	}
 	if g.cfg.WSTLS.Enabled() {
 		cert, err := tls.LoadX509KeyPair(g.cfg.WSTLS.CertFile, g.cfg.WSTLS.KeyFile)
@@ -78,6 +97,7 @@ func (g *Gateway) startWS() error {
 			nc.Lock()
 			nc.Unlock()
 		}
+		setup.accepted(c)
 	})
 	if err := g.ws.Start(); err != nil {
 		return fmt.Errorf("websocket listener %s: %w", g.cfg.WSAddr, err)
@@ -130,4 +150,72 @@ func (g *Gateway) onWSMessage(wc *websocket.Conn, mt websocket.MessageType, data
 		g.frame(c, f)
 		data = data[n:]
 	}
+}
+
+// wsSetup makes sure no read deadline is left on an upgraded connection.
+//
+// nbhttp closes a connection that sends no request within KeepaliveTime
+// (here the auth timeout) by a read deadline, which the upgrade clears.
+// But the accepting goroutine arms that deadline after it has handed the
+// socket to the poller, and when it is slow to get there (descheduled
+// under load) the poller may already have parsed the upgrade request and
+// cleared the deadline: the late deadline then closes an authenticated,
+// busy WebSocket connection one auth timeout after it was accepted.
+//
+// The accepting goroutine calls the listener's Accept again only once it
+// has set up the previous connection, deadline included. So: OnOpen
+// records the connection being set up, the upgrade handler marks it
+// before upgrading, and the next Accept clears the deadline of a marked
+// connection. If Accept sees the mark, its clear comes after the deadline;
+// if not, the mark, and so the upgrade's own clear, came after Accept,
+// which is after the deadline. Connections whose request comes later are
+// not marked (the deadline is long set) and need nothing.
+type wsSetup struct {
+	mu       sync.Mutex
+	last     net.Conn // accepted, and perhaps without its deadline yet
+	lastAddr string   // its remote address, as in http.Request.RemoteAddr
+	marked   bool     // the upgrade handler has begun upgrading last
+}
+
+// accepted runs on the accepting goroutine before c is handed to a poller.
+func (s *wsSetup) accepted(c net.Conn) {
+	addr := remoteString(c.RemoteAddr())
+	s.mu.Lock()
+	s.last, s.lastAddr, s.marked = c, addr, false
+	s.mu.Unlock()
+}
+
+// upgrading runs in the upgrade handler, before the upgrade.
+func (s *wsSetup) upgrading(remote string) {
+	s.mu.Lock()
+	if s.last != nil && s.lastAddr == remote {
+		s.marked = true
+	}
+	s.mu.Unlock()
+}
+
+// setUp runs on the accepting goroutine when the last connection is set up.
+func (s *wsSetup) setUp() {
+	s.mu.Lock()
+	c := s.last
+	if !s.marked {
+		c = nil
+	}
+	s.last, s.lastAddr, s.marked = nil, "", false
+	s.mu.Unlock()
+	if c != nil {
+		_ = c.SetReadDeadline(time.Time{})
+	}
+}
+
+// wsListener tells wsSetup when nbhttp has set up a connection: nbhttp's
+// accepting goroutine calls Accept again only then.
+type wsListener struct {
+	net.Listener
+	setup *wsSetup
+}
+
+func (l *wsListener) Accept() (net.Conn, error) {
+	l.setup.setUp()
+	return l.Listener.Accept()
 }

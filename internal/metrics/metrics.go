@@ -70,7 +70,7 @@ var (
 	descDecodeErr   = prometheus.NewDesc("herald_decode_errors_total", "Client frames that failed to decode.", nil, nil)
 	descSessions    = prometheus.NewDesc("herald_sessions", "Authenticated sessions.", nil, nil)
 	descUsers       = prometheus.NewDesc("herald_users_online", "Users with at least one local connection.", nil, nil)
-	descTopics      = prometheus.NewDesc("herald_topics", "Topics with local subscribers.", nil, nil)
+	descTopics      = prometheus.NewDesc("herald_topics", "Topics (and app broadcast groups) with local subscribers.", nil, nil)
 	descSubs        = prometheus.NewDesc("herald_subscriptions", "Topic subscriptions.", nil, nil)
 	descPublished   = prometheus.NewDesc("herald_messages_published_total", "Topic and broadcast messages accepted for fan-out.", nil, nil)
 	descDelivered   = prometheus.NewDesc("herald_deliveries_total", "Messages handed to connections.", nil, nil)

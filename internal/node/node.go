@@ -28,8 +28,8 @@ type Verifier interface {
 
 // Registry records online sessions.
 type Registry interface {
-	Claim(s registry.Session, replace bool) (prev registry.Session, hadPrev, ok bool)
-	Release(s registry.Session)
+	Claim(s *registry.Session, replace bool) (prev registry.Session, hadPrev, ok bool)
+	Release(s *registry.Session)
 	Lookup(app, user string) []registry.Session
 	Count() int
 }
@@ -92,8 +92,8 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry) *Node {
 
 // session is what the node keeps per authenticated connection.
 type session struct {
-	reg    registry.Session
-	claims auth.Claims
+	reg     registry.Session // the registry holds a pointer to it
+	allowed []string         // topic patterns the token allows
 
 	mu       sync.Mutex
 	topics   []string // subscribed topics
@@ -150,7 +150,7 @@ func (n *Node) release(c *gateway.Conn, s *session) {
 	}
 	n.hub.LeaveApp(s.reg.App, c)
 	n.hub.RemoveUser(s.reg.App, s.reg.User, c)
-	n.reg.Release(s.reg)
+	n.reg.Release(&s.reg)
 }
 
 func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
@@ -182,13 +182,13 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 		return
 	}
 	s := &session{
-		claims: claims,
+		allowed: claims.Topics,
 		reg: registry.Session{
 			App: claims.App, User: claims.User, Device: device, Node: n.cfg.ID,
 			ConnID: c.ID(), Since: c.Opened(), Transport: c.Transport().String(), Remote: c.RemoteAddr(),
 		},
 	}
-	prev, hadPrev, ok := n.reg.Claim(s.reg, n.cfg.DuplicateLogin != DuplicateRefuse)
+	prev, hadPrev, ok := n.reg.Claim(&s.reg, n.cfg.DuplicateLogin != DuplicateRefuse)
 	if !ok {
 		c.Close(protocol.NewDisconnect(protocol.DisconnectDuplicateRefused))
 		return
@@ -215,11 +215,13 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 	}
 }
 
-// closeConn closes the local connection id of a user, if it is here.
+// closeConn closes the local connection id of a user, if it is here and
+// not closing already (a connection stays indexed until its close
+// completes), and reports whether it did.
 func (n *Node) closeConn(app, user string, id uint64, d protocol.Disconnect) bool {
 	for _, hc := range n.hub.UserConns(app, user) {
 		if hc.ID() == id {
-			if gc, ok := hc.(*gateway.Conn); ok {
+			if gc, ok := hc.(*gateway.Conn); ok && !gc.Closed() {
 				gc.Close(d)
 				return true
 			}
@@ -236,7 +238,7 @@ func (n *Node) subscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
 		fail(protocol.CodeBadName, "topic must be 1-128 printable bytes without spaces")
 		return
 	}
-	if !s.claims.TopicAllowed(f.Topic) {
+	if !(auth.Claims{Topics: s.allowed}).TopicAllowed(f.Topic) {
 		fail(protocol.CodeForbidden, fmt.Sprintf("token does not allow topic %q", f.Topic))
 		return
 	}

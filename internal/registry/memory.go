@@ -11,7 +11,9 @@ import (
 	"time"
 )
 
-// Session is one online device of a user.
+// Session is one online device of a user. The registry keeps a pointer to
+// the caller's Session, not a copy: one connection's session exists once in
+// memory. Its fields must not change after Claim.
 type Session struct {
 	App       string    `json:"-"`
 	User      string    `json:"-"`
@@ -34,14 +36,14 @@ type Memory struct {
 
 type shard struct {
 	mu sync.RWMutex
-	m  map[string][]Session // app\x00user → sessions, one per device
+	m  map[string][]*Session // app\x00user → sessions, one per device
 }
 
 // NewMemory returns an empty registry.
 func NewMemory() *Memory {
 	m := &Memory{seed: maphash.MakeSeed()}
 	for i := range m.shards {
-		m.shards[i].m = make(map[string][]Session)
+		m.shards[i].m = make(map[string][]*Session)
 	}
 	return m
 }
@@ -55,7 +57,7 @@ func (m *Memory) shard(app, user string) (*shard, string) {
 // has a session, Claim replaces it when replace is true and returns the old
 // one, or leaves it and reports ok == false. The check and the update are
 // atomic, so two connections of one device cannot both win.
-func (m *Memory) Claim(s Session, replace bool) (prev Session, hadPrev, ok bool) {
+func (m *Memory) Claim(s *Session, replace bool) (prev Session, hadPrev, ok bool) {
 	sh, k := m.shard(s.App, s.User)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -63,10 +65,10 @@ func (m *Memory) Claim(s Session, replace bool) (prev Session, hadPrev, ok bool)
 	for i := range list {
 		if list[i].Device == s.Device {
 			if !replace {
-				return list[i], true, false
+				return *list[i], true, false
 			}
-			prev = list[i]
-			next := append([]Session(nil), list...)
+			prev = *list[i]
+			next := append([]*Session(nil), list...)
 			next[i] = s
 			sh.m[k] = next
 			return prev, true, true
@@ -79,17 +81,17 @@ func (m *Memory) Claim(s Session, replace bool) (prev Session, hadPrev, ok bool)
 
 // Release removes s if it is still the session of its device (a newer
 // session that replaced it is left alone).
-func (m *Memory) Release(s Session) {
+func (m *Memory) Release(s *Session) {
 	sh, k := m.shard(s.App, s.User)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	list := sh.m[k]
 	for i := range list {
-		if list[i].Device == s.Device && list[i].ConnID == s.ConnID && list[i].Node == s.Node {
+		if list[i] == s {
 			if len(list) == 1 {
 				delete(sh.m, k)
 			} else {
-				next := make([]Session, 0, len(list)-1)
+				next := make([]*Session, 0, len(list)-1)
 				next = append(next, list[:i]...)
 				sh.m[k] = append(next, list[i+1:]...)
 			}
@@ -106,7 +108,9 @@ func (m *Memory) Lookup(app, user string) []Session {
 	list := sh.m[k]
 	sh.mu.RUnlock()
 	out := make([]Session, len(list))
-	copy(out, list)
+	for i, s := range list {
+		out[i] = *s
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
 	return out
 }

@@ -7,12 +7,11 @@ import (
 
 func TestClaimReplaceRefuse(t *testing.T) {
 	m := NewMemory()
-	a := Session{App: "app", User: "u", Device: "d", ConnID: 1}
+	a := &Session{App: "app", User: "u", Device: "d", ConnID: 1}
 	if _, had, ok := m.Claim(a, true); had || !ok {
 		t.Fatalf("first claim: had=%v ok=%v", had, ok)
 	}
-	b := a
-	b.ConnID = 2
+	b := &Session{App: "app", User: "u", Device: "d", ConnID: 2}
 	if prev, had, ok := m.Claim(b, false); !had || ok || prev.ConnID != 1 {
 		t.Fatalf("refuse: prev=%v had=%v ok=%v", prev, had, ok)
 	}
@@ -23,7 +22,7 @@ func TestClaimReplaceRefuse(t *testing.T) {
 	if got := m.Lookup("app", "u"); len(got) != 1 || got[0].ConnID != 2 {
 		t.Fatalf("after stale release: %v", got)
 	}
-	other := Session{App: "app", User: "u", Device: "e", ConnID: 3}
+	other := &Session{App: "app", User: "u", Device: "e", ConnID: 3}
 	m.Claim(other, true)
 	if got := m.Lookup("app", "u"); len(got) != 2 || got[0].Device != "d" || got[1].Device != "e" {
 		t.Fatalf("two devices: %v", got)
@@ -50,7 +49,7 @@ func TestClaimConcurrentOneWinner(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, _, ok := m.Claim(Session{App: "a", User: "u", Device: "d", ConnID: uint64(i)}, false); ok {
+			if _, _, ok := m.Claim(&Session{App: "a", User: "u", Device: "d", ConnID: uint64(i)}, false); ok {
 				mu.Lock()
 				wins++
 				mu.Unlock()
