@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -93,6 +94,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_ = async.Close(cctx)
 	}()
 	nbiolog.SetLogger(nbioLogger{logger.With("component", "nbio")})
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 
 	srv, err := server.New(cfg, server.Options{Logger: logger, LogsDropped: async.Dropped})
 	if err != nil {

@@ -48,6 +48,7 @@ type Config struct {
 	MaxRecipients    int    `yaml:"max_recipients"`    // users per API call
 	DuplicateLogin   string `yaml:"duplicate_login"`   // DuplicateReplace or DuplicateRefuse
 	FanoutWorkers    int    `yaml:"fanout_workers"`    // goroutines delivering published messages
+	GCPercent        int    `yaml:"gc_percent"`        // Go GC target percentage (GOGC); a GOGC environment variable wins
 
 	Log Log `yaml:"log"`
 }
@@ -106,6 +107,7 @@ func Default() Config {
 		MaxRecipients:    10000,
 		DuplicateLogin:   DuplicateReplace,
 		FanoutWorkers:    runtime.NumCPU(),
+		GCPercent:        DefaultGCPercent,
 
 		Log: Log{Level: "info", Format: "text", Buffer: 4096},
 	}

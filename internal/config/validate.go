@@ -14,8 +14,12 @@ import (
 
 // Limits enforced by Validate.
 const (
-	MinFrameSize     = 1 << 10  // smallest MaxFrameSize
-	MaxFrameSizeCap  = 16 << 20 // largest MaxFrameSize
+	MinFrameSize    = 1 << 10  // smallest MaxFrameSize
+	MaxFrameSizeCap = 16 << 20 // largest MaxFrameSize
+	// DefaultGCPercent is the default Go GC target. A push server's heap is
+	// mostly long-lived connection state; the runtime default of 100 lets
+	// the heap (and RSS) grow to twice that state between collections.
+	DefaultGCPercent = 50
 	MinOutboundLimit = 64 << 10 // smallest OutboundLimit: one merged write of several frames
 	MinAPIKeyLen     = 16       // shortest API key, in bytes
 )
@@ -79,6 +83,9 @@ func (c Config) Validate() error {
 	}
 	if c.DuplicateLogin != DuplicateReplace && c.DuplicateLogin != DuplicateRefuse {
 		p.add("duplicate_login", "must be %q or %q, not %q", DuplicateReplace, DuplicateRefuse, c.DuplicateLogin)
+	}
+	if c.GCPercent < 10 || c.GCPercent > 1000 {
+		p.add("gc_percent", "must be between 10 and 1000")
 	}
 	if c.FanoutWorkers < 1 {
 		p.add("fanout_workers", "must be at least 1")

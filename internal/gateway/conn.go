@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,7 +61,6 @@ type Conn struct {
 	id        uint64          // immutable
 	g         *Gateway        // immutable
 	transport Transport       // immutable
-	remote    string          // immutable
 	ws        *websocket.Conn // immutable; set for WebSocket
 	nc        *nbio.Conn      // immutable; set for TCP
 	tc        *tls.Conn       // immutable; set for TCP with TLS
@@ -72,19 +70,18 @@ type Conn struct {
 	lastRead atomic.Int64  // unix nanoseconds of the last frame read
 	opened   int64         // unix nanoseconds; immutable
 
-	session atomic.Pointer[any] // handler data
+	session atomic.Value // handler data; always the same type
 
-	// reason is why the connection closed; written once under closeOnce.
-	closeOnce sync.Once
-	reason    protocol.Disconnect
+	// reason is why the connection closed; set once, by the first closer.
+	reason atomic.Pointer[protocol.Disconnect]
 
 	// partial holds the start of an incomplete TCP frame. Only the event
 	// loop goroutine that reads this connection touches it.
-	partial []byte
+	partial *[]byte
 
 	// Timing wheel membership, guarded by Gateway.wheel.mu.
 	prev, next *Conn
-	slot       int
+	slot       int32
 }
 
 // ID returns the connection's id, unique within the process.
@@ -97,21 +94,27 @@ func (c *Conn) Transport() Transport { return c.transport }
 func (c *Conn) Encoding() Encoding { return Encoding(c.encoding.Load()) }
 
 // RemoteAddr returns the client's address.
-func (c *Conn) RemoteAddr() string { return c.remote }
+func (c *Conn) RemoteAddr() string {
+	switch {
+	case c.ws != nil:
+		return remoteString(c.ws.RemoteAddr())
+	case c.nc != nil:
+		return remoteString(c.nc.RemoteAddr())
+	}
+	return ""
+}
 
 // Opened returns when the connection was accepted.
 func (c *Conn) Opened() time.Time { return time.Unix(0, c.opened) }
 
 // Session returns the value stored by SetSession, or nil.
 func (c *Conn) Session() any {
-	if p := c.session.Load(); p != nil {
-		return *p
-	}
-	return nil
+	return c.session.Load()
 }
 
 // SetSession stores handler data on the connection.
-func (c *Conn) SetSession(v any) { c.session.Store(&v) }
+// Every call for a connection must pass the same concrete type.
+func (c *Conn) SetSession(v any) { c.session.Store(v) }
 
 // Authenticate marks the connection as authenticated: from now on it may
 // send any frame, and the idle timeout replaces the auth timeout. It
@@ -276,7 +279,7 @@ func (c *Conn) Fail(e *protocol.Error, d protocol.Disconnect) {
 }
 
 func (c *Conn) setReason(d protocol.Disconnect) {
-	c.closeOnce.Do(func() { c.reason = d })
+	c.reason.CompareAndSwap(nil, &d)
 }
 
 // closed is called once by the event loop after the socket is closed.
@@ -288,7 +291,7 @@ func (c *Conn) closed(err error) protocol.Disconnect {
 	default:
 		c.setReason(protocol.NewDisconnect(protocol.DisconnectConnectionLost))
 	}
-	return c.reason
+	return *c.reason.Load()
 }
 
 // wsCloseCode maps a disconnect to a WebSocket close status: 1000 for a

@@ -252,13 +252,12 @@ func (g *Gateway) runWheel() {
 }
 
 // opened registers a new connection.
-func (g *Gateway) opened(t Transport, remote net.Addr, attach func(*Conn)) *Conn {
+func (g *Gateway) opened(t Transport, attach func(*Conn)) *Conn {
 	now := g.cfg.Now()
 	c := &Conn{
 		id:        g.nextID.Add(1),
 		g:         g,
 		transport: t,
-		remote:    remoteString(remote),
 		opened:    now.UnixNano(),
 		slot:      -1,
 	}
@@ -289,7 +288,7 @@ func (g *Gateway) closedConn(c *Conn, err error) {
 		g.handler.OnClose(c, d)
 	}
 	if d.Code != protocol.DisconnectNormal && d.Code != protocol.DisconnectShutdown {
-		g.log.Debug("connection closed", "conn_id", c.id, "remote", c.remote, "transport", c.transport.String(), "reason", d.Code.String())
+		g.log.Debug("connection closed", "conn_id", c.id, "remote", c.RemoteAddr(), "transport", c.transport.String(), "reason", d.Code.String())
 	}
 }
 
@@ -319,7 +318,7 @@ func (g *Gateway) decodeError(c *Conn, err error) {
 	if errors.Is(err, protocol.ErrTooLarge) {
 		code = protocol.CodeTooLarge
 	}
-	g.log.Info("bad frame", "conn_id", c.id, "remote", c.remote, "err", err)
+	g.log.Info("bad frame", "conn_id", c.id, "remote", c.RemoteAddr(), "err", err)
 	c.Fail(&protocol.Error{Code: code, Text: err.Error()}, protocol.NewDisconnect(protocol.DisconnectProtocolError))
 }
 

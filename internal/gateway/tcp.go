@@ -33,7 +33,7 @@ func (g *Gateway) startTCP() error {
 			_ = nc.Close()
 			return
 		}
-		c := g.opened(TCP, nc.RemoteAddr(), func(c *Conn) {
+		c := g.opened(TCP, func(c *Conn) {
 			c.nc = nc
 			if tlsConf != nil {
 				c.tc = tls.NewConn(nc, tlsConf, false, true, mempool.DefaultMemPool)
@@ -70,9 +70,9 @@ func (g *Gateway) startTCP() error {
 // may keep a reference to it.
 func (g *Gateway) onTCPData(c *Conn, data []byte) {
 	buf := data
-	if len(c.partial) > 0 {
-		c.partial = append(c.partial, data...)
-		buf = c.partial
+	if c.partial != nil {
+		*c.partial = append(*c.partial, data...)
+		buf = *c.partial
 	}
 	for len(buf) > 0 && !c.Closed() {
 		body, n, err := protocol.NextFramed(buf, g.cfg.Limits)
@@ -99,7 +99,7 @@ func (g *Gateway) onTCPData(c *Conn, data []byte) {
 	}
 	rest := make([]byte, len(buf), max(len(buf), 512))
 	copy(rest, buf)
-	c.partial = rest
+	c.partial = &rest
 }
 
 // onTLSData decrypts what arrived, in place in the event loop's buffer, and

@@ -64,7 +64,7 @@ func (w *wheel) remove(c *Conn) {
 }
 
 func (w *wheel) insert(c *Conn, slot int) {
-	c.slot = slot
+	c.slot = int32(slot)
 	c.prev = nil
 	c.next = w.slots[slot]
 	if c.next != nil {

@@ -144,7 +144,7 @@ func (h *wheelHarness) checkInvariants() {
 				h.t.Fatalf("slot %d: conn listed twice (cycle?)", i)
 			}
 			seen[c] = true
-			if c.slot != i {
+			if int(c.slot) != i {
 				h.t.Errorf("conn in slot %d records slot %d", i, c.slot)
 			}
 			if c.next != nil && c.next.prev != c {
@@ -391,7 +391,7 @@ func TestWheelClampsFarDeadlines(t *testing.T) {
 	h := newHarness(t, tick, span)
 	far := h.add(t0.Add(10*span + 3*tick + tick/2))
 	veryFar := h.add(t0.AddDate(400, 0, 0)) // beyond time.Duration: Sub saturates
-	if far.slot < 0 || far.slot >= len(h.w.slots) || veryFar.slot < 0 || veryFar.slot >= len(h.w.slots) {
+	if far.slot < 0 || int(far.slot) >= len(h.w.slots) || veryFar.slot < 0 || int(veryFar.slot) >= len(h.w.slots) {
 		t.Fatalf("slots out of range: %d %d of %d", far.slot, veryFar.slot, len(h.w.slots))
 	}
 	h.checkInvariants()

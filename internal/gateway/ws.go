@@ -43,7 +43,7 @@ func (g *Gateway) startWS() error {
 		if err != nil {
 			return // Upgrade has answered the request
 		}
-		c := g.opened(WebSocket, wc.RemoteAddr(), func(c *Conn) { c.ws = wc })
+		c := g.opened(WebSocket, func(c *Conn) { c.ws = wc })
 		wc.SetSession(c)
 	})
 

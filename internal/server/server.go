@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/herald-push/herald/internal/api"
@@ -42,6 +43,9 @@ type Server struct {
 	apiLn   net.Listener
 	metrics *metrics.Metrics
 	apiDone chan error
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // New builds a server from a validated configuration.
@@ -212,14 +216,18 @@ func (s *Server) GatewayStats() gateway.Stats { return s.gw.Stats() }
 // Shutdown drains: clients are told to reconnect (to alt, if set), the API
 // stops accepting requests and finishes those under way, and the workers
 // stop. It returns the first error, after trying every step.
+// Calling it again returns the first call's result.
 func (s *Server) Shutdown(ctx context.Context, alt string) error {
-	errGW := s.gw.Shutdown(ctx, alt)
-	errAPI := s.apiSrv.Shutdown(ctx)
-	if errAPI == nil {
-		errAPI = <-s.apiDone
-	}
-	errHub := s.hub.Shutdown(ctx)
-	return errors.Join(errGW, errAPI, errHub)
+	s.stopOnce.Do(func() {
+		errGW := s.gw.Shutdown(ctx, alt)
+		errAPI := s.apiSrv.Shutdown(ctx)
+		if errAPI == nil {
+			errAPI = <-s.apiDone
+		}
+		errHub := s.hub.Shutdown(ctx)
+		s.stopErr = errors.Join(errGW, errAPI, errHub)
+	})
+	return s.stopErr
 }
 
 func addrString(a net.Addr) string {
