@@ -58,3 +58,34 @@ func AppendFramedBatch(dst []byte, frames []*Encoded) []byte {
 	}
 	return dst
 }
+
+// BatchSlots is the number of transport encodings a Batch can cache.
+const BatchSlots = 4
+
+// Batch is a run of frames written together to many connections, such as
+// the messages of one fan-out pass. Transports cache their encoding of the
+// whole run on it (for example the WebSocket message, header included), so
+// that writing it to 19,000 connections encodes it once and then only
+// copies bytes into sockets. It is safe for concurrent use.
+type Batch struct {
+	frames []*Encoded
+	slots  [BatchSlots]struct {
+		once sync.Once
+		b    []byte
+	}
+}
+
+// NewBatch returns a batch of frames. The slice must not be modified after.
+func NewBatch(frames ...*Encoded) *Batch { return &Batch{frames: frames} }
+
+// Frames returns the frames of the batch. Callers must not modify it.
+func (b *Batch) Frames() []*Encoded { return b.frames }
+
+// Cached returns build(frames), computed once per slot for the life of the
+// batch. Each transport uses its own slot number (0 to BatchSlots-1).
+// Callers must not modify the returned slice.
+func (b *Batch) Cached(slot int, build func(frames []*Encoded) []byte) []byte {
+	s := &b.slots[slot]
+	s.once.Do(func() { s.b = build(b.frames) })
+	return s.b
+}

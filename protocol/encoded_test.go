@@ -123,3 +123,27 @@ func TestAppendJSONBatch(t *testing.T) {
 		t.Fatalf("AppendJSONBatch dropped dst: %s", got)
 	}
 }
+
+func TestBatchCachedOncePerSlot(t *testing.T) {
+	f1 := Encode(&Frame{Type: TypePush, Stream: "t:a", Seq: 1})
+	f2 := Encode(&Frame{Type: TypePush, Stream: "t:a", Seq: 2})
+	b := NewBatch(f1, f2)
+	calls := 0
+	build := func(fs []*Encoded) []byte { calls++; return AppendFramedBatch(nil, fs) }
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() { defer wg.Done(); b.Cached(0, build) }()
+	}
+	wg.Wait()
+	if calls != 1 {
+		t.Fatalf("slot 0 built %d times", calls)
+	}
+	if got, want := b.Cached(0, build), AppendFramedBatch(nil, []*Encoded{f1, f2}); string(got) != string(want) {
+		t.Fatal("cached bytes differ from the batch encoding")
+	}
+	b.Cached(1, build)
+	if calls != 2 || len(b.Frames()) != 2 {
+		t.Fatalf("slot 1: calls %d frames %d", calls, len(b.Frames()))
+	}
+}

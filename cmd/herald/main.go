@@ -3,6 +3,7 @@
 //	herald serve         run a server (embedded defaults, no external services)
 //	herald token         mint a client token for trying it out
 //	herald check-config  validate a configuration file
+//	herald bench         the load generator
 //	herald version       print the version
 package main
 
@@ -41,6 +42,7 @@ Usage:
   herald serve        [-config FILE] [flags]   run the server
   herald token        [-config FILE] -user ID [-app ID] [-topics a,b.*] [-ttl 24h]
   herald check-config [-config FILE] [flags]   report every problem in a configuration
+  herald bench <scenario> [flags]              load generator: connect, fanout, unicast, storm, api
   herald version
 
 Run "herald <command> -h" for the flags of a command.
@@ -58,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return token(args[1:], stdout, stderr)
 	case "check-config":
 		return checkConfig(args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "herald", version)
 		return nil

@@ -49,6 +49,7 @@ type Config struct {
 	DuplicateLogin   string `yaml:"duplicate_login"`   // DuplicateReplace or DuplicateRefuse
 	FanoutWorkers    int    `yaml:"fanout_workers"`    // goroutines delivering published messages
 	GCPercent        int    `yaml:"gc_percent"`        // Go GC target percentage (GOGC); a GOGC environment variable wins
+	PprofAddr        string `yaml:"pprof_addr"`        // if set, serve net/http/pprof here (keep it on loopback)
 
 	Log Log `yaml:"log"`
 }

@@ -78,6 +78,9 @@ duplicate_login: replace
 # collections; 100 (the Go default) lets it reach 2x. A GOGC environment
 # variable, if set, wins.
 gc_percent: 50
+# Serve Go profiling endpoints (net/http/pprof) on this address, for
+# diagnosis. Keep it on loopback. Empty (the default) disables it.
+# pprof_addr: 127.0.0.1:6060
 
 log:
   # debug, info, warn or error.

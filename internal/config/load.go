@@ -95,6 +95,7 @@ func settings() []setting {
 		{"max-recipients", "users per API call", func(c *Config) any { return &c.MaxRecipients }},
 		{"duplicate-login", "on a duplicate login: replace or refuse", func(c *Config) any { return &c.DuplicateLogin }},
 		{"fanout-workers", "goroutines delivering published messages", func(c *Config) any { return &c.FanoutWorkers }},
+		{"pprof-addr", "serve Go profiling (net/http/pprof) on this address; empty disables", func(c *Config) any { return &c.PprofAddr }},
 		{"gc-percent", "Go GC target percentage; lower trades CPU for memory (a GOGC environment variable wins)", func(c *Config) any { return &c.GCPercent }},
 		{"log-level", "log level: debug, info, warn or error", func(c *Config) any { return &c.Log.Level }},
 		{"log-format", "log format: text or json", func(c *Config) any { return &c.Log.Format }},

@@ -84,6 +84,11 @@ func (c Config) Validate() error {
 	if c.DuplicateLogin != DuplicateReplace && c.DuplicateLogin != DuplicateRefuse {
 		p.add("duplicate_login", "must be %q or %q, not %q", DuplicateReplace, DuplicateRefuse, c.DuplicateLogin)
 	}
+	if c.PprofAddr != "" {
+		if err := checkAddr(c.PprofAddr); err != nil {
+			p.add("pprof_addr", "%v", err)
+		}
+	}
 	if c.GCPercent < 10 || c.GCPercent > 1000 {
 		p.add("gc_percent", "must be between 10 and 1000")
 	}

@@ -126,8 +126,9 @@ func (w *worker) pass(p *part) {
 
 	n := 0
 	if len(msgs) > 0 {
+		b := protocol.NewBatch(msgs...)
 		for _, c := range conns {
-			if c.Send(msgs...) == nil {
+			if send(c, b) == nil {
 				n++
 			}
 		}

@@ -27,6 +27,21 @@ type Conn interface {
 	Send(frames ...*protocol.Encoded) error
 }
 
+// BatchSender is implemented by connections that can write a batch shared
+// with other connections; the hub prefers it, so that a fan-out pass
+// encodes its frames, transport framing included, once for all of them.
+type BatchSender interface {
+	SendBatch(b *protocol.Batch) error
+}
+
+// send writes b to c, through SendBatch when c has it.
+func send(c Conn, b *protocol.Batch) error {
+	if bs, ok := c.(BatchSender); ok {
+		return bs.SendBatch(b)
+	}
+	return c.Send(b.Frames()...)
+}
+
 const (
 	numShards = 64 // index shards
 	numParts  = 16 // subscriber parts per topic
@@ -188,8 +203,13 @@ func (h *Hub) UserConns(app, user string) []Conn {
 // took it.
 func (h *Hub) PushUser(app, user string, e *protocol.Encoded) int {
 	n := 0
-	for _, c := range h.UserConns(app, user) {
-		if c.Send(e) == nil {
+	conns := h.UserConns(app, user)
+	if len(conns) == 0 {
+		return 0
+	}
+	b := protocol.NewBatch(e)
+	for _, c := range conns {
+		if send(c, b) == nil {
 			n++
 		}
 	}

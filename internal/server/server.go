@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +44,8 @@ type Server struct {
 	apiLn   net.Listener
 	metrics *metrics.Metrics
 	apiDone chan error
+
+	pprofSrv *http.Server
 
 	stopOnce sync.Once
 	stopErr  error
@@ -139,6 +142,14 @@ func (s *Server) Start() error {
 		return err
 	}
 	s.apiLn = ln
+	if s.cfg.PprofAddr != "" {
+		if err := s.startPprof(); err != nil {
+			_ = ln.Close()
+			_ = s.gw.Shutdown(context.Background(), "")
+			_ = s.hub.Shutdown(context.Background())
+			return err
+		}
+	}
 	go func() {
 		var err error
 		if s.cfg.API.TLSCert != "" && s.cfg.API.TLSKey != "" {
@@ -225,6 +236,9 @@ func (s *Server) Shutdown(ctx context.Context, alt string) error {
 			errAPI = <-s.apiDone
 		}
 		errHub := s.hub.Shutdown(ctx)
+		if s.pprofSrv != nil {
+			_ = s.pprofSrv.Close()
+		}
 		s.stopErr = errors.Join(errGW, errAPI, errHub)
 	})
 	return s.stopErr
@@ -235,4 +249,22 @@ func addrString(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// startPprof serves the Go profiler on its own listener, apart from the API.
+func (s *Server) startPprof() error {
+	ln, err := net.Listen("tcp", s.cfg.PprofAddr)
+	if err != nil {
+		return fmt.Errorf("pprof listener %s: %w", s.cfg.PprofAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.pprofSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.pprofSrv.Serve(ln) }()
+	s.log.Info("pprof listening", "addr", ln.Addr().String())
+	return nil
 }

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	nbiolog "github.com/lesismal/nbio/logging"
+
+	"github.com/herald-push/herald/internal/bench"
+)
+
+const benchUsage = `Usage: herald bench <scenario> [flags]
+
+Scenarios:
+  connect   ramp -conns connections at -connect-rate, hold them -hold; connect rate,
+            failures, server memory per connection
+  fanout    -conns subscribers on one topic, -rate publishes/s through the API for
+            -duration; deliveries/s, publish-to-receive latency, server CPU per delivery
+  unicast   -conns users online, -rate pushes/s to random users; the same figures
+  storm     -conns clients connected, then all dropped at once (-mode drop) or the
+            server killed and restarted (-mode restart, needs -spawn); time until all
+            are back and subscribed, and whether anything was lost
+  api       the HTTP API alone at -rate requests/s
+
+By default the bench starts its own server (-spawn); give -api (and -ws or -tcp,
+and credentials) to measure a running one. It exits non-zero when anything was
+lost, duplicated or failed.
+`
+
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "worker" {
+		nbiolog.SetLevel(nbiolog.LevelNone) // stdout carries the worker's events
+		return bench.RunWorker(ctx, os.Stdin, stdout)
+	}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(stderr, benchUsage)
+		return exitError{errors.New("bench: name a scenario")}
+	}
+	scenario := args[0]
+	fs := flag.NewFlagSet("bench "+scenario, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, benchUsage, "\nFlags:\n"); fs.PrintDefaults() }
+	var (
+		o          bench.Options
+		t          bench.Target
+		spawn      = fs.Bool("spawn", true, "start a local herald serve for the run (false: use -api, -ws/-tcp and credentials)")
+		serverArgs = fs.String("server-args", "", "extra flags for the spawned server, space-separated")
+		configPath = fs.String("config", "", "server config file to read the app's secret and API key from (without -spawn)")
+		dataDir    = fs.String("data-dir", "", "server data directory holding dev-app.yaml (without -spawn)")
+		jsonOut    = fs.Bool("json", false, "print the result as JSON")
+		report     = fs.String("report", "", "write a self-contained HTML report to `file`")
+	)
+	fs.StringVar(&t.APIURL, "api", "http://127.0.0.1:8081", "server API base URL (without -spawn)")
+	fs.StringVar(&t.WSURL, "ws", "ws://127.0.0.1:8080/ws", "WebSocket URL (without -spawn)")
+	fs.StringVar(&t.TCPAddr, "tcp", "127.0.0.1:8090", "raw TCP address (without -spawn)")
+	fs.StringVar(&t.Transport, "transport", "ws", "client transport: ws or tcp")
+	fs.StringVar(&t.App, "app", "", "app id (default: the first app)")
+	fs.StringVar(&t.APIKey, "key", "", "API key")
+	fs.StringVar(&t.Secret, "secret", "", "token secret of the app")
+	fs.IntVar(&o.Conns, "conns", 1000, "connections (subscribers for fanout, users for unicast)")
+	fs.Float64Var(&o.ConnectRate, "connect-rate", 5000, "connection attempts per second during the ramp")
+	fs.Float64Var(&o.Rate, "rate", 5, "publishes (fanout), pushes (unicast) or requests (api) per second")
+	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "length of the measured phase")
+	fs.DurationVar(&o.Hold, "hold", 5*time.Second, "connect: how long to hold the connections")
+	fs.IntVar(&o.Size, "size", 100, "payload bytes")
+	fs.StringVar(&o.Topic, "topic", "bench", "topic for fanout and storm")
+	fs.IntVar(&o.Workers, "workers", 2, "minimum worker processes (each holds at most 15,000 connections)")
+	fs.IntVar(&o.SrcIPs, "src-ips", 8, "client source addresses 127.0.0.2 ... 127.0.0.(1+N)")
+	fs.IntVar(&o.Concurrency, "concurrency", 32, "API requests in flight")
+	fs.DurationVar(&o.Drain, "drain", 3*time.Second, "wait after the last publish for late deliveries")
+	fs.StringVar(&o.StormMode, "mode", "drop", "storm: drop (clients reset their connections) or restart (server killed -9 and restarted)")
+	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop the whole run after this long")
+	if err := fs.Parse(args[1:]); err != nil {
+		return exitError{err}
+	}
+	if t.Transport != "ws" && t.Transport != "tcp" {
+		return fmt.Errorf("bench: -transport must be ws or tcp")
+	}
+	if err := raiseNoFile(); err != nil {
+		fmt.Fprintln(stderr, "bench: warning:", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	nbiolog.SetLevel(nbiolog.LevelNone)
+	target := &t
+	if *spawn {
+		sp, err := bench.Spawn(ctx, exe, strings.Fields(*serverArgs))
+		if err != nil {
+			return err
+		}
+		defer sp.Stop()
+		sp.Transport = t.Transport
+		target = sp
+	} else if err := t.LoadCredentials(*configPath, *dataDir); err != nil {
+		return err
+	}
+	o.Scenario, o.Target, o.Exe, o.WorkerArgs = scenario, target, exe, []string{"bench", "worker"}
+	o.Progress = bench.NewProgress(stderr, isTerminal(stderr))
+	r, err := bench.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	} else if err := bench.WriteText(stdout, r); err != nil {
+		return err
+	}
+	if *report != "" {
+		f, err := os.Create(*report)
+		if err != nil {
+			return err
+		}
+		if err := bench.WriteHTML(f, []bench.Result{r}); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "bench: report written to", *report)
+	}
+	if why := bench.Failed(r); len(why) > 0 {
+		return fmt.Errorf("bench: %s failed: %s", scenario, strings.Join(why, ", "))
+	}
+	return nil
+}
+
+// raiseNoFile lifts the soft open-file limit to the hard one; worker
+// processes and a spawned server inherit it.
+func raiseNoFile() error {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return err
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+	return nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

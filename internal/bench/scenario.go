@@ -1,0 +1,452 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure a scenario run.
+type Options struct {
+	Scenario    string        // connect, fanout, unicast, storm, api
+	Target      *Target       // the server under test
+	Exe         string        // binary that runs workers
+	WorkerArgs  []string      // arguments that make Exe a worker (e.g. "bench", "worker")
+	Workers     int           // minimum worker processes (more if Conns needs them)
+	SrcIPs      int           // client source addresses 127.0.0.2 .. 127.0.0.(1+SrcIPs)
+	Conns       int           // connections (subscribers for fanout, users for unicast)
+	ConnectRate float64       // connection attempts per second during the ramp (all workers)
+	Rate        float64       // publishes, pushes or requests per second in the measured phase
+	Duration    time.Duration // measured phase
+	Hold        time.Duration // connect: how long to hold the connections idle
+	Size        int           // payload bytes
+	Topic       string        // fanout and storm topic
+	Concurrency int           // HTTP requests in flight from the coordinator
+	Drain       time.Duration // wait after the last publish for deliveries
+	StormMode   string        // storm: "drop" (clients reset their connections) or "restart" (server killed and restarted)
+	Timeout     time.Duration // the whole run
+	Progress    *Progress
+}
+
+func (o *Options) defaults() {
+	if o.Workers <= 0 {
+		o.Workers = 2
+	}
+	if o.SrcIPs <= 0 {
+		o.SrcIPs = 8
+	}
+	if o.ConnectRate <= 0 {
+		o.ConnectRate = 5000
+	}
+	if o.Size < payloadHeader {
+		o.Size = 100
+	}
+	if o.Topic == "" {
+		o.Topic = "bench"
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 32
+	}
+	if o.Drain <= 0 {
+		o.Drain = 3 * time.Second
+	}
+	if o.StormMode == "" {
+		o.StormMode = "drop"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Minute
+	}
+	if o.Progress == nil {
+		o.Progress = NewProgress(nil, false)
+	}
+}
+
+// Run runs one scenario and returns its merged result. If ctx is cancelled
+// (Ctrl-C) mid-run, it stops sending and returns what was measured.
+func Run(ctx context.Context, o Options) (Result, error) {
+	o.defaults()
+	start := time.Now()
+	r := Result{Scenario: o.Scenario, Started: start, Params: o.params()}
+	runCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	var err error
+	switch o.Scenario {
+	case "connect", "fanout", "unicast", "storm":
+		err = runWithWorkers(runCtx, o, &r)
+	case "api":
+		err = runAPI(runCtx, o, &r)
+	default:
+		return r, fmt.Errorf("bench: unknown scenario %q (connect, fanout, unicast, storm, api)", o.Scenario)
+	}
+	r.Duration = time.Since(start)
+	if err != nil && ctx.Err() != nil {
+		r.Notes = append(r.Notes, "interrupted: partial result")
+		return r, nil
+	}
+	return r, err
+}
+
+func (o Options) params() map[string]string {
+	p := map[string]string{
+		"transport": o.Target.Transport,
+		"url":       o.Target.ClientURL(),
+	}
+	switch o.Scenario {
+	case "connect":
+		p["conns"], p["connect_rate"], p["hold"] = strconv.Itoa(o.Conns), ftoa(o.ConnectRate), o.Hold.String()
+	case "fanout":
+		p["subscribers"], p["rate"], p["duration"], p["size"] = strconv.Itoa(o.Conns), ftoa(o.Rate), o.Duration.String(), strconv.Itoa(o.Size)
+	case "unicast":
+		p["users"], p["rate"], p["duration"], p["size"] = strconv.Itoa(o.Conns), ftoa(o.Rate), o.Duration.String(), strconv.Itoa(o.Size)
+	case "storm":
+		p["conns"], p["mode"] = strconv.Itoa(o.Conns), o.StormMode
+	case "api":
+		p["rate"], p["duration"], p["concurrency"] = ftoa(o.Rate), o.Duration.String(), strconv.Itoa(o.Concurrency)
+	}
+	return p
+}
+
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+func localAddrs(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "127.0.0." + strconv.Itoa(2+i)
+	}
+	return out
+}
+
+// messages is how many messages the measured phase sends.
+func (o Options) messages() int {
+	switch o.Scenario {
+	case "fanout", "unicast":
+		return max(int(o.Rate*o.Duration.Seconds()), 1)
+	case "storm":
+		return stormCheckMessages
+	}
+	return 0
+}
+
+// stormCheckMessages are published after a storm to prove every client is
+// subscribed again.
+const stormCheckMessages = 5
+
+func runWithWorkers(ctx context.Context, o Options, r *Result) error {
+	t := o.Target
+	start := time.Now()
+	maxSeconds := int((o.Timeout + time.Minute).Seconds())
+	parts := plan(o.Conns, o.Workers)
+	var as []Assignment
+	for _, p := range parts {
+		a := Assignment{
+			Scenario: o.Scenario, URL: t.ClientURL(), LocalAddrs: localAddrs(o.SrcIPs),
+			App: t.App, Secret: t.Secret, UserPrefix: "bench-u", From: p[0], To: p[1],
+			Messages: o.messages(), Users: o.Conns, Unicast: o.Scenario == "unicast",
+			Rate: o.ConnectRate / float64(len(parts)), Concurrency: 128,
+			Start: start, Deadline: start.Add(o.Timeout + 30*time.Second), MaxSeconds: maxSeconds,
+		}
+		if o.Scenario == "fanout" || o.Scenario == "storm" {
+			a.Topic = o.Topic
+		}
+		as = append(as, a)
+	}
+	before, _ := t.SampleServer(ctx)
+	ws, err := startWorkers(ctx, o.Exe, o.WorkerArgs, as)
+	if err != nil {
+		return err
+	}
+	defer stopWorkers(ws)
+	ramp := func() {
+		var open, failed int64
+		for _, w := range ws {
+			a, b := w.counts()
+			open, failed = open+a, failed+b
+		}
+		o.Progress.Update("ramp", open, int64(o.Conns), fmt.Sprintf("%d failed", failed))
+	}
+	if _, err := waitEvent(ctx, ws, "ready", ramp); err != nil {
+		return err
+	}
+	ramp()
+	o.Progress.Done()
+
+	var measureErr error
+	var sent atomic.Int64
+	var sendTime time.Duration // how long the measured phase sent for
+	errs := newCounter()
+	cpu0, _ := t.SampleServer(ctx)
+	phaseStart := time.Now()
+	switch o.Scenario {
+	case "connect":
+		if o.Hold > 0 {
+			o.Progress.Update("hold", 0, 0, o.Hold.String())
+			select {
+			case <-ctx.Done():
+			case <-time.After(o.Hold):
+			}
+			o.Progress.Done()
+		}
+	case "fanout", "unicast":
+		sendTime, measureErr = publishPhase(ctx, o, &sent, errs)
+	case "storm":
+		measureErr = stormPhase(ctx, o, ws, r, &sent, errs)
+	}
+	cpu1, _ := t.SampleServer(ctx)
+	phase := time.Since(phaseStart)
+
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer ccancel()
+	results, cerr := collect(cctx, ws)
+	if err := mergeWorkers(r, start, maxSeconds, results); err != nil {
+		return err
+	}
+	r.Sent = sent.Load()
+	for k, v := range errs.snapshot() {
+		r.Errors[k] += v
+	}
+	if cpu1.CPU > cpu0.CPU {
+		r.ServerCPU = cpu1.CPU - cpu0.CPU
+	}
+	switch o.Scenario {
+	case "connect":
+		r.ServerRSSBefore, r.ServerRSSAfter = before.RSS, cpu1.RSS
+		if r.Connections > 0 && cpu1.RSS > 0 {
+			r.ServerRSSPerConn = float64(cpu1.RSS-before.RSS) / float64(r.Connections)
+		}
+	case "fanout", "unicast", "storm":
+		if r.Delivered > 0 {
+			r.ServerCPUPerOp = r.ServerCPU / time.Duration(r.Delivered)
+		}
+		if sendTime <= 0 {
+			sendTime = phase
+		}
+		if s := sendTime.Seconds(); s > 0 {
+			r.Throughput = float64(r.Delivered) / s
+		}
+	}
+	return errors.Join(measureErr, cerr)
+}
+
+// publishPhase sends the measured phase's messages through the API, open loop.
+// It returns how long sending took, which is the window deliveries/s is
+// computed over (late deliveries during the drain still count).
+func publishPhase(ctx context.Context, o Options, sent *atomic.Int64, errs *counter) (time.Duration, error) {
+	api := newAPIClient(o.Target, o.Concurrency)
+	defer api.close()
+	n := o.messages()
+	app := url.PathEscape(o.Target.App)
+	topicPath := "/v1/apps/" + app + "/topics/" + url.PathEscape(o.Topic) + "/messages"
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				o.Progress.Update("publish", sent.Load(), int64(n), fmt.Sprintf("%.0f/s", o.Rate))
+			}
+		}
+	}()
+	pubStart := time.Now()
+	openLoop(ctx, pubStart, o.Rate, n, o.Concurrency, func(seq int, sched time.Time) {
+		payload := makePayload(seq, sched, o.Size)
+		path := topicPath
+		if o.Scenario == "unicast" {
+			path = "/v1/apps/" + app + "/users/bench-u" + strconv.Itoa(unicastTarget(seq, o.Conns)) + "/messages"
+		}
+		status, err := api.post(ctx, path, message("bench-"+strconv.Itoa(seq), payload))
+		sent.Add(1)
+		if err != nil || status != 200 {
+			errs.add(statusKind(status, err))
+		}
+	})
+	sendTime := time.Since(pubStart)
+	close(stop)
+	wg.Wait()
+	o.Progress.Done()
+	select { // let the last messages arrive
+	case <-ctx.Done():
+	case <-time.After(o.Drain):
+	}
+	return sendTime, nil
+}
+
+// stormPhase drops every connection at once (or restarts the server),
+// waits until every worker has all its clients back, then publishes a few
+// messages to prove they are subscribed again.
+func stormPhase(ctx context.Context, o Options, ws []*workerProc, r *Result, sent *atomic.Int64, errs *counter) error {
+	t0 := time.Now()
+	if o.StormMode == "restart" {
+		if err := o.Target.Restart(ctx, true); err != nil {
+			return err
+		}
+	}
+	for _, w := range ws {
+		w.send("drop")
+	}
+	evs, err := waitEvent(ctx, ws, "recovered", func() {
+		var open int64
+		for _, w := range ws {
+			a, _ := w.counts()
+			open += a
+		}
+		o.Progress.Update("storm", open, int64(o.Conns), time.Since(t0).Round(time.Millisecond).String())
+	})
+	o.Progress.Done()
+	if err != nil {
+		return err
+	}
+	var last time.Time
+	for _, e := range evs {
+		if e.At.After(last) {
+			last = e.At
+		}
+	}
+	r.RecoveryTime = last.Sub(t0)
+	// Publish the check messages: every client must receive each once.
+	api := newAPIClient(o.Target, 4)
+	defer api.close()
+	path := "/v1/apps/" + url.PathEscape(o.Target.App) + "/topics/" + url.PathEscape(o.Topic) + "/messages"
+	for seq := range stormCheckMessages {
+		status, err := api.post(ctx, path, message("storm-"+strconv.Itoa(seq), makePayload(seq, time.Now(), o.Size)))
+		sent.Add(1)
+		if err != nil || status != 200 {
+			errs.add(statusKind(status, err))
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(o.Drain):
+	}
+	return nil
+}
+
+// runAPI drives the HTTP API alone at a fixed rate: pushes to users who are
+// not connected, so the figure is the API's own cost.
+func runAPI(ctx context.Context, o Options, r *Result) error {
+	api := newAPIClient(o.Target, o.Concurrency)
+	defer api.close()
+	start := time.Now()
+	n := max(int(o.Rate*o.Duration.Seconds()), 1)
+	var mu sync.Mutex
+	h := NewHistogram()
+	tl := NewTimelineLimit(start, int((o.Timeout + time.Minute).Seconds()))
+	errs := newCounter()
+	var sent atomic.Int64
+	cpu0, _ := o.Target.SampleServer(ctx)
+	app := url.PathEscape(o.Target.App)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				o.Progress.Update("requests", sent.Load(), int64(n), fmt.Sprintf("%.0f/s", o.Rate))
+			}
+		}
+	}()
+	openLoop(ctx, time.Now(), o.Rate, n, o.Concurrency, func(seq int, sched time.Time) {
+		user := "api-offline-" + strconv.Itoa(rand.IntN(100000))
+		status, err := api.post(ctx, "/v1/apps/"+app+"/users/"+user+"/messages",
+			message("api-"+strconv.Itoa(seq), makePayload(seq, sched, o.Size)))
+		now := time.Now()
+		sent.Add(1)
+		mu.Lock()
+		tl.Sent(sched, 1)
+		if err != nil || status != 200 {
+			tl.Error(now)
+			errs.add(statusKind(status, err))
+		} else {
+			h.Record(now.Sub(sched))
+			tl.Delivered(now, now.Sub(sched))
+		}
+		mu.Unlock()
+	})
+	close(done)
+	o.Progress.Done()
+	cpu1, _ := o.Target.SampleServer(ctx)
+	r.Sent = sent.Load()
+	r.Errors = errs.snapshot()
+	r.Latency = h.Quantiles()
+	r.Delivered = h.Count()
+	r.Expected = r.Sent
+	r.Timeline = tl.Points()
+	if s := time.Since(start).Seconds(); s > 0 {
+		r.Throughput = float64(r.Delivered) / s
+	}
+	if cpu1.CPU > cpu0.CPU {
+		r.ServerCPU = cpu1.CPU - cpu0.CPU
+		if r.Sent > 0 {
+			r.ServerCPUPerOp = r.ServerCPU / time.Duration(r.Sent)
+		}
+	}
+	return nil
+}
+
+// counter counts outcomes by kind, safely from many goroutines.
+type counter struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+func newCounter() *counter { return &counter{m: map[string]int64{}} }
+
+func (c *counter) add(k string) {
+	c.mu.Lock()
+	c.m[k]++
+	c.mu.Unlock()
+}
+
+func (c *counter) snapshot() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int64, len(c.m))
+	for k, v := range c.m {
+		out[k] = v
+	}
+	return out
+}
+
+// Failed reports why a result counts as a failure: anything lost or
+// duplicated, failed connections, or errors. Empty means success.
+func Failed(r Result) []string {
+	var why []string
+	if r.Missing > 0 {
+		why = append(why, fmt.Sprintf("%d messages missing", r.Missing))
+	}
+	if r.Duplicates > 0 {
+		why = append(why, fmt.Sprintf("%d duplicates", r.Duplicates))
+	}
+	var fails int64
+	for _, v := range r.ConnectFail {
+		fails += v
+	}
+	if fails > 0 {
+		why = append(why, fmt.Sprintf("%d connections failed", fails))
+	}
+	var errs int64
+	for k, v := range r.Errors {
+		if r.Scenario == "storm" && (k == "disconnect: shutdown" || k == "disconnect: connection lost") {
+			continue // the storm's own doing
+		}
+		errs += v
+	}
+	if errs > 0 {
+		why = append(why, fmt.Sprintf("%d errors", errs))
+	}
+	return why
+}

@@ -1,0 +1,336 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	nbiolog "github.com/lesismal/nbio/logging"
+
+	"github.com/herald-push/herald/internal/config"
+	"github.com/herald-push/herald/internal/server"
+	"github.com/herald-push/herald/protocol"
+)
+
+// The test binary doubles as the worker process: the coordinator re-runs it
+// with workerArg first.
+const workerArg = "bench-test-worker"
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == workerArg {
+		nbiolog.SetLevel(nbiolog.LevelNone)
+		if err := RunWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func testOptions(t *testing.T, scenario string, target *Target) Options {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Options{
+		Scenario: scenario, Target: target, Exe: exe, WorkerArgs: []string{workerArg},
+		Workers: 2, SrcIPs: 4, Conns: 200, ConnectRate: 4000, Rate: 50, Duration: time.Second,
+		Drain: 500 * time.Millisecond, Timeout: time.Minute,
+	}
+}
+
+// startServer runs a real Herald server in this process.
+func startServer(t *testing.T) *Target {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Node = "bench-test"
+	cfg.DataDir = t.TempDir()
+	cfg.WS.Addr, cfg.TCP.Addr, cfg.API.Addr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Apps = []config.App{{ID: "bench", Secret: "bench-secret-0123456789", APIKeys: []string{"bench-api-key-0123456789"}}}
+	cfg.Log.Level = "error"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(cfg, server.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx, "")
+	})
+	return &Target{WSURL: srv.WSURL(), TCPAddr: srv.TCPAddr(), APIURL: srv.APIURL(),
+		App: "bench", APIKey: "bench-api-key-0123456789", Secret: "bench-secret-0123456789", Transport: "ws"}
+}
+
+// TestScenarios runs every scenario, small, against a real server and
+// checks that the accounting adds up: nothing missing, nothing duplicated,
+// every connection made.
+func TestScenarios(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	target := startServer(t)
+	cases := []struct {
+		scenario, transport string
+		check               func(t *testing.T, r Result)
+	}{
+		{"connect", "ws", func(t *testing.T, r Result) {
+			if r.ConnectRate <= 0 {
+				t.Errorf("connect rate %v", r.ConnectRate)
+			}
+		}},
+		{"fanout", "ws", func(t *testing.T, r Result) {
+			if want := int64(200 * 50); r.Expected != want || r.Delivered != want {
+				t.Errorf("expected %d delivered %d, want %d", r.Expected, r.Delivered, want)
+			}
+			if r.Latency.Count != r.Delivered || r.Latency.P99 <= 0 {
+				t.Errorf("latency %+v", r.Latency)
+			}
+		}},
+		{"unicast", "tcp", func(t *testing.T, r Result) {
+			if r.Expected != 50 || r.Delivered != 50 {
+				t.Errorf("expected %d delivered %d, want 50", r.Expected, r.Delivered)
+			}
+		}},
+		{"storm", "tcp", func(t *testing.T, r Result) {
+			if r.RecoveryTime <= 0 {
+				t.Errorf("recovery time %v", r.RecoveryTime)
+			}
+			if want := int64(200 * stormCheckMessages); r.Delivered != want {
+				t.Errorf("after the storm %d check messages delivered, want %d", r.Delivered, want)
+			}
+		}},
+		{"api", "ws", func(t *testing.T, r Result) {
+			if r.Sent != 50 || r.Delivered != 50 {
+				t.Errorf("sent %d answered %d, want 50", r.Sent, r.Delivered)
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.scenario, func(t *testing.T) {
+			tg := *target
+			tg.Transport = c.transport
+			r, err := Run(context.Background(), testOptions(t, c.scenario, &tg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if why := Failed(r); len(why) > 0 {
+				t.Fatalf("failed: %v (errors %v, connect failures %v)", why, r.Errors, r.ConnectFail)
+			}
+			if c.scenario != "api" && r.Connections != 200 {
+				t.Errorf("connections %d, want 200", r.Connections)
+			}
+			c.check(t, r)
+		})
+	}
+}
+
+// TestLossyServerIsCaught runs fanout against a fake server that drops
+// every 7th delivery and duplicates every 11th: the result must count both
+// and the run must fail.
+func TestLossyServerIsCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	fake := newLossyServer(t)
+	o := testOptions(t, "fanout", fake)
+	o.Conns, o.Rate = 50, 40
+	r, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(50 * 40)
+	dropped := total / 7
+	if r.Expected != total {
+		t.Fatalf("expected %d, want %d", r.Expected, total)
+	}
+	if r.Missing != dropped || r.Delivered != total-dropped {
+		t.Errorf("missing %d delivered %d; the fake dropped %d of %d", r.Missing, r.Delivered, dropped, total)
+	}
+	if r.Duplicates == 0 {
+		t.Error("duplicates not counted")
+	}
+	if len(Failed(r)) == 0 {
+		t.Error("a lossy run did not fail")
+	}
+}
+
+func TestMergeWorkers(t *testing.T) {
+	start := time.Now()
+	mk := func(from, to int, missing int64) *WorkerResult {
+		h := NewHistogram()
+		tl := NewTimeline(start)
+		for ms := from; ms <= to; ms++ {
+			h.Record(time.Duration(ms) * time.Millisecond)
+			tl.Delivered(start, time.Duration(ms)*time.Millisecond)
+		}
+		return &WorkerResult{Connected: 10, Latency: h.Snapshot(), Timeline: tl.Snapshot(),
+			Expected: int64(to - from + 1), Received: int64(to-from+1) - missing, Missing: missing,
+			RampStart: start, RampEnd: start.Add(time.Second), ConnectFail: map[string]int64{"timeout": 1}}
+	}
+	var r Result
+	if err := mergeWorkers(&r, start, 60, []*WorkerResult{mk(1, 1000, 0), mk(1001, 2000, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	near := func(got, want time.Duration) bool { return got > want*99/100 && got < want*101/100 }
+	if !near(r.Latency.P50, 1000*time.Millisecond) || !near(r.Latency.P99, 1980*time.Millisecond) {
+		t.Errorf("merged p50 %v p99 %v, want about 1s and 1.98s", r.Latency.P50, r.Latency.P99)
+	}
+	if r.Connections != 20 || r.Expected != 2000 || r.Missing != 3 || r.ConnectFail["timeout"] != 2 {
+		t.Errorf("merged counts: %+v", r)
+	}
+	if r.ConnectRate != 20 {
+		t.Errorf("connect rate %v, want 20/s", r.ConnectRate)
+	}
+}
+
+func TestPlanSplitsUnderTheFileLimit(t *testing.T) {
+	for _, c := range []struct{ n, want, workers int }{{100, 2, 2}, {19000, 2, 2}, {40000, 2, 3}, {100000, 1, 7}} {
+		p := plan(c.n, c.want)
+		if len(p) != c.workers {
+			t.Errorf("plan(%d, %d) = %d workers, want %d", c.n, c.want, len(p), c.workers)
+		}
+		covered := 0
+		for _, r := range p {
+			if r[1]-r[0] > maxPerWorker {
+				t.Errorf("worker with %d connections", r[1]-r[0])
+			}
+			covered += r[1] - r[0]
+		}
+		if covered != c.n {
+			t.Errorf("plan(%d) covers %d", c.n, covered)
+		}
+	}
+}
+
+// lossyServer speaks just enough of the protocol over TCP and of the API to
+// run fanout, and loses and duplicates messages on purpose.
+type lossyServer struct {
+	mu    sync.Mutex
+	subs  []net.Conn
+	count int
+}
+
+func newLossyServer(t *testing.T) *Target {
+	t.Helper()
+	s := &lossyServer{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.serveConn(c)
+		}
+	}()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/apps/{app}/topics/{topic}/messages", s.publish)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {})
+	hs := &http.Server{Handler: mux}
+	hln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = hs.Serve(hln) }()
+	t.Cleanup(func() {
+		ln.Close()
+		hs.Close()
+		s.mu.Lock()
+		for _, c := range s.subs {
+			c.Close()
+		}
+		s.mu.Unlock()
+	})
+	return &Target{TCPAddr: ln.Addr().String(), APIURL: "http://" + hln.Addr().String(),
+		App: "bench", APIKey: "k", Secret: "bench-secret-0123456789", Transport: "tcp"}
+}
+
+func (s *lossyServer) serveConn(c net.Conn) {
+	r := bufio.NewReader(c)
+	var buf []byte
+	tmp := make([]byte, 4096)
+	for {
+		n, err := r.Read(tmp)
+		if err != nil {
+			return
+		}
+		buf = append(buf, tmp[:n]...)
+		for {
+			body, used, err := protocol.NextFramed(buf, protocol.DefaultLimits())
+			if err != nil || used == 0 {
+				break
+			}
+			var f protocol.Frame
+			if protocol.DecodeBinary(body, &f, protocol.DefaultLimits()) == nil {
+				s.handle(c, &f)
+			}
+			buf = buf[used:]
+		}
+	}
+}
+
+func (s *lossyServer) handle(c net.Conn, f *protocol.Frame) {
+	var reply *protocol.Frame
+	switch f.Type {
+	case protocol.TypeConnect:
+		reply = &protocol.Frame{Type: protocol.TypeConnected, Session: "s", Heartbeat: time.Minute}
+	case protocol.TypeSubscribe:
+		s.mu.Lock()
+		s.subs = append(s.subs, c)
+		s.mu.Unlock()
+		reply = &protocol.Frame{Type: protocol.TypeReply, ID: f.ID}
+	case protocol.TypePing:
+		reply = &protocol.Frame{Type: protocol.TypePong, Time: f.Time}
+	default:
+		return
+	}
+	s.mu.Lock()
+	_, _ = c.Write(protocol.AppendFramed(nil, reply))
+	s.mu.Unlock()
+}
+
+func (s *lossyServer) publish(w http.ResponseWriter, r *http.Request) {
+	var m struct {
+		ID  string `json:"id"`
+		B64 string `json:"b64"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	payload, _ := base64.StdEncoding.DecodeString(m.B64)
+	frame := protocol.AppendFramed(nil, &protocol.Frame{Type: protocol.TypePush, Stream: "t:" + r.PathValue("topic"), MsgID: m.ID, Payload: payload})
+	s.mu.Lock()
+	for _, c := range s.subs {
+		s.count++
+		if s.count%7 == 0 {
+			continue // lost
+		}
+		_, _ = c.Write(frame)
+		if s.count%11 == 0 {
+			_, _ = c.Write(frame) // duplicated
+		}
+	}
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"id":"` + strings.ReplaceAll(m.ID, `"`, "") + `"}`))
+}

@@ -1,0 +1,394 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-push/herald/internal/auth"
+	"github.com/herald-push/herald/protocol"
+)
+
+// Assignment is a worker's share of a scenario, sent by the coordinator as
+// the first line on the worker's standard input.
+type Assignment struct {
+	Scenario    string    `json:"scenario"`
+	URL         string    `json:"url"`
+	LocalAddrs  []string  `json:"local_addrs"`
+	App         string    `json:"app"`
+	Secret      string    `json:"secret"`
+	UserPrefix  string    `json:"user_prefix"`
+	From        int       `json:"from"` // first user index (inclusive)
+	To          int       `json:"to"`   // last user index (exclusive)
+	Topic       string    `json:"topic,omitempty"`
+	Messages    int       `json:"messages"`      // sequence numbers 0..Messages-1 exist
+	Users       int       `json:"users"`         // all users of the run (unicast targets)
+	Unicast     bool      `json:"unicast"`       // expect only the seqs addressed to our users
+	Rate        float64   `json:"rate"`          // connection attempts per second
+	Concurrency int       `json:"concurrency"`   // connection attempts in flight
+	Start       time.Time `json:"start"`         // the run's time origin
+	Deadline    time.Time `json:"deadline"`      // the worker exits by then, whatever happens
+	MaxSeconds  int       `json:"max_seconds"`   // timeline length
+	Retry       bool      `json:"retry_connect"` // keep retrying failed connects until the deadline
+}
+
+// unicastTarget is the user index a unicast message goes to: a fixed
+// permutation of the sequence numbers, known to coordinator and workers.
+func unicastTarget(seq, users int) int {
+	return int((uint64(seq)*2654435761 + 7) % uint64(users))
+}
+
+// workerEvent is one line a worker writes on standard output.
+type workerEvent struct {
+	Event     string        `json:"event"` // progress, ready, recovered, result, error
+	Open      int64         `json:"open,omitempty"`
+	Failed    int64         `json:"failed,omitempty"`
+	At        time.Time     `json:"at,omitempty"`
+	Result    *WorkerResult `json:"result,omitempty"`
+	Error     string        `json:"error,omitempty"`
+	Recovered int64         `json:"recovered,omitempty"`
+}
+
+// WorkerResult is what one worker measured.
+type WorkerResult struct {
+	Connected    int64            `json:"connected"`
+	ConnectFail  map[string]int64 `json:"connect_fail"`
+	RampStart    time.Time        `json:"ramp_start"`
+	RampEnd      time.Time        `json:"ramp_end"`
+	Latency      HistSnapshot     `json:"latency"`
+	Timeline     TimelineSnapshot `json:"timeline"`
+	Expected     int64            `json:"expected"`
+	Received     int64            `json:"received"`
+	Missing      int64            `json:"missing"`
+	Duplicates   int64            `json:"duplicates"`
+	Unexpected   int64            `json:"unexpected"`
+	MissingList  []string         `json:"missing_sample,omitempty"`
+	Disconnects  map[string]int64 `json:"disconnects"`
+	RecoveredAt  time.Time        `json:"recovered_at,omitempty"`
+	Reconnected  int64            `json:"reconnected"`
+	ReconnectErr map[string]int64 `json:"reconnect_fail,omitempty"`
+}
+
+// worker holds one worker process's state.
+type worker struct {
+	a    Assignment
+	pool *LoadPool
+	out  *json.Encoder
+	outM sync.Mutex
+
+	mu          sync.Mutex // guards the measurement state below
+	hist        *Histogram
+	tl          *Timeline
+	tr          *Tracker
+	disconnects map[string]int64
+
+	open      atomic.Int64
+	failed    atomic.Int64
+	misrouted atomic.Int64 // unicast messages that reached the wrong user
+	connMu    sync.Mutex
+	conns     []*LoadConn // by receiver index
+	fails     map[string]int64
+}
+
+// RunWorker runs a worker: it reads its Assignment and then commands
+// ("drop", "stop") from in, and writes events to out. It returns when told
+// to stop, when in closes, or at the assignment's deadline.
+func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	if !sc.Scan() {
+		return errors.New("bench worker: no assignment on stdin")
+	}
+	var a Assignment
+	if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+		return fmt.Errorf("bench worker: assignment: %w", err)
+	}
+	ctx, cancel := context.WithDeadline(ctx, a.Deadline)
+	defer cancel()
+	n := a.To - a.From
+	w := &worker{
+		a:           a,
+		out:         json.NewEncoder(out),
+		hist:        NewHistogram(),
+		tl:          NewTimelineLimit(a.Start, max(a.MaxSeconds, 1)),
+		tr:          newWorkerTracker(a, n),
+		disconnects: map[string]int64{},
+		conns:       make([]*LoadConn, n),
+		fails:       map[string]int64{},
+	}
+	pool, err := NewLoadPool(LoadPoolConfig{URL: a.URL, LocalAddrs: a.LocalAddrs, OnPush: w.onPush, OnClose: w.onClose})
+	if err != nil {
+		return err
+	}
+	w.pool = pool
+	defer pool.Stop()
+
+	cmds := make(chan string, 4)
+	go func() {
+		defer close(cmds)
+		for sc.Scan() {
+			cmds <- strings.TrimSpace(sc.Text())
+		}
+	}()
+
+	res := WorkerResult{RampStart: time.Now()}
+	w.connectAll(ctx, indexes(n))
+	res.RampEnd = time.Now()
+	w.emit(workerEvent{Event: "ready", Open: w.open.Load(), Failed: w.failed.Load()})
+
+	for {
+		select {
+		case <-ctx.Done():
+			return w.finish(res)
+		case cmd, ok := <-cmds:
+			if !ok || cmd == "stop" {
+				return w.finish(res)
+			}
+			if cmd == "drop" {
+				w.drop(ctx, &res)
+			}
+		}
+	}
+}
+
+// newWorkerTracker sizes loss accounting for the scenario. A unicast
+// message has exactly one receiver, so one bit per message suffices
+// (receiver 0 stands for "the right user"); fan-out tracks every receiver.
+func newWorkerTracker(a Assignment, n int) *Tracker {
+	if a.Unicast {
+		tr := NewTracker(1, max(a.Messages, 1))
+		for seq := 0; seq < a.Messages; seq++ {
+			if u := unicastTarget(seq, a.Users); u >= a.From && u < a.To {
+				tr.Expect(0, seq)
+			}
+		}
+		return tr
+	}
+	tr := NewTracker(max(n, 1), max(a.Messages, 1))
+	if a.Messages > 0 {
+		tr.ExpectAll()
+	}
+	return tr
+}
+
+func indexes(n int) []int {
+	ix := make([]int, n)
+	for i := range ix {
+		ix[i] = i
+	}
+	return ix
+}
+
+func (w *worker) emit(e workerEvent) {
+	w.outM.Lock()
+	_ = w.out.Encode(e)
+	w.outM.Unlock()
+}
+
+// connectAll connects the receivers in ix at the assignment's rate, with
+// bounded concurrency, and reports progress. Failed connects are retried
+// (with a pause) while the assignment asks for it and time remains.
+func (w *worker) connectAll(ctx context.Context, ix []int) {
+	rate := w.a.Rate
+	if rate <= 0 {
+		rate = 1e9
+	}
+	conc := max(w.a.Concurrency, 1)
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	lastReport := time.Now()
+	for k, r := range ix {
+		if d := time.Until(start.Add(time.Duration(k) * interval)); d > 0 {
+			select { // the ramp's schedule, not synchronisation
+			case <-ctx.Done():
+			case <-time.After(d):
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			w.connectOne(ctx, r)
+		}()
+		if time.Since(lastReport) > 500*time.Millisecond {
+			lastReport = time.Now()
+			w.emit(workerEvent{Event: "progress", Open: w.open.Load(), Failed: w.failed.Load()})
+		}
+	}
+	wg.Wait()
+}
+
+func (w *worker) connectOne(ctx context.Context, r int) {
+	user := w.a.UserPrefix + strconv.Itoa(w.a.From+r)
+	var topics []string
+	if w.a.Topic != "" {
+		topics = []string{w.a.Topic}
+	}
+	for attempt := 0; ; attempt++ {
+		tok, err := auth.Mint(w.a.App, []byte(w.a.Secret), user, []string{"*"}, 24*time.Hour, time.Now())
+		if err != nil {
+			w.fail(err)
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := w.pool.ConnectValue(cctx, r, tok, "d1", topics, nil)
+		cancel()
+		if err == nil {
+			w.connMu.Lock()
+			w.conns[r] = c
+			w.connMu.Unlock()
+			w.open.Add(1)
+			w.tl.connectionsLocked(&w.mu, time.Now(), w.open.Load())
+			return
+		}
+		if !w.a.Retry || ctx.Err() != nil {
+			w.fail(err)
+			return
+		}
+		select { // back off before retrying this connection
+		case <-ctx.Done():
+			w.fail(err)
+			return
+		case <-time.After(time.Duration(min(attempt+1, 20)) * 50 * time.Millisecond):
+		}
+	}
+}
+
+func (w *worker) fail(err error) {
+	w.failed.Add(1)
+	w.connMu.Lock()
+	w.fails[failKind(err)]++
+	w.connMu.Unlock()
+}
+
+// failKind reduces a connect error to a short reason for counting.
+func failKind(err error) string {
+	var d protocol.Disconnect
+	var pe *protocol.Error
+	switch {
+	case errors.As(err, &pe):
+		return pe.Code.String()
+	case errors.As(err, &d):
+		return d.Code.String()
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	}
+	s := err.Error()
+	for _, k := range []string{"connection refused", "connection reset", "too many open files", "cannot assign requested address", "EOF", "i/o timeout"} {
+		if strings.Contains(s, k) {
+			return k
+		}
+	}
+	if len(s) > 60 {
+		s = s[:60]
+	}
+	return s
+}
+
+func (w *worker) onPush(c *LoadConn, f *protocol.Frame, received time.Time) {
+	r, ok := c.Value().(int)
+	if !ok {
+		return
+	}
+	seq, sched, ok := parsePayload(f.Payload)
+	if !ok {
+		return
+	}
+	if w.a.Unicast {
+		if unicastTarget(seq, w.a.Users) != w.a.From+r {
+			w.misrouted.Add(1)
+			return
+		}
+		r = 0
+	}
+	w.mu.Lock()
+	if w.tr.Mark(r, seq) {
+		lat := received.Sub(sched)
+		w.hist.Record(lat)
+		w.tl.Delivered(received, lat)
+	}
+	w.mu.Unlock()
+}
+
+func (w *worker) onClose(c *LoadConn, d *protocol.Disconnect, err error) {
+	kind := "closed"
+	switch {
+	case d != nil:
+		kind = d.Code.String()
+	case errors.Is(err, ErrLoadConnClosed):
+		return // we closed it
+	case err != nil:
+		kind = failKind(err)
+	}
+	w.open.Add(-1)
+	w.mu.Lock()
+	w.disconnects[kind]++
+	w.tl.Connections(time.Now(), w.open.Load())
+	w.mu.Unlock()
+}
+
+// drop aborts every connection at once (no DISCONNECT: a reset, as when a
+// network fails) and reconnects them all as fast as the server lets it.
+func (w *worker) drop(ctx context.Context, res *WorkerResult) {
+	w.connMu.Lock()
+	conns := w.conns
+	w.conns = make([]*LoadConn, len(conns))
+	w.connMu.Unlock()
+	var ix []int
+	for r, c := range conns {
+		if c != nil {
+			_ = c.Abort()
+			w.open.Add(-1)
+		}
+		ix = append(ix, r)
+	}
+	w.mu.Lock()
+	w.tl.Connections(time.Now(), w.open.Load())
+	w.mu.Unlock()
+	before := w.failed.Load()
+	a := w.a
+	w.a.Rate, w.a.Retry = 0, true // as fast as possible, until back or deadline
+	w.connectAll(ctx, ix)
+	w.a = a
+	res.RecoveredAt = time.Now()
+	res.Reconnected = int64(len(ix)) - (w.failed.Load() - before)
+	w.emit(workerEvent{Event: "recovered", At: res.RecoveredAt, Open: w.open.Load(), Recovered: res.Reconnected})
+}
+
+func (w *worker) finish(res WorkerResult) error {
+	w.mu.Lock()
+	res.Latency = w.hist.Snapshot()
+	res.Timeline = w.tl.Snapshot()
+	res.Expected, res.Received, res.Missing, res.Duplicates, res.Unexpected = w.tr.Counts()
+	res.MissingList = w.tr.MissingSample(10)
+	res.Unexpected += w.misrouted.Load()
+	res.Disconnects = w.disconnects
+	w.mu.Unlock()
+	w.connMu.Lock()
+	res.ConnectFail = w.fails
+	w.connMu.Unlock()
+	res.Connected = w.open.Load()
+	w.emit(workerEvent{Event: "result", Result: &res})
+	return nil
+}
+
+// connectionsLocked records the connection gauge under mu.
+func (t *Timeline) connectionsLocked(mu *sync.Mutex, at time.Time, n int64) {
+	mu.Lock()
+	t.Connections(at, n)
+	mu.Unlock()
+}
