@@ -30,6 +30,8 @@ Scenarios:
             are back and subscribed, and whether anything was lost
   api       the HTTP API alone at -rate requests/s
 
+  row       print the BENCHMARKS.md row of saved -json results (row -header: the header)
+
 By default the bench starts its own server (-spawn); give -api (and -ws or -tcp,
 and credentials) to measure a running one. It exits non-zero when anything was
 lost, duplicated or failed.
@@ -39,6 +41,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "worker" {
 		nbiolog.SetLevel(nbiolog.LevelNone) // stdout carries the worker's events
 		return bench.RunWorker(ctx, os.Stdin, stdout)
+	}
+	if len(args) > 0 && args[0] == "row" {
+		return benchRow(args[1:], stdout)
 	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(stderr, benchUsage)
@@ -57,6 +62,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		dataDir    = fs.String("data-dir", "", "server data directory holding dev-app.yaml (without -spawn)")
 		jsonOut    = fs.Bool("json", false, "print the result as JSON")
 		report     = fs.String("report", "", "write a self-contained HTML report to `file`")
+		row        = fs.Bool("row", false, "print only a Markdown table row for BENCHMARKS.md")
 	)
 	fs.StringVar(&t.APIURL, "api", "http://127.0.0.1:8081", "server API base URL (without -spawn)")
 	fs.StringVar(&t.WSURL, "ws", "ws://127.0.0.1:8080/ws", "WebSocket URL (without -spawn)")
@@ -110,7 +116,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if *jsonOut {
+	if *row {
+		fmt.Fprintln(stdout, bench.MarkdownRow(r))
+	} else if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(r); err != nil {
@@ -160,4 +168,25 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// benchRow prints the BENCHMARKS.md row of saved results (-json output),
+// or the table header with -header.
+func benchRow(args []string, stdout io.Writer) error {
+	for _, a := range args {
+		if a == "-header" {
+			fmt.Fprintln(stdout, bench.MarkdownHeader())
+			continue
+		}
+		b, err := os.ReadFile(a)
+		if err != nil {
+			return err
+		}
+		var r bench.Result
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("bench row %s: %w", a, err)
+		}
+		fmt.Fprintln(stdout, bench.MarkdownRow(r))
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -440,8 +441,8 @@ func Failed(r Result) []string {
 	}
 	var errs int64
 	for k, v := range r.Errors {
-		if r.Scenario == "storm" && (k == "disconnect: shutdown" || k == "disconnect: connection lost") {
-			continue // the storm's own doing
+		if r.Scenario == "storm" && strings.HasPrefix(k, "disconnect: ") {
+			continue // dropped connections are the storm's own doing
 		}
 		errs += v
 	}

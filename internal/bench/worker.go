@@ -350,8 +350,9 @@ func (w *worker) drop(ctx context.Context, res *WorkerResult) {
 	w.connMu.Unlock()
 	var ix []int
 	for r, c := range conns {
-		if c != nil {
-			_ = c.Abort()
+		// A connection the server already closed (a restart) was counted
+		// down by onClose; Abort fails on it.
+		if c != nil && c.Abort() == nil {
 			w.open.Add(-1)
 		}
 		ix = append(ix, r)

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The standard benchmark suite: the figures recorded in BENCHMARKS.md.
+# Runs in about 6 minutes on the reference machine (2 cores), everything on
+# loopback, every run bounded in time. Prints one Markdown row per run, then
+# the searched maxima. Usage: scripts/bench.sh [outdir]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bench-out}
+mkdir -p "$out"
+bin="$out/herald"
+go build -o "$bin" ./cmd/herald || exit 1
+
+rows=()
+run() { # name, bench args...
+	local name=$1; shift
+	echo "== $name: herald bench $*" >&2
+	"$bin" bench "$@" -json -report "$out/$name.html" >"$out/$name.json" 2>"$out/$name.log"
+	local rc=$?
+	[ $rc -ne 0 ] && echo "   (exit $rc: $(tail -1 "$out/$name.log"))" >&2
+	rows+=("$("$bin" bench row "$out/$name.json" 2>/dev/null || true)")
+	return $rc
+}
+p99_ms() { # the run's overall p99 in ms
+	sed -n 's/.*"p99_ns": \([0-9]*\).*/\1/p' "$1" | head -1 | awk '{printf "%d", $1/1e6}'
+}
+throughput() { sed -n 's/^  "throughput": \([0-9.]*\).*/\1/p' "$1" | head -1 | awk '{printf "%d", $1}'; }
+
+echo "== idle memory: go run ./bench/idleconn -conns 19000" >&2
+go run ./bench/idleconn -herald "$bin" -conns 19000 >"$out/idle.txt" 2>"$out/idle.log"
+grep -iE "per connection|KiB" "$out/idle.txt" | head -3 >&2
+
+run fanout-19k fanout -conns 19000 -rate 5 -duration 20s -size 100
+
+best_rate=0; best_tp=0
+for rate in 25 50 75 100; do
+	run "saturation-$rate" fanout -conns 10000 -rate "$rate" -duration 10s -size 100 || true
+	p=$(p99_ms "$out/saturation-$rate.json")
+	echo "   10k subscribers at $rate/s: p99 ${p} ms, $(throughput "$out/saturation-$rate.json") deliveries/s" >&2
+	if [ -n "$p" ] && [ "$p" -lt 250 ]; then best_rate=$rate; best_tp=$(throughput "$out/saturation-$rate.json"); fi
+done
+
+best_uni=0
+for rate in 2000 5000 8000 11000; do
+	run "unicast-$rate" unicast -conns 10000 -rate "$rate" -duration 10s -concurrency 64 || true
+	p=$(p99_ms "$out/unicast-$rate.json")
+	echo "   unicast at $rate/s: p99 ${p} ms" >&2
+	if [ -n "$p" ] && [ "$p" -le 50 ]; then best_uni=$rate; fi
+done
+
+run storm-19k storm -conns 19000 -mode drop
+run api-5k api -rate 5000 -duration 10s -concurrency 64
+
+# More than 19,000 connections on this box: two server processes on their
+# own ports, 15,000 clients each, at the same time.
+echo "== two processes: 2 x herald bench connect -conns 15000" >&2
+"$bin" bench connect -conns 15000 -hold 10s -json >"$out/multi-a.json" 2>"$out/multi-a.log" &
+a=$!
+"$bin" bench connect -conns 15000 -hold 10s -json >"$out/multi-b.json" 2>"$out/multi-b.log" &
+b=$!
+wait $a; wait $b
+rows+=("$("$bin" bench row "$out/multi-a.json")" "$("$bin" bench row "$out/multi-b.json")")
+
+echo
+"$bin" bench row -header
+printf '%s\n' "${rows[@]}"
+echo
+echo "saturation (10,000 subscribers): highest rate with p99 < 250 ms: $best_rate publishes/s = $best_tp deliveries/s"
+echo "unicast: highest rate with p99 <= 50 ms: $best_uni pushes/s"
