@@ -57,6 +57,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		o          bench.Options
 		t          bench.Target
 		spawn      = fs.Bool("spawn", true, "start a local herald serve for the run (false: use -api, -ws/-tcp and credentials)")
+		servers    = fs.Int("servers", 1, "connect with -spawn: start this many servers on their own ports and spread the connections over them (each process may hold 20,000 files here)")
 		serverArgs = fs.String("server-args", "", "extra flags for the spawned server, space-separated")
 		configPath = fs.String("config", "", "server config file to read the app's secret and API key from (without -spawn)")
 		dataDir    = fs.String("data-dir", "", "server data directory holding dev-app.yaml (without -spawn)")
@@ -107,6 +108,15 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer sp.Stop()
 		sp.Transport = t.Transport
 		target = sp
+		for range *servers - 1 {
+			more, err := bench.Spawn(ctx, exe, strings.Fields(*serverArgs))
+			if err != nil {
+				return err
+			}
+			defer more.Stop()
+			more.Transport = t.Transport
+			o.More = append(o.More, more)
+		}
 	} else if err := t.LoadCredentials(*configPath, *dataDir); err != nil {
 		return err
 	}

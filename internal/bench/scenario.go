@@ -17,6 +17,7 @@ import (
 type Options struct {
 	Scenario    string        // connect, fanout, unicast, storm, api
 	Target      *Target       // the server under test
+	More        []*Target     // connect only: further servers; connections are spread over all
 	Exe         string        // binary that runs workers
 	WorkerArgs  []string      // arguments that make Exe a worker (e.g. "bench", "worker")
 	Workers     int           // minimum worker processes (more if Conns needs them)
@@ -98,6 +99,9 @@ func (o Options) params() map[string]string {
 		"transport": o.Target.Transport,
 		"url":       o.Target.ClientURL(),
 	}
+	if len(o.More) > 0 {
+		p["servers"] = strconv.Itoa(1 + len(o.More))
+	}
 	switch o.Scenario {
 	case "connect":
 		p["conns"], p["connect_rate"], p["hold"] = strconv.Itoa(o.Conns), ftoa(o.ConnectRate), o.Hold.String()
@@ -142,12 +146,21 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 	t := o.Target
 	start := time.Now()
 	maxSeconds := int((o.Timeout + time.Minute).Seconds())
-	parts := plan(o.Conns, o.Workers)
+	targets := append([]*Target{t}, o.More...)
+	if len(targets) > 1 && o.Scenario != "connect" {
+		return fmt.Errorf("bench: several servers are supported by the connect scenario only")
+	}
+	// Workers are spread over the servers round-robin: give each server the
+	// same number of workers, so each gets an equal share of connections.
+	nw := max(o.Workers, len(targets), (o.Conns+maxPerWorker-1)/maxPerWorker)
+	nw = (nw + len(targets) - 1) / len(targets) * len(targets)
+	parts := plan(o.Conns, nw)
 	var as []Assignment
-	for _, p := range parts {
+	for i, p := range parts {
+		tg := targets[i%len(targets)]
 		a := Assignment{
-			Scenario: o.Scenario, URL: t.ClientURL(), LocalAddrs: localAddrs(o.SrcIPs),
-			App: t.App, Secret: t.Secret, UserPrefix: "bench-u", From: p[0], To: p[1],
+			Scenario: o.Scenario, URL: tg.ClientURL(), LocalAddrs: localAddrs(o.SrcIPs),
+			App: tg.App, Secret: tg.Secret, UserPrefix: "bench-u", From: p[0], To: p[1],
 			Messages: o.messages(), Users: o.Conns, Unicast: o.Scenario == "unicast",
 			Rate: o.ConnectRate / float64(len(parts)), Concurrency: 128,
 			Start: start, Deadline: start.Add(o.Timeout + 30*time.Second), MaxSeconds: maxSeconds,
@@ -157,7 +170,7 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 		}
 		as = append(as, a)
 	}
-	before, _ := t.SampleServer(ctx)
+	before := sampleAll(ctx, targets)
 	ws, err := startWorkers(ctx, o.Exe, o.WorkerArgs, as)
 	if err != nil {
 		return err
@@ -181,7 +194,7 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 	var sent atomic.Int64
 	var sendTime time.Duration // how long the measured phase sent for
 	errs := newCounter()
-	cpu0, _ := t.SampleServer(ctx)
+	cpu0 := sampleAll(ctx, targets)
 	phaseStart := time.Now()
 	switch o.Scenario {
 	case "connect":
@@ -198,7 +211,7 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 	case "storm":
 		measureErr = stormPhase(ctx, o, ws, r, &sent, errs)
 	}
-	cpu1, _ := t.SampleServer(ctx)
+	cpu1 := sampleAll(ctx, targets)
 	phase := time.Since(phaseStart)
 
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -232,6 +245,18 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 		}
 	}
 	return errors.Join(measureErr, cerr)
+}
+
+// sampleAll adds up the CPU and RSS of every server.
+func sampleAll(ctx context.Context, ts []*Target) ServerSample {
+	var sum ServerSample
+	for _, t := range ts {
+		s, _ := t.SampleServer(ctx)
+		sum.CPU += s.CPU
+		sum.RSS += s.RSS
+		sum.At = s.At
+	}
+	return sum
 }
 
 // publishPhase sends the measured phase's messages through the API, open loop.
