@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -109,7 +108,6 @@ type Gateway struct {
 
 	nextID atomic.Uint64
 	wheel  *wheel
-	bufs   bufPool
 	stats  counters
 
 	draining atomic.Bool
@@ -332,22 +330,4 @@ func listenHook(dst *net.Addr) func(network, addr string) (net.Listener, error) 
 		*dst = ln.Addr()
 		return ln, nil
 	}
-}
-
-// bufPool recycles the buffers used to merge several frames into one message.
-type bufPool struct{ p sync.Pool }
-
-func (b *bufPool) get() *[]byte {
-	if v := b.p.Get(); v != nil {
-		return v.(*[]byte)
-	}
-	buf := make([]byte, 0, 4096)
-	return &buf
-}
-
-func (b *bufPool) put(p *[]byte) {
-	if cap(*p) > 2*maxBatch {
-		return
-	}
-	b.p.Put(p)
 }
