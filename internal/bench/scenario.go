@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ type Options struct {
 	Rate        float64       // publishes, pushes or requests per second in the measured phase
 	Duration    time.Duration // measured phase
 	Hold        time.Duration // connect: how long to hold the connections idle
+	Warmup      int           // connect: connections opened (and kept) before the baseline RSS, so one-time allocations are not charged to the measured ones
 	Size        int           // payload bytes
 	Topic       string        // fanout and storm topic
 	Concurrency int           // HTTP requests in flight from the coordinator
@@ -165,12 +167,19 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 			Rate: o.ConnectRate / float64(len(parts)), Concurrency: 128,
 			Start: start, Deadline: start.Add(o.Timeout + 30*time.Second), MaxSeconds: maxSeconds,
 		}
-		if o.Scenario == "fanout" || o.Scenario == "storm" {
+		if o.Scenario != "unicast" { // connect clients subscribe too: the idle-memory figure is per subscribed connection
 			a.Topic = o.Topic
 		}
 		as = append(as, a)
 	}
-	before := sampleAll(ctx, targets)
+	if o.Scenario == "connect" && o.Warmup > 0 {
+		warm, err := warmUp(ctx, o, targets, start, maxSeconds)
+		if err != nil {
+			return err
+		}
+		defer stopWorkers(warm)
+	}
+	before := medianSample(ctx, targets)
 	ws, err := startWorkers(ctx, o.Exe, o.WorkerArgs, as)
 	if err != nil {
 		return err
@@ -230,8 +239,14 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 	switch o.Scenario {
 	case "connect":
 		r.ServerRSSBefore, r.ServerRSSAfter = before.RSS, cpu1.RSS
-		if r.Connections > 0 && cpu1.RSS > 0 {
-			r.ServerRSSPerConn = float64(cpu1.RSS-before.RSS) / float64(r.Connections)
+		if o.Hold > 0 {
+			r.ServerRSSAfter = medianSample(ctx, targets).RSS
+		}
+		if r.Connections > 0 && r.ServerRSSAfter > 0 {
+			r.ServerRSSPerConn = float64(r.ServerRSSAfter-before.RSS) / float64(r.Connections)
+		}
+		if o.Warmup > 0 {
+			r.Notes = append(r.Notes, fmt.Sprintf("RSS baseline taken with %d warm-up connections open (not counted)", o.Warmup))
 		}
 	case "fanout", "unicast", "storm":
 		if r.Delivered > 0 {
@@ -245,6 +260,49 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 		}
 	}
 	return errors.Join(measureErr, cerr)
+}
+
+// warmUp opens o.Warmup connections from one worker and keeps them, so that
+// the baseline RSS already includes the server's one-time allocations.
+func warmUp(ctx context.Context, o Options, targets []*Target, start time.Time, maxSeconds int) ([]*workerProc, error) {
+	t := targets[0]
+	a := Assignment{
+		Scenario: "connect", URL: t.ClientURL(), LocalAddrs: localAddrs(o.SrcIPs),
+		App: t.App, Secret: t.Secret, UserPrefix: "bench-warm", From: 0, To: o.Warmup, Topic: o.Topic,
+		Rate: o.ConnectRate, Concurrency: 64, Start: start,
+		Deadline: start.Add(o.Timeout + 30*time.Second), MaxSeconds: maxSeconds,
+	}
+	ws, err := startWorkers(ctx, o.Exe, o.WorkerArgs, []Assignment{a})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := waitEvent(ctx, ws, "ready", nil); err != nil {
+		stopWorkers(ws)
+		return nil, err
+	}
+	select { // let the server settle before the baseline
+	case <-ctx.Done():
+	case <-time.After(2 * time.Second):
+	}
+	return ws, nil
+}
+
+// medianSample samples the servers five times, 500 ms apart, and returns
+// the sample with the median RSS.
+func medianSample(ctx context.Context, ts []*Target) ServerSample {
+	var ss []ServerSample
+	for i := range 5 {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return sampleAll(ctx, ts)
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		ss = append(ss, sampleAll(ctx, ts))
+	}
+	sort.Slice(ss, func(i, j int) bool { return ss[i].RSS < ss[j].RSS })
+	return ss[len(ss)/2]
 }
 
 // sampleAll adds up the CPU and RSS of every server.
