@@ -415,10 +415,6 @@ func newSection(i int, r Result) htmlSection {
 		s.Scenario = "(unnamed scenario)"
 	}
 
-	delivered := fmtCount(r.Delivered)
-	if r.Expected > 0 {
-		delivered += " of " + fmtCount(r.Expected)
-	}
 	s.Cards = []htmlCard{
 		{Label: "Throughput", Value: fmtRate(r.Throughput), Sub: "deliveries per second"},
 		{Label: "Latency p99", Value: lat(q.P99), Sub: "p50 " + lat(q.P50)},
@@ -435,7 +431,8 @@ func newSection(i int, r Result) htmlSection {
 	}}
 	msgs := htmlGroup{Title: "Messages", Rows: []htmlRow{
 		{Label: "Sent", Value: fmtCount(r.Sent)},
-		{Label: "Delivered", Value: delivered},
+		{Label: "Expected", Value: orDashS(r.Expected > 0, fmtCount(r.Expected))},
+		{Label: "Delivered", Value: fmtCount(r.Delivered)},
 		{Label: "Missing", Value: fmtCount(r.Missing) + fmtPercentOf(r.Missing, r.Expected), Class: bad(r.Missing)},
 		{Label: "Duplicates", Value: fmtCount(r.Duplicates), Class: warn(r.Duplicates)},
 		{Label: "Errors", Value: fmtCount(nErrs), Class: bad(nErrs)},
@@ -513,7 +510,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; padding-
 .card .csub { color: #57606a; font-size: 12px; min-height: 1.2em; }
 .card.bad { border-color: #e5534b; background: #fff5f5; }
 .card.bad .value { color: #c93c37; }
-.groups { display: grid; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 14px 24px; margin: 0 0 18px; }
+.groups { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 14px 24px; margin: 0 0 18px; }
 .groups table { width: 100%; }
 .groups td { border-bottom: 1px solid #eef1f4; }
 .groups td { white-space: nowrap; }
