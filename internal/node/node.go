@@ -201,8 +201,16 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 		n.release(c, s) // closed while we were authenticating
 		return
 	}
+	// Indexed under the session lock: if the connection closed meanwhile,
+	// release has run (or runs after this and undoes it), never in between.
+	s.mu.Lock()
+	if s.released {
+		s.mu.Unlock()
+		return
+	}
 	n.hub.AddUser(s.reg.App, s.reg.User, c)
 	n.hub.JoinApp(s.reg.App, c)
+	s.mu.Unlock()
 	_ = c.SendFrame(&protocol.Frame{
 		Type:      protocol.TypeConnected,
 		Session:   n.cfg.ID + "-" + strconv.FormatUint(c.ID(), 10),
