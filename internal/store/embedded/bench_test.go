@@ -1,0 +1,68 @@
+package embedded_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-push/herald/internal/store"
+	"github.com/herald-push/herald/internal/store/embedded"
+)
+
+// BenchmarkAppend measures Append of one 100-byte message with an id, from
+// concurrent writers, each on its own stream or all on one stream.
+//
+//	go test -run '^$' -bench BenchmarkAppend -benchtime 3s ./internal/store/embedded/
+func BenchmarkAppend(b *testing.B) {
+	for _, sync := range []struct {
+		name   string
+		policy embedded.SyncPolicy
+	}{
+		{"SyncEvery", embedded.SyncEvery},
+		{"SyncInterval=10ms", embedded.SyncInterval(10 * time.Millisecond)},
+	} {
+		for _, writers := range []int{2, 8, 64} {
+			for _, shared := range []bool{false, true} {
+				streams := "each"
+				if shared {
+					streams = "one"
+				}
+				name := fmt.Sprintf("%s/writers=%d/streams=%s", sync.name, writers, streams)
+				b.Run(name, func(b *testing.B) {
+					benchAppend(b, sync.policy, writers, shared)
+				})
+			}
+		}
+	}
+}
+
+func benchAppend(b *testing.B, policy embedded.SyncPolicy, writers int, shared bool) {
+	db, err := embedded.Open(filepath.Join(b.TempDir(), "data"), embedded.Options{Sync: policy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	payload := make([]byte, 100)
+	var next atomic.Int64
+	b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		w := next.Add(1)
+		stream := "one"
+		if !shared {
+			stream = fmt.Sprint("stream/", w)
+		}
+		for i := 0; pb.Next(); i++ {
+			_, err := db.Append(b.Context(), stream, store.Message{ID: fmt.Sprintf("%d-%d", w, i), Payload: payload})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+}
