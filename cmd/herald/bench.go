@@ -79,6 +79,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&o.Hold, "hold", 5*time.Second, "connect: how long to hold the connections before sampling server RSS")
 	fs.IntVar(&o.Warmup, "warmup", 200, "connect: connections opened and kept before the baseline RSS (not counted)")
 	fs.IntVar(&o.Size, "size", 100, "payload bytes")
+	fs.IntVar(&o.Batch, "batch", 1, "unicast: messages per API request (bulk push to many users)")
 	fs.StringVar(&o.Topic, "topic", "bench", "topic for fanout and storm")
 	fs.IntVar(&o.Workers, "workers", 2, "minimum worker processes (each holds at most 15,000 connections)")
 	fs.IntVar(&o.SrcIPs, "src-ips", 8, "client source addresses 127.0.0.2 ... 127.0.0.(1+N)")
