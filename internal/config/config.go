@@ -107,7 +107,7 @@ func Default() Config {
 		MaxSubscriptions: 128,
 		MaxRecipients:    10000,
 		DuplicateLogin:   DuplicateReplace,
-		FanoutWorkers:    runtime.NumCPU(),
+		FanoutWorkers:    2 * runtime.NumCPU(),
 		GCPercent:        DefaultGCPercent,
 
 		Log: Log{Level: "info", Format: "text", Buffer: 4096},
