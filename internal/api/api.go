@@ -6,6 +6,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -23,8 +24,10 @@ import (
 
 // Service is what the API needs of the node.
 type Service interface {
-	PushUser(app, user string, m node.Message) (string, int)
-	PushUsers(app string, users []string, m node.Message) (string, []int)
+	PushUser(ctx context.Context, app, user string, m node.Message) (node.Accepted, error)
+	PushUsers(ctx context.Context, app string, users []string, m node.Message) ([]node.Accepted, error)
+	PushMany(ctx context.Context, app string, users []string, msgs []node.Message) ([]node.Accepted, error)
+	Unread(ctx context.Context, app, user, device string) (last, acked uint64, err error)
 	Publish(app, topic string, m node.Message) (string, int)
 	Broadcast(app string, m node.Message) (string, int)
 	Presence(app, user string) []registry.Session
@@ -76,6 +79,7 @@ func New(cfg Config, svc Service, keys Keys) *API {
 	a.route("POST /v1/apps/{app}/topics/{topic}/messages", a.publish)
 	a.route("POST /v1/apps/{app}/broadcast", a.broadcast)
 	a.route("GET /v1/apps/{app}/users/{user}/presence", a.presence)
+	a.route("GET /v1/apps/{app}/users/{user}/unread", a.unread)
 	a.route("POST /v1/apps/{app}/presence", a.presenceMany)
 	a.route("POST /v1/apps/{app}/users/{user}/kick", a.kick)
 	a.mux.HandleFunc("GET /v1/stats", a.observe("GET /v1/stats", a.stats))
@@ -177,7 +181,11 @@ type messageBody struct {
 	ID   string          `json:"id,omitempty"`
 	Data json.RawMessage `json:"data,omitempty"`
 	B64  string          `json:"b64,omitempty"`
+	TTL  int64           `json:"ttl,omitempty"` // seconds an undelivered inbox message is kept; 0 = the server's default
 }
+
+// maxTTL bounds a message's lifetime.
+const maxTTL = 30 * 24 * 3600
 
 func (a *API) message(b messageBody) (node.Message, error) {
 	if b.ID != "" && !auth.ValidName(b.ID) {
@@ -205,7 +213,10 @@ func (a *API) message(b messageBody) (node.Message, error) {
 		return node.Message{}, &httpError{status: http.StatusRequestEntityTooLarge, code: "payload_too_large",
 			msg: fmt.Sprintf("payload is %d bytes; the limit is %d", len(payload), a.cfg.MaxPayload)}
 	}
-	return node.Message{ID: b.ID, Payload: payload}, nil
+	if b.TTL < 0 || b.TTL > maxTTL {
+		return node.Message{}, badRequest("bad_ttl", "ttl must be 0 to %d seconds", maxTTL)
+	}
+	return node.Message{ID: b.ID, Payload: payload, TTL: time.Duration(b.TTL) * time.Second}, nil
 }
 
 // maxBulkBody bounds the request body of a bulk push.
@@ -255,8 +266,11 @@ func (a *API) pushUser(w http.ResponseWriter, r *http.Request, app string) error
 	if err != nil {
 		return err
 	}
-	id, n := a.svc.PushUser(app, user, m)
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "connections": n})
+	acc, err := a.svc.PushUser(r.Context(), app, user, m)
+	if err != nil {
+		return storeError(err)
+	}
+	writeJSON(w, http.StatusOK, accepted(acc))
 	return nil
 }
 
@@ -267,7 +281,25 @@ type pushUsersBody struct {
 
 type userResult struct {
 	User        string `json:"user"`
+	Seq         uint64 `json:"seq"`
+	Duplicate   bool   `json:"duplicate,omitempty"`
 	Connections int    `json:"connections"`
+}
+
+// accepted renders a durable push's outcome.
+func accepted(a node.Accepted) map[string]any {
+	out := map[string]any{"id": a.ID, "seq": a.Seq, "connections": a.Connections}
+	if a.Duplicate {
+		out["duplicate"] = true
+	}
+	return out
+}
+
+// storeError turns a failed append into a 503: nothing was accepted, the
+// caller may retry with the same ids.
+func storeError(err error) error {
+	return &httpError{status: http.StatusServiceUnavailable, code: "store_unavailable",
+		msg: "the message store failed; nothing was accepted, retry with the same id: " + err.Error()}
 }
 
 func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) error {
@@ -298,12 +330,15 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 	if err != nil {
 		return err
 	}
-	id, counts := a.svc.PushUsers(app, b.Users, m)
+	accs, err := a.svc.PushUsers(r.Context(), app, b.Users, m)
+	if err != nil {
+		return storeError(err)
+	}
 	results := make([]userResult, len(b.Users))
 	for i, u := range b.Users {
-		results[i] = userResult{User: u, Connections: counts[i]}
+		results[i] = userResult{User: u, Seq: accs[i].Seq, Duplicate: accs[i].Duplicate, Connections: accs[i].Connections}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "results": results})
+	writeJSON(w, http.StatusOK, map[string]any{"id": accs[0].ID, "results": results})
 	return nil
 }
 
@@ -316,6 +351,8 @@ type bulkMessage struct {
 type bulkResult struct {
 	User        string `json:"user"`
 	ID          string `json:"id"`
+	Seq         uint64 `json:"seq"`
+	Duplicate   bool   `json:"duplicate,omitempty"`
 	Connections int    `json:"connections"`
 }
 
@@ -351,10 +388,17 @@ func (a *API) pushBulk(w http.ResponseWriter, r *http.Request, app string) error
 		}
 		msgs[i] = m
 	}
+	users := make([]string, len(msgs))
+	for i := range b.Messages {
+		users[i] = b.Messages[i].User
+	}
+	accs, err := a.svc.PushMany(r.Context(), app, users, msgs)
+	if err != nil {
+		return storeError(err)
+	}
 	results := make([]bulkResult, len(msgs))
-	for i, m := range msgs {
-		id, n := a.svc.PushUser(app, b.Messages[i].User, m)
-		results[i] = bulkResult{User: b.Messages[i].User, ID: id, Connections: n}
+	for i, acc := range accs {
+		results[i] = bulkResult{User: users[i], ID: acc.ID, Seq: acc.Seq, Duplicate: acc.Duplicate, Connections: acc.Connections}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": results})
 	return nil
@@ -437,6 +481,26 @@ func (a *API) presenceMany(w http.ResponseWriter, r *http.Request, app string) e
 		out = append(out, a.presenceOf(app, u))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": out})
+	return nil
+}
+
+func (a *API) unread(w http.ResponseWriter, r *http.Request, app string) error {
+	user, device := r.PathValue("user"), r.URL.Query().Get("device")
+	if err := validName("user", user); err != nil {
+		return err
+	}
+	if err := validName("device", device); err != nil {
+		return err
+	}
+	last, acked, err := a.svc.Unread(r.Context(), app, user, device)
+	if err != nil {
+		return storeError(err)
+	}
+	unread := uint64(0)
+	if last > acked {
+		unread = last - acked
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": user, "device": device, "last": last, "acked": acked, "unread": unread})
 	return nil
 }
 

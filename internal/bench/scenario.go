@@ -37,6 +37,8 @@ type Options struct {
 	StormMode   string        // storm: "drop" (clients reset their connections) or "restart" (server killed and restarted)
 	Timeout     time.Duration // the whole run
 	Progress    *Progress
+
+	prefix string // user ids of this run: a fresh inbox per run
 }
 
 func (o *Options) defaults() {
@@ -77,6 +79,9 @@ func (o *Options) defaults() {
 func Run(ctx context.Context, o Options) (Result, error) {
 	o.defaults()
 	start := time.Now()
+	// Inboxes are durable: users of an earlier run may have messages
+	// waiting. Each run has its own users.
+	o.prefix = "b" + strconv.FormatInt(start.UnixNano()%(1<<40), 36) + "-u"
 	r := Result{Scenario: o.Scenario, Started: start, Params: o.params()}
 	runCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -166,7 +171,7 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 		tg := targets[i%len(targets)]
 		a := Assignment{
 			Scenario: o.Scenario, URL: tg.ClientURL(), LocalAddrs: localAddrs(o.SrcIPs),
-			App: tg.App, Secret: tg.Secret, UserPrefix: "bench-u", From: p[0], To: p[1],
+			App: tg.App, Secret: tg.Secret, UserPrefix: o.prefix, From: p[0], To: p[1],
 			Messages: o.messages(), Users: o.Conns, Unicast: o.Scenario == "unicast",
 			Rate: o.ConnectRate / float64(len(parts)), Concurrency: 128,
 			Start: start, Deadline: start.Add(o.Timeout + 30*time.Second), MaxSeconds: maxSeconds,
@@ -356,7 +361,7 @@ func publishPhase(ctx context.Context, o Options, sent *atomic.Int64, errs *coun
 			var msgs []map[string]string
 			for seq := k * o.Batch; seq < min((k+1)*o.Batch, n); seq++ {
 				m := message("bench-"+strconv.Itoa(seq), makePayload(seq, sched, o.Size))
-				m["user"] = "bench-u" + strconv.Itoa(unicastTarget(seq, o.Conns))
+				m["user"] = o.prefix + strconv.Itoa(unicastTarget(seq, o.Conns))
 				msgs = append(msgs, m)
 			}
 			status, err := api.post(ctx, "/v1/apps/"+app+"/push", map[string]any{"messages": msgs})
@@ -370,7 +375,7 @@ func publishPhase(ctx context.Context, o Options, sent *atomic.Int64, errs *coun
 			payload := makePayload(seq, sched, o.Size)
 			path := topicPath
 			if o.Scenario == "unicast" {
-				path = "/v1/apps/" + app + "/users/bench-u" + strconv.Itoa(unicastTarget(seq, o.Conns)) + "/messages"
+				path = "/v1/apps/" + app + "/users/" + o.prefix + strconv.Itoa(unicastTarget(seq, o.Conns)) + "/messages"
 			}
 			status, err := api.post(ctx, path, message("bench-"+strconv.Itoa(seq), payload))
 			sent.Add(1)

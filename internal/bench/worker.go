@@ -304,6 +304,9 @@ func (w *worker) onPush(c *LoadConn, f *protocol.Frame, received time.Time) {
 	if !ok {
 		return
 	}
+	if f.Seq > 0 {
+		_ = c.Ack(f.Stream, f.Seq) // as a client with auto-ACK does: the server moves the device's inbox position
+	}
 	seq, sched, ok := parsePayload(f.Payload)
 	if !ok {
 		return

@@ -51,6 +51,10 @@ type Config struct {
 	GCPercent        int    `yaml:"gc_percent"`        // Go GC target percentage (GOGC); a GOGC environment variable wins
 	PprofAddr        string `yaml:"pprof_addr"`        // if set, serve net/http/pprof here (keep it on loopback)
 
+	Store      string        `yaml:"store"`       // "embedded" (on disk under data_dir, the default) or "memory" (lost on restart)
+	StoreSync  time.Duration `yaml:"store_sync"`  // 0: fsync every append before the API answers (default); >0: fsync at most this often (a crash may lose that much)
+	MessageTTL time.Duration `yaml:"message_ttl"` // default lifetime of an undelivered inbox message
+
 	Log Log `yaml:"log"`
 }
 
@@ -109,6 +113,8 @@ func Default() Config {
 		DuplicateLogin:   DuplicateReplace,
 		FanoutWorkers:    2 * runtime.NumCPU(),
 		GCPercent:        DefaultGCPercent,
+		Store:            "embedded",
+		MessageTTL:       72 * time.Hour,
 
 		Log: Log{Level: "info", Format: "text", Buffer: 4096},
 	}

@@ -79,6 +79,17 @@ duplicate_login: replace
 # collections; 100 (the Go default) lets it reach 2x. A GOGC environment
 # variable, if set, wins.
 gc_percent: 50
+# Message store for user inboxes: "embedded" keeps them on disk under
+# data_dir/store (store-then-send: the API answers after the message is
+# durable); "memory" loses them on restart.
+store: embedded
+# 0: every append is fsynced before the API answers (group commit shares
+# fsyncs between concurrent pushes). A duration such as 10ms: fsync at most
+# that often, faster, and a crash of the machine may lose that much.
+store_sync: 0s
+# How long an undelivered inbox message is kept by default (a push may set
+# its own ttl).
+message_ttl: 72h
 # Serve Go profiling endpoints (net/http/pprof) on this address, for
 # diagnosis. Keep it on loopback. Empty (the default) disables it.
 # pprof_addr: 127.0.0.1:6060

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/logging"
@@ -83,6 +84,15 @@ func (c Config) Validate() error {
 	}
 	if c.DuplicateLogin != DuplicateReplace && c.DuplicateLogin != DuplicateRefuse {
 		p.add("duplicate_login", "must be %q or %q, not %q", DuplicateReplace, DuplicateRefuse, c.DuplicateLogin)
+	}
+	if c.Store != "embedded" && c.Store != "memory" {
+		p.add("store", "must be \"embedded\" or \"memory\", not %q", c.Store)
+	}
+	if c.StoreSync < 0 {
+		p.add("store_sync", "must not be negative")
+	}
+	if c.MessageTTL < time.Second {
+		p.add("message_ttl", "must be at least 1s")
 	}
 	if c.PprofAddr != "" {
 		if err := checkAddr(c.PprofAddr); err != nil {

@@ -5,8 +5,10 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -18,6 +20,7 @@ import (
 	"github.com/herald-push/herald/internal/gateway"
 	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/registry"
+	"github.com/herald-push/herald/internal/store"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -46,6 +49,7 @@ type Config struct {
 	Heartbeat        time.Duration // interval announced in CONNECTED
 	DuplicateLogin   string        // DuplicateReplace (default) or DuplicateRefuse
 	MaxSubscriptions int           // per connection; default 128
+	MessageTTL       time.Duration // default lifetime of a stored inbox message; 0 = until removed
 	Logger           *slog.Logger
 	Now              func() time.Time
 }
@@ -57,17 +61,20 @@ type Node struct {
 	verifier Verifier
 	hub      *hub.Hub
 	reg      Registry
+	store    store.Store
+	users    userLocks
+	wg       sync.WaitGroup // catch-ups in flight
 
 	idPrefix string
 	msgSeq   atomic.Uint64
 
-	acks, uplinks atomic.Uint64
+	acks, uplinks, caughtUp atomic.Uint64
 }
 
 var _ gateway.Handler = (*Node)(nil)
 
 // New returns a node.
-func New(cfg Config, v Verifier, h *hub.Hub, r Registry) *Node {
+func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 	if cfg.DuplicateLogin == "" {
 		cfg.DuplicateLogin = DuplicateReplace
 	}
@@ -86,6 +93,8 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry) *Node {
 		verifier: v,
 		hub:      h,
 		reg:      r,
+		store:    st,
+		users:    userLocks{seed: maphash.MakeSeed()},
 		idPrefix: strconv.FormatInt(cfg.Now().UnixNano(), 36) + "-",
 	}
 }
@@ -94,6 +103,7 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry) *Node {
 type session struct {
 	reg     registry.Session // the registry holds a pointer to it
 	allowed []string         // topic patterns the token allows
+	named   bool             // the client gave a device id: it has an inbox position
 
 	mu       sync.Mutex
 	topics   []string // subscribed topics
@@ -117,7 +127,8 @@ func (n *Node) OnFrame(c *gateway.Conn, f *protocol.Frame) {
 	case protocol.TypeUnsubscribe:
 		n.unsubscribe(c, s, f)
 	case protocol.TypeAck:
-		n.acks.Add(1) // cursors arrive with the store
+		n.acks.Add(1)
+		n.ack(s, f)
 	case protocol.TypeUplink:
 		n.uplinks.Add(1)
 		_ = c.SendFrame((&protocol.Error{ID: f.ID, Code: protocol.CodeNotSupported, Text: "uplink is not supported by this server"}).Frame())
@@ -182,6 +193,7 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 		return
 	}
 	s := &session{
+		named:   f.Device != "",
 		allowed: claims.Topics,
 		reg: registry.Session{
 			App: claims.App, User: claims.User, Device: device, Node: n.cfg.ID,
@@ -201,11 +213,15 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 		n.release(c, s) // closed while we were authenticating
 		return
 	}
-	// Indexed under the session lock: if the connection closed meanwhile,
-	// release has run (or runs after this and undoes it), never in between.
+	// The user's lock is taken here and released when the catch-up is
+	// done: pushes to the user wait, so the device sees CONNECTED, then what
+	// it missed, then live messages, with nothing between or out of order.
+	l := n.users.get(s.reg.App, s.reg.User)
+	l.Lock()
 	s.mu.Lock()
 	if s.released {
 		s.mu.Unlock()
+		l.Unlock()
 		return
 	}
 	n.hub.AddUser(s.reg.App, s.reg.User, c)
@@ -218,10 +234,34 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 		Heartbeat: n.cfg.Heartbeat,
 		Time:      n.cfg.Now().UnixMilli(),
 	})
-	if c.Closed() {
-		n.release(c, s) // the gateway may have skipped OnClose before SetSession
+	if !s.named {
+		l.Unlock() // no inbox position: live messages only
+		if c.Closed() {
+			n.release(c, s)
+		}
+		return
 	}
+	// The catch-up reads the store: off the event loop. It unlocks the
+	// user's lock when done.
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := n.catchUp(ctx, c, s)
+		l.Unlock()
+		if err != nil {
+			n.log.Warn("catch-up failed", "conn_id", c.ID(), "user", s.reg.User, "err", err)
+			c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
+		}
+		if c.Closed() {
+			n.release(c, s) // the gateway may have skipped OnClose before SetSession
+		}
+	}()
 }
+
+// Wait returns when the catch-ups in flight have finished.
+func (n *Node) Wait() { n.wg.Wait() }
 
 // closeConn closes the local connection id of a user, if it is here and
 // not closing already (a connection stays indexed until its close

@@ -1,7 +1,10 @@
 package node
 
 import (
+	"context"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/herald-push/herald/internal/registry"
 	"github.com/herald-push/herald/protocol"
@@ -9,8 +12,9 @@ import (
 
 // Message is what an application backend pushes.
 type Message struct {
-	ID      string // caller's id; generated when empty
+	ID      string // caller's id; generated when empty. Retrying with the same id stores nothing new.
 	Payload []byte
+	TTL     time.Duration // inbox messages: lifetime; 0 means the node's default
 }
 
 // Stream names.
@@ -36,22 +40,67 @@ func (n *Node) pushFrame(stream string, m Message) *protocol.Encoded {
 	})
 }
 
-// PushUser delivers m to every connected device of user. It returns the
-// message id and the number of connections written to.
-func (n *Node) PushUser(app, user string, m Message) (string, int) {
+// PushUser stores m durably in user's inbox, then delivers it to every
+// connected device of user. Devices that are not connected get it when
+// they connect, until it expires.
+func (n *Node) PushUser(ctx context.Context, app, user string, m Message) (Accepted, error) {
 	m.ID = n.messageID(m.ID)
-	return m.ID, n.hub.PushUser(app, user, n.pushFrame(userStream(user), m))
+	return n.pushInbox(ctx, app, user, m)
 }
 
-// PushUsers delivers m, under one message id, to every connected device of
-// each user, and returns the number of connections written to per user.
-func (n *Node) PushUsers(app string, users []string, m Message) (string, []int) {
+// PushUsers pushes m, under one message id, to each user's inbox.
+// Different users are appended concurrently, so their writes share fsyncs.
+func (n *Node) PushUsers(ctx context.Context, app string, users []string, m Message) ([]Accepted, error) {
 	m.ID = n.messageID(m.ID)
-	counts := make([]int, len(users))
-	for i, u := range users {
-		counts[i] = n.hub.PushUser(app, u, n.pushFrame(userStream(u), m))
+	msgs := make([]Message, len(users))
+	for i := range msgs {
+		msgs[i] = m
 	}
-	return m.ID, counts
+	return n.PushMany(ctx, app, users, msgs)
+}
+
+// PushMany pushes msgs[i] to users[i]. Messages to one user keep their
+// order; users are handled concurrently (bounded). It returns the first
+// error, with the results of what was accepted.
+func (n *Node) PushMany(ctx context.Context, app string, users []string, msgs []Message) ([]Accepted, error) {
+	out := make([]Accepted, len(msgs))
+	byUser := make(map[string][]int, len(users))
+	var order []string
+	for i, u := range users {
+		msgs[i].ID = n.messageID(msgs[i].ID)
+		if _, ok := byUser[u]; !ok {
+			order = append(order, u)
+		}
+		byUser[u] = append(byUser[u], i)
+	}
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		sem      = make(chan struct{}, 64)
+	)
+	for _, u := range order {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for _, i := range byUser[u] {
+				a, err := n.pushInbox(ctx, app, u, msgs[i])
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+				out[i] = a
+			}
+		}()
+	}
+	wg.Wait()
+	return out, firstErr
 }
 
 // Publish fans m out to the local subscribers of topic and returns the
@@ -93,12 +142,13 @@ func (n *Node) Kick(app, user, device, reason string) int {
 
 // Stats are the node's own counters.
 type Stats struct {
-	Sessions int    `json:"sessions"` // online sessions
-	Acks     uint64 `json:"acks"`     // ACK frames received
-	Uplinks  uint64 `json:"uplinks"`  // UPLINK frames received (refused)
+	CaughtUp uint64 `json:"caught_up"` // stored messages sent to devices on (re)connect
+	Sessions int    `json:"sessions"`  // online sessions
+	Acks     uint64 `json:"acks"`      // ACK frames received
+	Uplinks  uint64 `json:"uplinks"`   // UPLINK frames received (refused)
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
-	return Stats{Sessions: n.reg.Count(), Acks: n.acks.Load(), Uplinks: n.uplinks.Load()}
+	return Stats{Sessions: n.reg.Count(), Acks: n.acks.Load(), Uplinks: n.uplinks.Load(), CaughtUp: n.caughtUp.Load()}
 }

@@ -209,6 +209,9 @@ func TestManagedClient(t *testing.T) {
 	}
 	// It did not come back: the replacing connection still holds the device.
 	h2.pushUser(appA, "alice", "u4")
+	// The client did not acknowledge u3 (no AutoAck): the device's new
+	// connection gets it from the inbox before u4.
+	other.expectPush("u:alice", []byte(`"u3"`))
 	other.expectPush("u:alice", []byte(`"u4"`))
 	if p := h2.presence(appA, "alice"); len(p.Devices) != 1 || p.Devices[0].Transport != "tcp" {
 		t.Fatalf("presence %+v; want only the replacing tcp connection", p)

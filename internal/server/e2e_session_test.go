@@ -245,6 +245,9 @@ func TestDuplicateLogin(t *testing.T) {
 		if r := h.pushUser(appA, "alice", "after"); r.Connections != 2 {
 			t.Fatalf("push after replacing: %+v; want 2 connections", r)
 		}
+		// The device never acknowledged "both": its new connection gets it
+		// again (from the inbox) before the live message.
+		newer.expectPush("u:alice", []byte(`"both"`))
 		newer.expectPush("u:alice", []byte(`"after"`))
 		other.expectPush("u:alice", []byte(`"after"`))
 		p := h.presence(appA, "alice")

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,8 @@ import (
 	"github.com/herald-push/herald/internal/metrics"
 	"github.com/herald-push/herald/internal/node"
 	"github.com/herald-push/herald/internal/registry"
+	"github.com/herald-push/herald/internal/store"
+	"github.com/herald-push/herald/internal/store/embedded"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -44,6 +47,10 @@ type Server struct {
 	apiLn   net.Listener
 	metrics *metrics.Metrics
 	apiDone chan error
+	store   store.Store
+
+	expiryStop context.CancelFunc
+	expiryDone chan struct{}
 
 	pprofSrv *http.Server
 
@@ -60,6 +67,10 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		opt.Now = time.Now
 	}
 	log := opt.Logger
+	st, err := openStore(cfg, opt, log)
+	if err != nil {
+		return nil, err
+	}
 	h := hub.New(hub.Config{Workers: cfg.FanoutWorkers, Logger: log})
 	reg := registry.NewMemory()
 	verifier := auth.NewVerifier(cfg.AppSecrets(), opt.Now)
@@ -68,9 +79,10 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Heartbeat:        cfg.Heartbeat,
 		DuplicateLogin:   cfg.DuplicateLogin,
 		MaxSubscriptions: cfg.MaxSubscriptions,
+		MessageTTL:       cfg.MessageTTL,
 		Logger:           log,
 		Now:              opt.Now,
-	}, verifier, h, reg)
+	}, verifier, h, reg, st)
 
 	lim := protocol.DefaultLimits()
 	lim.MaxFrame = cfg.MaxFrameSize
@@ -91,6 +103,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	}, n)
 	if err != nil {
 		_ = h.Shutdown(context.Background())
+		_ = st.Close()
 		return nil, err
 	}
 
@@ -104,7 +117,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	for _, a := range cfg.Apps {
 		apps = append(apps, a.ID)
 	}
-	s := &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, metrics: m, apiDone: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, metrics: m, apiDone: make(chan error, 1)}
 	handler := api.New(api.Config{
 		Apps:          apps,
 		MaxPayload:    cfg.MaxPayload,
@@ -134,13 +147,21 @@ func (s *Server) Start() error {
 	ln, err := net.Listen("tcp", s.cfg.API.Addr)
 	if err != nil {
 		_ = s.hub.Shutdown(context.Background())
+		_ = s.store.Close()
 		return fmt.Errorf("api listener %s: %w", s.cfg.API.Addr, err)
 	}
 	if err := s.gw.Start(); err != nil {
 		_ = ln.Close()
 		_ = s.hub.Shutdown(context.Background())
+		_ = s.store.Close()
 		return err
 	}
+	ectx, cancel := context.WithCancel(context.Background())
+	s.expiryStop, s.expiryDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.expiryDone)
+		s.node.RunExpiry(ectx, time.Minute)
+	}()
 	s.apiLn = ln
 	if s.cfg.PprofAddr != "" {
 		if err := s.startPprof(); err != nil {
@@ -236,10 +257,16 @@ func (s *Server) Shutdown(ctx context.Context, alt string) error {
 			errAPI = <-s.apiDone
 		}
 		errHub := s.hub.Shutdown(ctx)
+		s.node.Wait()
+		if s.expiryStop != nil {
+			s.expiryStop()
+			<-s.expiryDone
+		}
+		errStore := s.store.Close()
 		if s.pprofSrv != nil {
 			_ = s.pprofSrv.Close()
 		}
-		s.stopErr = errors.Join(errGW, errAPI, errHub)
+		s.stopErr = errors.Join(errGW, errAPI, errHub, errStore)
 	})
 	return s.stopErr
 }
@@ -267,4 +294,20 @@ func (s *Server) startPprof() error {
 	go func() { _ = s.pprofSrv.Serve(ln) }()
 	s.log.Info("pprof listening", "addr", ln.Addr().String())
 	return nil
+}
+
+// openStore opens the message store the configuration names.
+func openStore(cfg config.Config, opt Options, log *slog.Logger) (store.Store, error) {
+	if cfg.Store == "memory" {
+		return store.NewMemory(store.MemoryOptions{Now: opt.Now}), nil
+	}
+	policy := embedded.SyncEvery
+	if cfg.StoreSync > 0 {
+		policy = embedded.SyncInterval(cfg.StoreSync)
+	}
+	db, err := embedded.Open(filepath.Join(cfg.DataDir, "store"), embedded.Options{Now: opt.Now, Sync: policy, Logger: log.With("component", "store")})
+	if err != nil {
+		return nil, fmt.Errorf("open message store: %w", err)
+	}
+	return db, nil
 }

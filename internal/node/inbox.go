@@ -1,0 +1,156 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/herald-push/herald/internal/gateway"
+	"github.com/herald-push/herald/internal/store"
+	"github.com/herald-push/herald/protocol"
+)
+
+// User inboxes are durable: a push is appended to the user's stream in the
+// store before it is sent (store-then-send), and a device that connects
+// receives everything after its ACK position first, then live messages.
+//
+// Order without gaps: appending and sending a user's message, and a
+// device's catch-up (join the user's connections, read the stream, send),
+// hold the same per-user lock. A push that arrives during a catch-up waits
+// for it, then gets a higher sequence number and reaches the new
+// connection after the catch-up; nothing falls between the two.
+
+// numUserLocks shards the per-user locks.
+const numUserLocks = 1024
+
+// catchUpPage is how many stored messages a catch-up reads and sends at a time.
+const catchUpPage = 256
+
+// ErrStore is returned (wrapped) when the store fails an append: the message
+// was not accepted.
+var ErrStore = errors.New("node: store unavailable")
+
+type userLocks struct {
+	seed  maphash.Seed
+	locks [numUserLocks]sync.Mutex
+}
+
+func (u *userLocks) get(app, user string) *sync.Mutex {
+	return &u.locks[maphash.String(u.seed, app+"\x00"+user)%numUserLocks]
+}
+
+// inboxStream is the store stream of a user's inbox.
+func inboxStream(app, user string) string { return app + "/u:" + user }
+
+// Accepted is the outcome of a durable push.
+type Accepted struct {
+	ID          string // message id
+	Seq         uint64 // sequence number in the user's inbox
+	Duplicate   bool   // the id was already stored: nothing new was stored or sent
+	Connections int    // connections written to now
+}
+
+// pushInbox stores m in user's inbox and sends it to the user's connections.
+func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Accepted, error) {
+	l := n.users.get(app, user)
+	l.Lock()
+	defer l.Unlock()
+	now := n.cfg.Now()
+	sm := store.Message{ID: m.ID, Payload: m.Payload, Time: now}
+	if ttl := m.TTL; ttl > 0 {
+		sm.Expires = now.Add(ttl)
+	} else if n.cfg.MessageTTL > 0 {
+		sm.Expires = now.Add(n.cfg.MessageTTL)
+	}
+	res, err := n.store.Append(ctx, inboxStream(app, user), sm)
+	if err != nil {
+		return Accepted{}, fmt.Errorf("%w: append to %s: %v", ErrStore, user, err)
+	}
+	a := Accepted{ID: m.ID, Seq: res[0].Seq, Duplicate: res[0].Duplicate}
+	if a.Duplicate {
+		return a, nil
+	}
+	f := &protocol.Frame{Type: protocol.TypePush, Stream: userStream(user), Epoch: n.store.Epoch(),
+		Seq: a.Seq, MsgID: m.ID, Payload: m.Payload, Time: now.UnixMilli()}
+	a.Connections = n.hub.PushUser(app, user, protocol.Encode(f))
+	return a, nil
+}
+
+// catchUp sends c what its device has not acknowledged, in order. The
+// caller holds the user's lock and has already indexed c.
+func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session) error {
+	user := s.reg.User
+	stream := inboxStream(s.reg.App, user)
+	after, err := n.store.Cursor(ctx, stream, s.reg.Device)
+	if err != nil {
+		return err
+	}
+	epoch := n.store.Epoch()
+	for {
+		msgs, err := n.store.Range(ctx, stream, after, catchUpPage)
+		if err != nil && !errors.Is(err, store.ErrTrimmed) {
+			return err
+		}
+		if len(msgs) == 0 {
+			return nil
+		}
+		frames := make([]*protocol.Encoded, len(msgs))
+		for i, m := range msgs {
+			frames[i] = protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: userStream(user), Epoch: epoch,
+				Seq: m.Seq, MsgID: m.ID, Payload: m.Payload, Time: m.Time.UnixMilli()})
+		}
+		if err := c.Send(frames...); err != nil {
+			return nil // the connection went away; its device keeps its position
+		}
+		n.caughtUp.Add(uint64(len(msgs)))
+		after = msgs[len(msgs)-1].Seq
+		if len(msgs) < catchUpPage {
+			return nil
+		}
+	}
+}
+
+// ack records a device's position in its user's inbox.
+func (n *Node) ack(s *session, f *protocol.Frame) {
+	if f.Stream != userStream(s.reg.User) || !s.named {
+		return // topic positions are the client's; other users' streams are not its to ack
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.store.Ack(ctx, inboxStream(s.reg.App, s.reg.User), s.reg.Device, f.Seq); err != nil {
+		n.log.Warn("ack not stored", "user", s.reg.User, "device", s.reg.Device, "err", err)
+	}
+}
+
+// Unread returns the last sequence of user's inbox, device's position and
+// the number of messages after it (expired ones included until removed).
+func (n *Node) Unread(ctx context.Context, app, user, device string) (last, acked uint64, err error) {
+	stream := inboxStream(app, user)
+	_, _, last, err = n.store.Head(ctx, stream)
+	if err != nil {
+		return 0, 0, err
+	}
+	acked, err = n.store.Cursor(ctx, stream, device)
+	return last, acked, err
+}
+
+// RunExpiry removes expired messages every interval until ctx is done.
+func (n *Node) RunExpiry(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if removed, err := n.store.Expire(ctx); err != nil && ctx.Err() == nil {
+				n.log.Warn("expire", "err", err)
+			} else if removed > 0 {
+				n.log.Debug("expired messages removed", "count", removed)
+			}
+		}
+	}
+}
