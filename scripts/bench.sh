@@ -40,7 +40,7 @@ for rate in 25 50 75 100; do
 done
 
 best_uni=0
-for rate in 2000 5000 8000 11000; do
+for rate in 2000 3000 5000 8000; do
 	run "unicast-$rate" unicast -conns 10000 -rate "$rate" -duration 10s -concurrency 64 || true
 	p=$(p99_ms "$out/unicast-$rate.json")
 	echo "   unicast at $rate/s: p99 ${p} ms" >&2
@@ -48,7 +48,7 @@ for rate in 2000 5000 8000 11000; do
 done
 
 best_bulk=0
-for rate in 10000 20000 25000; do
+for rate in 5000 10000 20000; do
 	run "unicast-bulk-$rate" unicast -conns 10000 -rate "$rate" -duration 10s -batch 100 -concurrency 16 || true
 	p=$(p99_ms "$out/unicast-bulk-$rate.json")
 	echo "   bulk unicast (100 per request) at $rate/s: p99 ${p} ms" >&2
