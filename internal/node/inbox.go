@@ -120,13 +120,20 @@ func (n *Node) ack(s *session, f *protocol.Frame) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := n.store.Ack(ctx, inboxStream(s.reg.App, s.reg.User), s.reg.Device, f.Seq); err != nil {
+	stream := inboxStream(s.reg.App, s.reg.User)
+	if _, _, last, err := n.store.Head(ctx, stream); err != nil || f.Seq > last {
+		// An ACK past the end would make the device skip messages not yet
+		// written: refuse it.
+		n.log.Info("ack past the end of the inbox ignored", "user", s.reg.User, "device", s.reg.Device, "seq", f.Seq, "last", last)
+		return
+	}
+	if err := n.store.Ack(ctx, stream, s.reg.Device, f.Seq); err != nil {
 		n.log.Warn("ack not stored", "user", s.reg.User, "device", s.reg.Device, "err", err)
 	}
 }
 
-// Unread returns the last sequence of user's inbox, device's position and
-// the number of messages after it (expired ones included until removed).
+// Unread returns the last sequence of user's inbox and device's position;
+// their difference counts expired messages too.
 func (n *Node) Unread(ctx context.Context, app, user, device string) (last, acked uint64, err error) {
 	stream := inboxStream(app, user)
 	_, _, last, err = n.store.Head(ctx, stream)
