@@ -295,6 +295,18 @@ func accepted(a node.Accepted) map[string]any {
 	return out
 }
 
+// checkCount checks how many recipients (or messages) one call names.
+func (a *API) checkCount(n int, what string) error {
+	if n == 0 {
+		return badRequest("no_recipients", "%s must list at least one entry", what)
+	}
+	if n > a.cfg.MaxRecipients {
+		return &httpError{status: http.StatusRequestEntityTooLarge, code: "too_many_recipients",
+			msg: fmt.Sprintf("%d %s; the limit is %d per call", n, what, a.cfg.MaxRecipients)}
+	}
+	return nil
+}
+
 // storeError turns a failed append into a 503: nothing was accepted, the
 // caller may retry with the same ids.
 func storeError(err error) error {
@@ -307,12 +319,8 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 	if err := a.decode(w, r, &b); err != nil {
 		return err
 	}
-	if len(b.Users) == 0 {
-		return badRequest("no_recipients", "users must list at least one user")
-	}
-	if len(b.Users) > a.cfg.MaxRecipients {
-		return &httpError{status: http.StatusRequestEntityTooLarge, code: "too_many_recipients",
-			msg: fmt.Sprintf("%d users; the limit is %d per call", len(b.Users), a.cfg.MaxRecipients)}
+	if err := a.checkCount(len(b.Users), "users"); err != nil {
+		return err
 	}
 	seen := make(map[string]bool, len(b.Users))
 	users := b.Users[:0]
@@ -366,12 +374,8 @@ func (a *API) pushBulk(w http.ResponseWriter, r *http.Request, app string) error
 	if err := a.decodeLimit(w, r, &b, maxBulkBody); err != nil {
 		return err
 	}
-	if len(b.Messages) == 0 {
-		return badRequest("no_recipients", "messages must list at least one message")
-	}
-	if len(b.Messages) > a.cfg.MaxRecipients {
-		return &httpError{status: http.StatusRequestEntityTooLarge, code: "too_many_recipients",
-			msg: fmt.Sprintf("%d messages; the limit is %d per call", len(b.Messages), a.cfg.MaxRecipients)}
+	if err := a.checkCount(len(b.Messages), "messages"); err != nil {
+		return err
 	}
 	msgs := make([]node.Message, len(b.Messages))
 	for i, bm := range b.Messages {
@@ -466,12 +470,8 @@ func (a *API) presenceMany(w http.ResponseWriter, r *http.Request, app string) e
 	if err := a.decode(w, r, &b); err != nil {
 		return err
 	}
-	if len(b.Users) == 0 {
-		return badRequest("no_recipients", "users must list at least one user")
-	}
-	if len(b.Users) > a.cfg.MaxRecipients {
-		return &httpError{status: http.StatusRequestEntityTooLarge, code: "too_many_recipients",
-			msg: fmt.Sprintf("%d users; the limit is %d per call", len(b.Users), a.cfg.MaxRecipients)}
+	if err := a.checkCount(len(b.Users), "users"); err != nil {
+		return err
 	}
 	out := make([]presenceResult, 0, len(b.Users))
 	for _, u := range b.Users {
