@@ -79,42 +79,98 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 	return a, nil
 }
 
-// catchUp sends c what its device has not acknowledged, in order. The
-// caller holds the user's lock and has already indexed c.
-func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session) error {
+// catchUpBudget bounds the bytes of stored messages one catch-up round
+// writes, well under any outbound limit: a device with a large backlog gets
+// it round by round, the next round once it has acknowledged half of the
+// last, instead of overflowing its connection and reconnecting forever.
+const catchUpBudget = 256 << 10
+
+// catchUp sends c what its device has not acknowledged, in order, from
+// after (0: the device's stored position), up to catchUpBudget bytes. When
+// the backlog is done it indexes c among the user's connections, so live
+// messages follow; until then they are only stored, and reach c in a
+// later round. The caller holds the user's lock.
+func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session, after uint64) error {
 	user := s.reg.User
 	stream := inboxStream(s.reg.App, user)
-	after, err := n.store.Cursor(ctx, stream, s.reg.Device)
-	if err != nil {
-		return err
+	if after == 0 {
+		var err error
+		if after, err = n.store.Cursor(ctx, stream, s.reg.Device); err != nil {
+			return err
+		}
 	}
 	epoch := n.store.Epoch()
+	budget := catchUpBudget
+	first := after + 1
 	for {
 		msgs, err := n.store.Range(ctx, stream, after, catchUpPage)
 		if err != nil && !errors.Is(err, store.ErrTrimmed) {
 			return err
 		}
 		if len(msgs) == 0 {
-			return nil
+			break
 		}
-		frames := make([]*protocol.Encoded, len(msgs))
-		for i, m := range msgs {
-			frames[i] = protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: userStream(user), Epoch: epoch,
-				Seq: m.Seq, MsgID: m.ID, Payload: m.Payload, Time: m.Time.UnixMilli()})
+		frames := make([]*protocol.Encoded, 0, len(msgs))
+		for _, m := range msgs {
+			if budget <= 0 {
+				break
+			}
+			budget -= len(m.Payload) + 64
+			frames = append(frames, protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: userStream(user), Epoch: epoch,
+				Seq: m.Seq, MsgID: m.ID, Payload: m.Payload, Time: m.Time.UnixMilli()}))
 		}
 		if err := c.Send(frames...); err != nil {
 			return nil // the connection went away; its device keeps its position
 		}
-		n.caughtUp.Add(uint64(len(msgs)))
-		after = msgs[len(msgs)-1].Seq
-		if len(msgs) < catchUpPage {
+		n.caughtUp.Add(uint64(len(frames)))
+		after = msgs[len(frames)-1].Seq
+		if budget <= 0 && (len(frames) < len(msgs) || len(msgs) == catchUpPage) {
+			// More may be waiting: continue when the device acknowledges.
+			s.mu.Lock()
+			s.backlog = after
+			s.resumeAt = first + (after-first)/2 // an ACK of half the round is enough
+			s.mu.Unlock()
 			return nil
 		}
+		if len(msgs) < catchUpPage {
+			break
+		}
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.backlog = 0
+	if !s.released {
+		n.hub.AddUser(s.reg.App, user, c)
+	}
+	return nil
+}
+
+// continueCatchUp runs the next catch-up round of a device that has
+// acknowledged the last message of the previous one.
+func (n *Node) continueCatchUp(c *gateway.Conn, s *session, after uint64) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		l := n.users.get(s.reg.App, s.reg.User)
+		l.Lock()
+		defer l.Unlock()
+		s.mu.Lock()
+		current := s.backlog
+		s.mu.Unlock()
+		if current != after || c.Closed() {
+			return // another round ran, or the connection is gone
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := n.catchUp(ctx, c, s, after); err != nil {
+			n.log.Warn("catch-up failed", "conn_id", c.ID(), "user", s.reg.User, "err", err)
+			c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
+		}
+	}()
 }
 
 // ack records a device's position in its user's inbox.
-func (n *Node) ack(s *session, f *protocol.Frame) {
+func (n *Node) ack(c *gateway.Conn, s *session, f *protocol.Frame) {
 	if f.Stream != userStream(s.reg.User) || !s.named {
 		return // topic positions are the client's; other users' streams are not its to ack
 	}
@@ -129,6 +185,16 @@ func (n *Node) ack(s *session, f *protocol.Frame) {
 	}
 	if err := n.store.Ack(ctx, stream, s.reg.Device, f.Seq); err != nil {
 		n.log.Warn("ack not stored", "user", s.reg.User, "device", s.reg.Device, "err", err)
+		return
+	}
+	s.mu.Lock()
+	backlog, resumeAt := s.backlog, s.resumeAt
+	if backlog != 0 && f.Seq >= resumeAt {
+		s.resumeAt = backlog + 1 // once per round
+	}
+	s.mu.Unlock()
+	if backlog != 0 && f.Seq >= resumeAt {
+		n.continueCatchUp(c, s, backlog)
 	}
 }
 

@@ -101,9 +101,11 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 
 // session is what the node keeps per authenticated connection.
 type session struct {
-	reg     registry.Session // the registry holds a pointer to it
-	allowed []string         // topic patterns the token allows
-	named   bool             // the client gave a device id: it has an inbox position
+	reg      registry.Session // the registry holds a pointer to it
+	allowed  []string         // topic patterns the token allows
+	named    bool             // the client gave a device id: it has an inbox position
+	backlog  uint64           // guarded by mu: last seq of an unfinished catch-up round; 0 when caught up
+	resumeAt uint64           // guarded by mu: an ACK of this seq starts the next round
 
 	mu       sync.Mutex
 	topics   []string // subscribed topics
@@ -128,7 +130,7 @@ func (n *Node) OnFrame(c *gateway.Conn, f *protocol.Frame) {
 		n.unsubscribe(c, s, f)
 	case protocol.TypeAck:
 		n.acks.Add(1)
-		n.ack(s, f)
+		n.ack(c, s, f)
 	case protocol.TypeUplink:
 		n.uplinks.Add(1)
 		_ = c.SendFrame((&protocol.Error{ID: f.ID, Code: protocol.CodeNotSupported, Text: "uplink is not supported by this server"}).Frame())
@@ -224,7 +226,9 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 		l.Unlock()
 		return
 	}
-	n.hub.AddUser(s.reg.App, s.reg.User, c)
+	if !s.named {
+		n.hub.AddUser(s.reg.App, s.reg.User, c) // named devices join after their catch-up
+	}
 	n.hub.JoinApp(s.reg.App, c)
 	s.mu.Unlock()
 	_ = c.SendFrame(&protocol.Frame{
@@ -248,7 +252,7 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 		defer n.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		err := n.catchUp(ctx, c, s)
+		err := n.catchUp(ctx, c, s, 0)
 		l.Unlock()
 		if err != nil {
 			n.log.Warn("catch-up failed", "conn_id", c.ID(), "user", s.reg.User, "err", err)

@@ -174,3 +174,41 @@ func TestInboxReconnectDuringBurst(t *testing.T) {
 		}
 	}
 }
+
+// TestInboxLargeBacklog: a backlog bigger than one catch-up round arrives
+// round by round as the device acknowledges, in order and without the
+// connection being closed as a slow consumer; live messages come after it.
+func TestInboxLargeBacklog(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	const total = 300
+	big := make([]byte, 2000)
+	for i := range big {
+		big[i] = 'x'
+	}
+	var msgs []map[string]any
+	for i := 1; i <= total; i++ {
+		msgs = append(msgs, map[string]any{"user": "hal", "id": "big" + strconv.Itoa(i), "data": string(big)})
+	}
+	h.apiOK("POST", "/v1/apps/app-a/push", keyA, map[string]any{"messages": msgs}, nil)
+
+	c := h.connect(rawTCP, "c", h.token(appA, "hal"), "d")
+	// 600 KB of backlog is more than one round (256 KiB): the rest only
+	// comes as the client acknowledges, here every 50 messages.
+	for seq := uint64(1); seq <= total; seq++ {
+		f := c.expect(protocol.TypePush)
+		if f.Seq != seq {
+			t.Fatalf("got seq %d, want %d", f.Seq, seq)
+		}
+		if seq%50 == 0 || seq == total {
+			c.ack("u:hal", seq)
+		}
+	}
+	if st := h.srv.GatewayStats(); st.Disconnects[protocol.DisconnectSlowConsumer] != 0 {
+		t.Fatalf("slow-consumer disconnects: %d", st.Disconnects[protocol.DisconnectSlowConsumer])
+	}
+	h.pushUser(appA, "hal", "live")
+	if f := c.expectPush("u:hal", []byte(`"live"`)); f.Seq != total+1 {
+		t.Fatalf("live after backlog: %s", describe(f))
+	}
+}
