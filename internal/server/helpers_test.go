@@ -10,6 +10,7 @@ package server
 // are polled with waitFor until a deadline.
 
 import (
+	"os"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -36,6 +37,10 @@ import (
 func TestMain(m *testing.M) {
 	// nbio logs engine starts and stops with fmt.Printf; keep test output clean.
 	nbiolog.SetLevel(nbiolog.LevelNone)
+	if len(os.Args) > 1 && os.Args[1] == crashChildArg {
+		runCrashChild() // the server of TestCrashNothingLost, killed with -9
+		return
+	}
 	// Package initialisation of nbio's websocket package builds
 	// websocket.DefaultEngine (nbhttp.NewEngine in a package-level var),
 	// which starts two taskpool goroutines that nothing ever stops. They
