@@ -10,7 +10,6 @@ package server
 // are polled with waitFor until a deadline.
 
 import (
-	"os"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
