@@ -28,6 +28,7 @@ type Service interface {
 	PushUsers(ctx context.Context, app string, users []string, m node.Message) ([]node.Accepted, error)
 	PushMany(ctx context.Context, app string, users []string, msgs []node.Message) ([]node.Accepted, error)
 	Unread(ctx context.Context, app, user, device string) (last, acked uint64, err error)
+	Status(ctx context.Context, app, user, id, device string) (state string, seq uint64, err error)
 	Publish(app, topic string, m node.Message) (string, int)
 	Broadcast(app string, m node.Message) (string, int)
 	Presence(app, user string) []registry.Session
@@ -80,6 +81,7 @@ func New(cfg Config, svc Service, keys Keys) *API {
 	a.route("POST /v1/apps/{app}/broadcast", a.broadcast)
 	a.route("GET /v1/apps/{app}/users/{user}/presence", a.presence)
 	a.route("GET /v1/apps/{app}/users/{user}/unread", a.unread)
+	a.route("GET /v1/apps/{app}/users/{user}/messages/{id}", a.status)
 	a.route("POST /v1/apps/{app}/presence", a.presenceMany)
 	a.route("POST /v1/apps/{app}/users/{user}/kick", a.kick)
 	a.mux.HandleFunc("GET /v1/stats", a.observe("GET /v1/stats", a.stats))
@@ -501,6 +503,36 @@ func (a *API) unread(w http.ResponseWriter, r *http.Request, app string) error {
 		unread = last - acked
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"user": user, "device": device, "last": last, "acked": acked, "unread": unread})
+	return nil
+}
+
+// status reports a message's state in a user's inbox, for one device when
+// ?device= is given: stored, acked or gone (expired, removed or unknown).
+func (a *API) status(w http.ResponseWriter, r *http.Request, app string) error {
+	user, id, device := r.PathValue("user"), r.PathValue("id"), r.URL.Query().Get("device")
+	if err := validName("user", user); err != nil {
+		return err
+	}
+	if !auth.ValidName(id) {
+		return badRequest("bad_id", "id must be 1-128 printable bytes without spaces")
+	}
+	if device != "" {
+		if err := validName("device", device); err != nil {
+			return err
+		}
+	}
+	state, seq, err := a.svc.Status(r.Context(), app, user, id, device)
+	if err != nil {
+		return storeError(err)
+	}
+	out := map[string]any{"user": user, "id": id, "state": state}
+	if seq > 0 {
+		out["seq"] = seq
+	}
+	if device != "" {
+		out["device"] = device
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

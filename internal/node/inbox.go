@@ -210,6 +210,34 @@ func (n *Node) Unread(ctx context.Context, app, user, device string) (last, acke
 	return last, acked, err
 }
 
+// Message states reported by Status.
+const (
+	StateStored = "stored" // held and not expired; not acknowledged by the device
+	StateAcked  = "acked"  // the device's position is at or after it
+	StateGone   = "gone"   // expired, removed, or never stored
+)
+
+// Status reports the state of message id in user's inbox, for device when
+// device is not empty.
+func (n *Node) Status(ctx context.Context, app, user, id, device string) (state string, seq uint64, err error) {
+	stream := inboxStream(app, user)
+	seq, ok, err := n.store.Lookup(ctx, stream, id)
+	if err != nil || !ok {
+		return StateGone, 0, err
+	}
+	if device == "" {
+		return StateStored, seq, nil
+	}
+	acked, err := n.store.Cursor(ctx, stream, device)
+	if err != nil {
+		return "", 0, err
+	}
+	if acked >= seq {
+		return StateAcked, seq, nil
+	}
+	return StateStored, seq, nil
+}
+
 // RunExpiry removes expired messages every interval until ctx is done.
 func (n *Node) RunExpiry(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)

@@ -212,3 +212,35 @@ func TestInboxLargeBacklog(t *testing.T) {
 		t.Fatalf("live after backlog: %s", describe(f))
 	}
 }
+
+// TestMessageStatus: a message's state per device follows its ACKs.
+func TestMessageStatus(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	h.pushID(appA, "ivy", "s1", "x")
+	status := func(q string) map[string]any {
+		t.Helper()
+		var out map[string]any
+		h.apiOK("GET", "/v1/apps/app-a/users/ivy/messages/"+q, keyA, nil, &out)
+		return out
+	}
+	if s := status("s1?device=phone"); s["state"] != "stored" || s["seq"] != float64(1) {
+		t.Fatalf("before ack: %v", s)
+	}
+	c := h.connect(rawTCP, "c", h.token(appA, "ivy"), "phone")
+	f := c.expectPush("u:ivy", []byte(`"x"`))
+	c.ack("u:ivy", f.Seq)
+	waitFor(t, "acked", func() error {
+		if s := status("s1?device=phone"); s["state"] != "acked" {
+			return fmt.Errorf("state %v", s["state"])
+		}
+		return nil
+	})
+	if s := status("s1?device=laptop"); s["state"] != "stored" {
+		t.Fatalf("other device: %v", s)
+	}
+	if s := status("nope"); s["state"] != "gone" {
+		t.Fatalf("unknown id: %v", s)
+	}
+	h.apiError("GET", "/v1/apps/app-a/users/ivy/messages/s1?device=bad%20dev", keyA, nil, 400, "bad_name")
+}

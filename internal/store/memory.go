@@ -176,6 +176,24 @@ func (s *memStream) forget(msg *Message) {
 	}
 }
 
+// Lookup implements Store.
+func (m *Memory) Lookup(ctx context.Context, stream, id string) (uint64, bool, error) {
+	if err := CheckName("stream", stream); err != nil {
+		return 0, false, err
+	}
+	if err := m.check(ctx); err != nil {
+		return 0, false, err
+	}
+	s := m.stream(stream, false)
+	if s == nil || id == "" {
+		return 0, false, nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	seq, ok := s.lookup(id, m.now())
+	return seq, ok, nil
+}
+
 // Range implements Store.
 func (m *Memory) Range(ctx context.Context, stream string, after uint64, limit int) ([]Message, error) {
 	if err := m.check(ctx); err != nil {

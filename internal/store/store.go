@@ -140,6 +140,10 @@ type Store interface {
 	// Cursor returns device's cursor on stream, 0 if it never acked.
 	Cursor(ctx context.Context, stream, device string) (uint64, error)
 
+	// Lookup returns the sequence number of the message of stream with id,
+	// if the stream still holds it and it has not expired.
+	Lookup(ctx context.Context, stream, id string) (seq uint64, found bool, err error)
+
 	// Trim bounds stream's history: it drops messages older than the newest
 	// keep sequences (keep counts sequence numbers, expired ones included)
 	// and messages accepted more than maxAge before Now, oldest first up to

@@ -612,6 +612,23 @@ func (d *DB) Head(ctx context.Context, name string) (epoch string, first, last u
 	return d.epoch, m.mark + 1, m.last, nil
 }
 
+// Lookup implements store.Store.
+func (d *DB) Lookup(ctx context.Context, name, id string) (uint64, bool, error) {
+	_, first, _, err := d.Head(ctx, name)
+	if err != nil || id == "" {
+		return 0, false, err
+	}
+	if err := d.enter(ctx); err != nil {
+		return 0, false, err
+	}
+	defer d.leave()
+	seq, ok, err := d.lookupID(name, id, first-1, unixNano(d.now()))
+	if err != nil {
+		return 0, false, fmt.Errorf("embedded: lookup %q: %w", name, err)
+	}
+	return seq, ok, nil
+}
+
 // Ack implements store.Store. The cursor is written without an fsync of
 // its own.
 func (d *DB) Ack(ctx context.Context, name, device string, seq uint64) error {

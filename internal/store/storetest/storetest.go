@@ -112,6 +112,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"TrimByAge", testTrimByAge},
 		{"Cursors", testCursors},
 		{"Idempotency", testIdempotency},
+		{"Lookup", testLookup},
 		{"ConcurrentRetries", testConcurrentRetries},
 		{"Epoch", testEpoch},
 		{"ManyStreams", testManyStreams},
@@ -626,6 +627,45 @@ func testIdempotency(e *env) {
 	wantAppended(t, e.append(s, m), store.Appended{Seq: 4})
 	e.clock.Advance(30 * time.Second)
 	wantAppended(t, e.append(s, m), store.Appended{Seq: 4, Duplicate: true})
+}
+
+func testLookup(e *env) {
+	t := e.t
+	const s = "inbox/app/u1"
+	lookup := func(stream, id string) (uint64, bool) {
+		t.Helper()
+		seq, ok, err := e.s.Lookup(e.ctx, stream, id)
+		if err != nil {
+			t.Fatalf("Lookup(%q, %q): %v", stream, id, err)
+		}
+		return seq, ok
+	}
+	if _, ok := lookup("inbox/app/none", "a"); ok {
+		t.Fatal("found an id in a stream that does not exist")
+	}
+	m := msg("b")
+	m.Expires = start.Add(time.Minute)
+	e.append(s, msg("a"), m)
+	if seq, ok := lookup(s, "a"); !ok || seq != 1 {
+		t.Fatalf("Lookup(a) = %d, %v; want 1, true", seq, ok)
+	}
+	if seq, ok := lookup(s, "b"); !ok || seq != 2 {
+		t.Fatalf("Lookup(b) = %d, %v; want 2, true", seq, ok)
+	}
+	if _, ok := lookup(s, "zz"); ok {
+		t.Fatal("found an id never appended")
+	}
+	if _, ok := lookup("inbox/app/u2", "a"); ok {
+		t.Fatal("ids leaked across streams")
+	}
+	e.clock.Advance(time.Minute)
+	if _, ok := lookup(s, "b"); ok {
+		t.Fatal("found an expired message")
+	}
+	e.trim(s, 1, 0) // keeps only seq 2
+	if _, ok := lookup(s, "a"); ok {
+		t.Fatal("found a trimmed message")
+	}
 }
 
 func testConcurrentRetries(e *env) {
