@@ -54,6 +54,10 @@ type Config struct {
 	Store      string        `yaml:"store"`       // "embedded" (on disk under data_dir, the default) or "memory" (lost on restart)
 	StoreSync  time.Duration `yaml:"store_sync"`  // 0: fsync every append before the API answers (default); >0: fsync at most this often (a crash may lose that much)
 	MessageTTL time.Duration `yaml:"message_ttl"` // default lifetime of an undelivered inbox message
+	// MaxRedeliveries bounds how many connections in a row a device may
+	// start at the same unacknowledged message; past it the message is
+	// skipped for that device (undeliverable, counted). 0 = no limit.
+	MaxRedeliveries int `yaml:"max_redeliveries"`
 
 	Log Log `yaml:"log"`
 }
@@ -115,6 +119,7 @@ func Default() Config {
 		GCPercent:        DefaultGCPercent,
 		Store:            "embedded",
 		MessageTTL:       72 * time.Hour,
+		MaxRedeliveries:  10,
 
 		Log: Log{Level: "info", Format: "text", Buffer: 4096},
 	}

@@ -90,6 +90,11 @@ store_sync: 0s
 # How long an undelivered inbox message is kept by default (a push may set
 # its own ttl).
 message_ttl: 72h
+# A device that connects again and again without acknowledging the message
+# at its position (a client that crashes on it) gets it this many times;
+# then the message is skipped for that device and counted as undeliverable.
+# 0 = no limit.
+max_redeliveries: 10
 # Serve Go profiling endpoints (net/http/pprof) on this address, for
 # diagnosis. Keep it on loopback. Empty (the default) disables it.
 # pprof_addr: 127.0.0.1:6060

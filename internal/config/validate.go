@@ -91,6 +91,9 @@ func (c Config) Validate() error {
 	if c.StoreSync < 0 {
 		p.add("store_sync", "must not be negative")
 	}
+	if c.MaxRedeliveries < 0 {
+		p.add("max_redeliveries", "must not be negative")
+	}
 	if c.MessageTTL < time.Second {
 		p.add("message_ttl", "must be at least 1s")
 	}

@@ -77,6 +77,8 @@ var (
 	descPasses      = prometheus.NewDesc("herald_fanout_passes_total", "Fan-out passes.", nil, nil)
 	descDropped     = prometheus.NewDesc("herald_fanout_dropped_total", "Messages dropped because a fan-out queue was full.", nil, nil)
 	descAcks        = prometheus.NewDesc("herald_acks_total", "ACK frames received.", nil, nil)
+	descCaughtUp    = prometheus.NewDesc("herald_caught_up_total", "Stored inbox messages sent to devices on (re)connect.", nil, nil)
+	descUndeliv     = prometheus.NewDesc("herald_undeliverable_total", "Inbox messages skipped for a device after too many redeliveries.", nil, nil)
 	descLogDropped  = prometheus.NewDesc("herald_log_records_dropped_total", "Log records dropped because the log writer fell behind.", nil, nil)
 )
 
@@ -86,7 +88,7 @@ type snapshot struct{ src Sources }
 func (s *snapshot) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descDisconnects, descFramesIn, descFramesOut, descBytesOut,
 		descWrites, descDecodeErr, descSessions, descUsers, descTopics, descSubs, descPublished, descDelivered, descPasses,
-		descDropped, descAcks, descLogDropped} {
+		descDropped, descAcks, descCaughtUp, descUndeliv, descLogDropped} {
 		ch <- d
 	}
 }
@@ -125,6 +127,8 @@ func (s *snapshot) Collect(ch chan<- prometheus.Metric) {
 		n := s.src.Node()
 		gauge(descSessions, int64(n.Sessions))
 		counter(descAcks, n.Acks)
+		counter(descCaughtUp, n.CaughtUp)
+		counter(descUndeliv, n.Undeliverable)
 	}
 	if s.src.LogsDropped != nil {
 		counter(descLogDropped, s.src.LogsDropped())

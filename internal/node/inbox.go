@@ -98,6 +98,9 @@ func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session, after u
 		if after, err = n.store.Cursor(ctx, stream, s.reg.Device); err != nil {
 			return err
 		}
+		if after, err = n.skipPoison(ctx, stream, s.reg.Device, after); err != nil {
+			return err
+		}
 	}
 	epoch := n.store.Epoch()
 	budget := catchUpBudget
@@ -145,6 +148,72 @@ func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session, after u
 	return nil
 }
 
+// redelivery tracks, per device, how many connections in a row started
+// from the same position: a device that never acknowledges the message at
+// its head (a client that crashes on it, say) would otherwise receive it
+// forever.
+type redelivery struct {
+	mu sync.Mutex
+	m  map[string]redeliveryEntry // stream + "\x00" + device
+}
+
+type redeliveryEntry struct {
+	cursor uint64
+	count  int
+}
+
+func (r *redelivery) forget(key string) {
+	r.mu.Lock()
+	delete(r.m, key)
+	r.mu.Unlock()
+}
+
+// skipPoison counts a catch-up from cursor for device; past the limit, the
+// first message after cursor is marked undeliverable for the device: its
+// position moves past it, and it is counted. It returns the position to
+// start from.
+func (n *Node) skipPoison(ctx context.Context, stream, device string, cursor uint64) (uint64, error) {
+	limit := n.cfg.MaxRedeliveries
+	if limit <= 0 {
+		return cursor, nil
+	}
+	key := stream + "\x00" + device
+	if _, _, last, err := n.store.Head(ctx, stream); err != nil || last <= cursor {
+		n.redeliver.forget(key) // nothing waiting: nothing to count
+		return cursor, err
+	}
+	n.redeliver.mu.Lock()
+	e := n.redeliver.m[key]
+	if e.cursor == cursor {
+		e.count++
+	} else {
+		e = redeliveryEntry{cursor: cursor, count: 1}
+	}
+	over := e.count > limit
+	if over {
+		delete(n.redeliver.m, key)
+	} else {
+		n.redeliver.m[key] = e
+	}
+	n.redeliver.mu.Unlock()
+	if !over {
+		return cursor, nil
+	}
+	head, err := n.store.Range(ctx, stream, cursor, 1)
+	if err != nil && !errors.Is(err, store.ErrTrimmed) {
+		return cursor, err
+	}
+	if len(head) == 0 {
+		return cursor, nil
+	}
+	if err := n.store.Ack(ctx, stream, device, head[0].Seq); err != nil {
+		return cursor, err
+	}
+	n.undeliverable.Add(1)
+	n.log.Warn("message undeliverable to device", "stream", stream, "device", device, "seq", head[0].Seq, "id", head[0].ID, "attempts", limit)
+	return head[0].Seq, nil
+}
+
 // continueCatchUp runs the next catch-up round of a device that has
 // acknowledged the last message of the previous one.
 func (n *Node) continueCatchUp(c *gateway.Conn, s *session, after uint64) {
@@ -187,6 +256,7 @@ func (n *Node) ack(c *gateway.Conn, s *session, f *protocol.Frame) {
 		n.log.Warn("ack not stored", "user", s.reg.User, "device", s.reg.Device, "err", err)
 		return
 	}
+	n.redeliver.forget(stream + "\x00" + s.reg.Device) // progress: start counting again
 	s.mu.Lock()
 	backlog, resumeAt := s.backlog, s.resumeAt
 	if backlog != 0 && f.Seq >= resumeAt {

@@ -50,6 +50,7 @@ type Config struct {
 	DuplicateLogin   string        // DuplicateReplace (default) or DuplicateRefuse
 	MaxSubscriptions int           // per connection; default 128
 	MessageTTL       time.Duration // default lifetime of a stored inbox message; 0 = until removed
+	MaxRedeliveries  int           // connections in a row a device may start at the same unacknowledged message before it is skipped as undeliverable; 0 = no limit
 	Logger           *slog.Logger
 	Now              func() time.Time
 }
@@ -68,7 +69,9 @@ type Node struct {
 	idPrefix string
 	msgSeq   atomic.Uint64
 
-	acks, uplinks, caughtUp atomic.Uint64
+	redeliver redelivery
+
+	acks, uplinks, caughtUp, undeliverable atomic.Uint64
 }
 
 var _ gateway.Handler = (*Node)(nil)
@@ -88,14 +91,15 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 		cfg.Now = time.Now
 	}
 	return &Node{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		verifier: v,
-		hub:      h,
-		reg:      r,
-		store:    st,
-		users:    userLocks{seed: maphash.MakeSeed()},
-		idPrefix: strconv.FormatInt(cfg.Now().UnixNano(), 36) + "-",
+		cfg:       cfg,
+		log:       cfg.Logger,
+		verifier:  v,
+		hub:       h,
+		reg:       r,
+		store:     st,
+		users:     userLocks{seed: maphash.MakeSeed()},
+		redeliver: redelivery{m: make(map[string]redeliveryEntry)},
+		idPrefix:  strconv.FormatInt(cfg.Now().UnixNano(), 36) + "-",
 	}
 }
 

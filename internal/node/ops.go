@@ -142,13 +142,14 @@ func (n *Node) Kick(app, user, device, reason string) int {
 
 // Stats are the node's own counters.
 type Stats struct {
-	CaughtUp uint64 `json:"caught_up"` // stored messages sent to devices on (re)connect
-	Sessions int    `json:"sessions"`  // online sessions
-	Acks     uint64 `json:"acks"`      // ACK frames received
-	Uplinks  uint64 `json:"uplinks"`   // UPLINK frames received (refused)
+	CaughtUp      uint64 `json:"caught_up"`     // stored messages sent to devices on (re)connect
+	Undeliverable uint64 `json:"undeliverable"` // messages skipped for a device after too many redeliveries
+	Sessions      int    `json:"sessions"`      // online sessions
+	Acks          uint64 `json:"acks"`          // ACK frames received
+	Uplinks       uint64 `json:"uplinks"`       // UPLINK frames received (refused)
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
-	return Stats{Sessions: n.reg.Count(), Acks: n.acks.Load(), Uplinks: n.uplinks.Load(), CaughtUp: n.caughtUp.Load()}
+	return Stats{Sessions: n.reg.Count(), Acks: n.acks.Load(), Uplinks: n.uplinks.Load(), CaughtUp: n.caughtUp.Load(), Undeliverable: n.undeliverable.Load()}
 }

@@ -244,3 +244,33 @@ func TestMessageStatus(t *testing.T) {
 	}
 	h.apiError("GET", "/v1/apps/app-a/users/ivy/messages/s1?device=bad%20dev", keyA, nil, 400, "bad_name")
 }
+
+// TestInboxPoisonMessage: a device that keeps reconnecting without
+// acknowledging the message at its position gets it max_redeliveries times,
+// then it is skipped for that device and counted.
+func TestInboxPoisonMessage(t *testing.T) {
+	t.Parallel()
+	h := startServer(t, func(c *config.Config) { c.MaxRedeliveries = 2 })
+	tok := h.token(appA, "jo")
+	h.pushID(appA, "jo", "poison", "boom")
+	h.pushID(appA, "jo", "fine", "ok")
+	for i := range 2 {
+		c := h.connect(rawTCP, "try"+strconv.Itoa(i), tok, "d")
+		if f := c.expect(protocol.TypePush); f.MsgID != "poison" {
+			t.Fatalf("attempt %d got %s", i, describe(f))
+		}
+		c.Close()
+	}
+	c := h.connect(rawTCP, "last", tok, "d")
+	if f := c.expect(protocol.TypePush); f.MsgID != "fine" || f.Seq != 2 {
+		t.Fatalf("after the limit: %s; want the next message", describe(f))
+	}
+	if st := h.srv.node.Stats(); st.Undeliverable != 1 {
+		t.Fatalf("undeliverable %d; want 1", st.Undeliverable)
+	}
+	// Another device still gets it.
+	other := h.connect(rawTCP, "other", tok, "e")
+	if f := other.expect(protocol.TypePush); f.MsgID != "poison" {
+		t.Fatalf("other device: %s", describe(f))
+	}
+}

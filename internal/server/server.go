@@ -80,6 +80,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		DuplicateLogin:   cfg.DuplicateLogin,
 		MaxSubscriptions: cfg.MaxSubscriptions,
 		MessageTTL:       cfg.MessageTTL,
+		MaxRedeliveries:  cfg.MaxRedeliveries,
 		Logger:           log,
 		Now:              opt.Now,
 	}, verifier, h, reg, st)
