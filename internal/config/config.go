@@ -115,7 +115,7 @@ func Default() Config {
 		MaxSubscriptions: 128,
 		MaxRecipients:    10000,
 		DuplicateLogin:   DuplicateReplace,
-		FanoutWorkers:    2 * runtime.NumCPU(),
+		FanoutWorkers:    runtime.NumCPU(),
 		GCPercent:        DefaultGCPercent,
 		Store:            "embedded",
 		MessageTTL:       72 * time.Hour,

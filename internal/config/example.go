@@ -71,8 +71,7 @@ max_recipients: 10000
 # When a login duplicates an existing connection: "replace" closes the old
 # connection, "refuse" rejects the new one.
 duplicate_login: replace
-# Goroutines delivering published messages. Default: twice the number of
-# CPUs (they spend their time in write system calls).
+# Goroutines delivering published messages. Default: the number of CPUs.
 # fanout_workers: 8
 # Go GC target percentage (GOGC). The heap is mostly long-lived connection
 # state: 50 keeps RSS near 1.5x that state at the cost of more frequent

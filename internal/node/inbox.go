@@ -65,7 +65,12 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 	} else if n.cfg.MessageTTL > 0 {
 		sm.Expires = now.Add(n.cfg.MessageTTL)
 	}
-	res, err := n.store.Append(ctx, inboxStream(app, user), sm)
+	// Not the caller's context: an append abandoned half way may still be
+	// stored, and then it must also be sent to the devices online now, or
+	// they would only get it when they reconnect.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	res, err := n.store.Append(actx, inboxStream(app, user), sm)
 	if err != nil {
 		return Accepted{}, fmt.Errorf("%w: append to %s: %v", ErrStore, user, err)
 	}
