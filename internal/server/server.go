@@ -306,7 +306,7 @@ func openStore(cfg config.Config, opt Options, log *slog.Logger) (store.Store, e
 	if cfg.StoreSync > 0 {
 		policy = embedded.SyncInterval(cfg.StoreSync)
 	}
-	db, err := embedded.Open(filepath.Join(cfg.DataDir, "store"), embedded.Options{Now: opt.Now, Sync: policy, Logger: log.With("component", "store")})
+	db, err := embedded.Open(filepath.Join(cfg.DataDir, "store"), embedded.Options{Now: opt.Now, Sync: policy, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("open message store: %w", err)
 	}

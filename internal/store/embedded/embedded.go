@@ -929,8 +929,12 @@ func (d *DB) expireStream(ctx context.Context, name string, entries []expiredEnt
 // pebbleLogger sends Pebble's log to slog.
 type pebbleLogger struct{ l *slog.Logger }
 
+// Infof logs at debug level: Pebble's informational messages (WAL
+// recovery, compactions) are routine for an operator.
 func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Info(fmt.Sprintf(format, args...), "component", "pebble")
+	if p.l.Enabled(context.Background(), slog.LevelDebug) {
+		p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+	}
 }
 
 func (p pebbleLogger) Errorf(format string, args ...any) {
