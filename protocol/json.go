@@ -222,7 +222,7 @@ func isJSONData(payload []byte) bool {
 
 // appendCompact appends valid JSON with insignificant whitespace removed.
 func appendCompact(dst, src []byte) []byte {
-	if bytes.IndexAny(src, " \t\r\n") < 0 {
+	if !bytes.ContainsAny(src, " \t\r\n") {
 		return append(dst, src...)
 	}
 	var b bytes.Buffer

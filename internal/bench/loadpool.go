@@ -598,11 +598,8 @@ func (c *LoadConn) handshake(ctx context.Context, token, device string, topics [
 	}
 	var perr *protocol.Error
 	for c.session == "" {
-		f, err := c.await(ctx, hs)
+		f, err := c.await(ctx, hs, perr)
 		if err != nil {
-			if perr != nil {
-				return c.abandon(ctx, hs, perr, false)
-			}
 			return c.abandon(ctx, hs, err, false)
 		}
 		switch f.Type {
@@ -637,11 +634,8 @@ func (c *LoadConn) handshake(ctx context.Context, token, device string, topics [
 			return c.abandon(ctx, hs, fmt.Errorf("bench: subscribe: %w", err), false)
 		}
 		for pending := len(topics); pending > 0; {
-			f, err := c.await(ctx, hs)
+			f, err := c.await(ctx, hs, perr)
 			if err != nil {
-				if perr != nil {
-					return c.abandon(ctx, hs, perr, false)
-				}
 				return c.abandon(ctx, hs, err, false)
 			}
 			switch f.Type {
@@ -681,7 +675,17 @@ func (c *LoadConn) handshake(ctx context.Context, token, device string, topics [
 }
 
 // await returns the next handshake frame, or why none will come.
-func (c *LoadConn) await(ctx context.Context, hs chan *protocol.Frame) (*protocol.Frame, error) {
+// await returns the next handshake frame. If the connection fails first,
+// the ERROR the server sent before (perr), if any, is the better reason.
+func (c *LoadConn) await(ctx context.Context, hs chan *protocol.Frame, perr *protocol.Error) (*protocol.Frame, error) {
+	f, err := c.awaitFrame(ctx, hs)
+	if err != nil && perr != nil {
+		return nil, perr
+	}
+	return f, err
+}
+
+func (c *LoadConn) awaitFrame(ctx context.Context, hs chan *protocol.Frame) (*protocol.Frame, error) {
 	select {
 	case f, ok := <-hs:
 		if ok {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-push/herald/internal/gateway"
@@ -53,6 +54,12 @@ type Accepted struct {
 	Connections int    // connections written to now
 }
 
+// inboxPush is the PUSH frame of a stored inbox message.
+func inboxPush(user, epoch string, m store.Message) *protocol.Encoded {
+	return protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: userStream(user), Epoch: epoch,
+		Seq: m.Seq, MsgID: m.ID, Payload: m.Payload, Time: m.Time.UnixMilli()})
+}
+
 // pushInbox stores m in user's inbox and sends it to the user's connections.
 func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Accepted, error) {
 	l := n.users.get(app, user)
@@ -78,9 +85,8 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 	if a.Duplicate {
 		return a, nil
 	}
-	f := &protocol.Frame{Type: protocol.TypePush, Stream: userStream(user), Epoch: n.store.Epoch(),
-		Seq: a.Seq, MsgID: m.ID, Payload: m.Payload, Time: now.UnixMilli()}
-	a.Connections = n.hub.PushUser(app, user, protocol.Encode(f))
+	f := inboxPush(user, n.store.Epoch(), store.Message{Seq: a.Seq, ID: m.ID, Payload: m.Payload, Time: now})
+	a.Connections = n.hub.PushUser(app, user, f)
 	return a, nil
 }
 
@@ -124,8 +130,7 @@ func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session, after u
 				break
 			}
 			budget -= len(m.Payload) + 64
-			frames = append(frames, protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: userStream(user), Epoch: epoch,
-				Seq: m.Seq, MsgID: m.ID, Payload: m.Payload, Time: m.Time.UnixMilli()}))
+			frames = append(frames, inboxPush(user, epoch, m))
 		}
 		if err := c.Send(frames...); err != nil {
 			return nil // the connection went away; its device keeps its position
@@ -158,8 +163,9 @@ func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session, after u
 // its head (a client that crashes on it, say) would otherwise receive it
 // forever.
 type redelivery struct {
-	mu sync.Mutex
-	m  map[string]redeliveryEntry // stream + "\x00" + device
+	mu    sync.Mutex
+	m     map[string]redeliveryEntry // stream + "\x00" + device
+	count atomic.Int64               // len(m), read without the lock
 }
 
 type redeliveryEntry struct {
@@ -167,9 +173,15 @@ type redeliveryEntry struct {
 	count  int
 }
 
+// forget drops key's entry. Every ACK calls it; when no device is being
+// counted it takes no lock.
 func (r *redelivery) forget(key string) {
+	if r.count.Load() == 0 {
+		return
+	}
 	r.mu.Lock()
 	delete(r.m, key)
+	r.count.Store(int64(len(r.m)))
 	r.mu.Unlock()
 }
 
@@ -200,6 +212,7 @@ func (n *Node) skipPoison(ctx context.Context, stream, device string, cursor uin
 	} else {
 		n.redeliver.m[key] = e
 	}
+	n.redeliver.count.Store(int64(len(n.redeliver.m)))
 	n.redeliver.mu.Unlock()
 	if !over {
 		return cursor, nil
