@@ -104,6 +104,14 @@ type Config struct {
 	// OnState, when set, is called on every state change with its cause,
 	// from one goroutine at a time. The same rules as for OnMessage apply.
 	OnState func(State, error)
+	// OnUnrecovered, when set, is called when the server could not send
+	// what was missed on stream (a topic, "t:<topic>", or the broadcast
+	// stream "b") while the Client was disconnected: its history no longer
+	// held the position, or its epoch changed. Messages of the stream flow
+	// again from the server's current position; the application should
+	// re-fetch the state it derives from the stream from its backend. The
+	// same rules as for OnMessage apply.
+	OnUnrecovered func(stream, reason string)
 	// Logger receives the Client's diagnostics; nil discards them.
 	Logger *slog.Logger
 }
@@ -644,7 +652,7 @@ func (c *Client) attempt(ctx context.Context, u string) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	connected, err := conn.Handshake(ctx, token, c.cfg.Device, c.resume())
+	connected, err := conn.Handshake(ctx, token, c.cfg.Device, c.resume(true))
 	if err != nil {
 		conn.abort()
 		return nil, fmt.Errorf("herald: %s: %w", redact(u), err)
@@ -787,12 +795,19 @@ func (c *Client) addTopic(topic string) {
 }
 
 // resume returns the positions to send in CONNECT: the most recently
-// updated streams, at most Limits.MaxResume of them.
-func (c *Client) resume() []protocol.Position {
+// updated streams, at most Limits.MaxResume of them. With broadcast and no
+// position for the broadcast stream yet, it asks for one (a position
+// without an epoch), so that broadcasts missed after this connection can be
+// recovered.
+func (c *Client) resume(broadcast bool) []protocol.Position {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var out []protocol.Position
+	if broadcast && c.pos["b"] == nil {
+		out = append(out, protocol.Position{Stream: "b"})
+	}
 	if len(c.pos) == 0 {
-		return nil
+		return out
 	}
 	type entry struct {
 		p    protocol.Position
@@ -803,12 +818,11 @@ func (c *Client) resume() []protocol.Position {
 		es = append(es, entry{protocol.Position{Stream: stream, Epoch: p.epoch, Seq: p.seq}, p.tick})
 	}
 	slices.SortFunc(es, func(a, b entry) int { return cmp.Compare(b.tick, a.tick) })
-	if n := c.cfg.Limits.MaxResume; len(es) > n {
+	if n := c.cfg.Limits.MaxResume - len(out); len(es) > n {
 		es = es[:n]
 	}
-	out := make([]protocol.Position, len(es))
-	for i, e := range es {
-		out[i] = e.p
+	for _, e := range es {
+		out = append(out, e.p)
 	}
 	return out
 }
@@ -825,17 +839,28 @@ func (c *Client) seen(f *protocol.Frame) bool {
 	return p != nil && p.epoch == f.Epoch && f.Seq <= p.seq
 }
 
+// position applies a REPLY that tells where a stream stands on the server
+// (a subscription's start, or the end of a recovery): within one epoch the
+// position only moves forward; in another epoch it starts again there.
+func (c *Client) position(f *protocol.Frame) { c.setPos(f, false) }
+
 // track records a delivered PUSH's position.
 func (c *Client) track(f *protocol.Frame) {
-	if f.Seq == 0 {
-		return
+	if f.Seq != 0 {
+		c.setPos(f, true)
 	}
+}
+
+func (c *Client) setPos(f *protocol.Frame, always bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.pos[f.Stream]
 	if p == nil {
 		p = &streamPos{}
 		c.pos[f.Stream] = p
+	}
+	if !always && p.epoch == f.Epoch && p.seq >= f.Seq {
+		return
 	}
 	c.posTick++
 	p.epoch, p.seq, p.tick = f.Epoch, f.Seq, c.posTick

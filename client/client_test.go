@@ -122,7 +122,7 @@ func TestClientPushDelivery(t *testing.T) {
 			tc := newTestClient(t, Config{URLs: []string{srv.url}, AutoAck: true, Device: "d1",
 				DialOptions: DialOptions{Encoding: tr.enc}})
 			sc, connect := start(t, tc, srv, time.Minute)
-			if connect.Token != "tok" || connect.Device != "d1" || connect.Resume != nil {
+			if connect.Token != "tok" || connect.Device != "d1" || !slices.Equal(connect.Resume, []protocol.Position{{Stream: "b"}}) {
 				t.Fatalf("CONNECT = %+v", *connect)
 			}
 			if s, n := tc.Session(); s != "sess-1" || n != "node-1" {
@@ -409,7 +409,7 @@ func TestClientReconnectResume(t *testing.T) {
 			sc = srv.accept(t)
 			connect := sc.handshake(t, "sess-2", time.Minute)
 			tc.waitState(t, StateConnected)
-			wantResume := []protocol.Position{{Stream: "u:alice", Epoch: "e1", Seq: 3}, {Stream: "t:news", Epoch: "n1", Seq: 10}}
+			wantResume := []protocol.Position{{Stream: "b"}, {Stream: "u:alice", Epoch: "e1", Seq: 3}, {Stream: "t:news", Epoch: "n1", Seq: 10}}
 			if !reflect.DeepEqual(connect.Resume, wantResume) {
 				t.Fatalf("Resume = %+v, want %+v", connect.Resume, wantResume)
 			}
@@ -710,6 +710,55 @@ func TestResolveAlt(t *testing.T) {
 	}
 }
 
+// TestClientRecoveryReplies: a REPLY's position moves the stream's
+// position (so repeats below it are dropped), a REPLY that could not
+// recover calls OnUnrecovered, and the broadcast position REPLY (id 0) is
+// taken too.
+func TestClientRecoveryReplies(t *testing.T) {
+	srv := newTCPServer(t)
+	lost := make(chan [2]string, 4)
+	tc := newTestClient(t, Config{URLs: []string{srv.url}, Topics: []string{"news"},
+		OnUnrecovered: func(stream, reason string) { lost <- [2]string{stream, reason} }})
+	sc, _ := start(t, tc, srv, time.Minute)
+	tc.waitState(t, StateConnected)
+	sc.send(t, &protocol.Frame{Type: protocol.TypeReply, Stream: "b", Epoch: "E", Seq: 7})
+	sub := sc.expect(t, protocol.TypeSubscribe)
+	sc.send(t, &protocol.Frame{Type: protocol.TypeReply, ID: sub.ID, Stream: "t:news", Epoch: "E", Seq: 4})
+	// Repeats at or below the positions are dropped; the next ones arrive.
+	sc.send(t, pushFrame("t:news", "E", 4, "old"), pushFrame("b", "E", 7, "old"),
+		pushFrame("t:news", "E", 5, "n5"), pushFrame("b", "E", 8, "b8"))
+	for _, want := range []string{"n5", "b8"} {
+		if m := recv(t, tc.Messages(), "message"); string(m.Payload) != want {
+			t.Fatalf("got %q (%s %d); want %q", m.Payload, m.Stream, m.Seq, want)
+		}
+	}
+	sc.drop()
+	tc.waitState(t, StateConnecting)
+	sc = srv.accept(t)
+	connect := sc.handshake(t, "sess-2", time.Minute)
+	if !slices.Contains(connect.Resume, protocol.Position{Stream: "b", Epoch: "E", Seq: 8}) {
+		t.Fatalf("resume %+v lacks b at 8", connect.Resume)
+	}
+	sub = sc.expect(t, protocol.TypeSubscribe)
+	if sub.Epoch != "E" || sub.Seq != 5 {
+		t.Fatalf("renewed SUBSCRIBE %+v; want news from E/5", *sub)
+	}
+	// History gone: the client is told, and continues from the new head.
+	sc.send(t, &protocol.Frame{Type: protocol.TypeReply, ID: sub.ID, Stream: "t:news", Epoch: "E", Seq: 50, Reason: "history no longer holds the position"})
+	select {
+	case got := <-lost:
+		if got[0] != "t:news" || got[1] == "" {
+			t.Fatalf("OnUnrecovered(%q, %q)", got[0], got[1])
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("OnUnrecovered not called")
+	}
+	sc.send(t, pushFrame("t:news", "E", 50, "old"), pushFrame("t:news", "E", 51, "n51"))
+	if m := recv(t, tc.Messages(), "message"); string(m.Payload) != "n51" {
+		t.Fatalf("got %q; want n51", m.Payload)
+	}
+}
+
 func TestResumeLimit(t *testing.T) {
 	c, err := New(Config{URLs: []string{"ws://x"}, Token: "t", DialOptions: DialOptions{Limits: protocol.Limits{MaxResume: 2}}})
 	if err != nil {
@@ -719,10 +768,19 @@ func TestResumeLimit(t *testing.T) {
 	for i, s := range []string{"a", "b", "c"} {
 		c.track(&protocol.Frame{Stream: s, Seq: uint64(i + 1)})
 	}
-	got := c.resume()
+	got := c.resume(false)
 	want := []protocol.Position{{Stream: "c", Seq: 3}, {Stream: "b", Seq: 2}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("resume = %+v, want %+v", got, want)
+	}
+	// Without a broadcast position, one is asked for, within the limit.
+	c.mu.Lock()
+	delete(c.pos, "b")
+	c.mu.Unlock()
+	got = c.resume(true)
+	want = []protocol.Position{{Stream: "b"}, {Stream: "c", Seq: 3}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("resume(true) = %+v, want %+v", got, want)
 	}
 }
 

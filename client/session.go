@@ -187,7 +187,16 @@ func (c *Client) handle(s *session, f *protocol.Frame) error {
 	case protocol.TypePong:
 		s.pong(f.Time)
 	case protocol.TypeReply:
-		if !c.answer(s, f.ID, nil) {
+		if f.Stream != "" && f.Epoch != "" {
+			c.position(f)
+		}
+		if !f.Recovered && f.Reason != "" && f.Stream != "" {
+			c.log.Warn("herald: missed messages cannot be recovered", "stream", f.Stream, "reason", f.Reason)
+			if c.cfg.OnUnrecovered != nil {
+				c.cfg.OnUnrecovered(f.Stream, f.Reason)
+			}
+		}
+		if f.ID != 0 && !c.answer(s, f.ID, nil) {
 			c.log.Debug("herald: unexpected reply", "id", f.ID)
 		}
 	case protocol.TypeError:

@@ -39,6 +39,7 @@ const (
 	fieldReason    = 18
 	fieldReconnect = 19
 	fieldAlt       = 20
+	fieldRecovered = 21
 )
 
 const (
@@ -83,6 +84,9 @@ func AppendBinary(dst []byte, f *Frame) []byte {
 		dst = appendUint(dst, fieldReconnect, 1)
 	}
 	dst = appendString(dst, fieldAlt, f.Alt)
+	if f.Recovered {
+		dst = appendUint(dst, fieldRecovered, 1)
+	}
 	return dst
 }
 
@@ -191,8 +195,10 @@ func (f *Frame) setUint(num uint64, v uint64) error {
 		f.Code = uint32(v)
 	case fieldReconnect:
 		f.Reconnect = v != 0
+	case fieldRecovered:
+		f.Recovered = v != 0
 	default:
-		if num <= fieldAlt {
+		if num <= fieldRecovered {
 			return fmt.Errorf("%w: field %d has the wrong wire type", ErrMalformed, num)
 		}
 	}
@@ -243,7 +249,7 @@ func (f *Frame) setBytes(num uint64, b []byte, lim Limits) error {
 	case fieldAlt:
 		dst = &f.Alt
 	default:
-		if num <= fieldAlt {
+		if num <= fieldRecovered {
 			return fmt.Errorf("%w: field %d has the wrong wire type", ErrMalformed, num)
 		}
 		return nil // unknown field from a later version

@@ -165,8 +165,8 @@ func TestDecodeBinaryErrors(t *testing.T) {
 // Every known field sent with the other wire type is malformed.
 func TestDecodeBinaryWrongWireType(t *testing.T) {
 	varintFields := map[uint64]bool{fieldID: true, fieldVersion: true, fieldHeartbeat: true,
-		fieldSeq: true, fieldTime: true, fieldCode: true, fieldReconnect: true}
-	for num := uint64(fieldID); num <= fieldAlt; num++ {
+		fieldSeq: true, fieldTime: true, fieldCode: true, fieldReconnect: true, fieldRecovered: true}
+	for num := uint64(fieldID); num <= fieldRecovered; num++ {
 		b := newBody(TypePing)
 		if varintFields[num] {
 			b = b.str(num, "1")
@@ -186,7 +186,7 @@ func TestDecodeBinaryWrongWireType(t *testing.T) {
 func TestDecodeBinaryUnknownFieldsSkipped(t *testing.T) {
 	lim := DefaultLimits()
 	unknown := func(b body) body {
-		return b.varint(fieldAlt+1, 7).str(fieldAlt+2, "future").varint(1000, 1<<63).bytes(1<<40, []byte{0, 1, 2}).bytes(99, nil)
+		return b.varint(fieldRecovered+1, 7).str(fieldRecovered+2, "future").varint(1000, 1<<63).bytes(1<<40, []byte{0, 1, 2}).bytes(99, nil)
 	}
 	want := &Frame{Type: TypeConnect, Version: 1, Token: "tok", Resume: []Position{{Stream: "u:a", Epoch: "e", Seq: 3}}}
 	pos := unknown(body{}.str(fieldStream, "u:a")).str(fieldEpoch, "e").varint(4, 9).varint(fieldSeq, 3).str(fieldToken, "inner")

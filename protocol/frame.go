@@ -141,6 +141,13 @@ type Frame struct {
 	Reason    string // human-readable reason or error text
 	Reconnect bool   // DISCONNECT: whether the client should reconnect
 	Alt       string // DISCONNECT: an alternate address to reconnect to
+
+	// REPLY that ends a recovery (a SUBSCRIBE with Epoch, or the broadcast
+	// stream after a CONNECT with a Resume position for it): every message
+	// after the client's position was sent before this REPLY. False: the
+	// server could not recover them (history trimmed or expired, or the
+	// epoch changed) and the client must resynchronise from elsewhere.
+	Recovered bool
 }
 
 // Validate checks that the fields a frame of its type requires are present

@@ -43,6 +43,7 @@ type jsonFrame struct {
 	Reason    string          `json:"reason,omitempty"`
 	Reconnect bool            `json:"reconnect,omitempty"`
 	Alt       string          `json:"alt,omitempty"`
+	Recovered bool            `json:"recovered,omitempty"`
 }
 
 // AppendJSON appends the JSON object for f to dst.
@@ -98,6 +99,9 @@ func AppendJSON(dst []byte, f *Frame) []byte {
 		dst = append(dst, `,"reconnect":true`...)
 	}
 	dst = jsonString(dst, "alt", f.Alt)
+	if f.Recovered {
+		dst = append(dst, `,"recovered":true`...)
+	}
 	return append(dst, '}')
 }
 
@@ -154,7 +158,7 @@ func (j *jsonFrame) frame(f *Frame, lim Limits) error {
 		Type: t, ID: j.ID, Version: j.Version, Token: j.Token, Device: j.Device, Client: j.Client,
 		Session: j.Session, Node: j.Node, Heartbeat: time.Duration(j.Heartbeat) * time.Millisecond,
 		Stream: j.Stream, Topic: j.Topic, Epoch: j.Epoch, Seq: j.Seq, MsgID: j.MsgID, Time: j.Time,
-		Code: j.Code, Reason: j.Reason, Reconnect: j.Reconnect, Alt: j.Alt,
+		Code: j.Code, Reason: j.Reason, Reconnect: j.Reconnect, Alt: j.Alt, Recovered: j.Recovered,
 	}
 	for _, s := range []string{j.Token, j.Device, j.Client, j.Session, j.Node, j.Stream, j.Topic, j.Epoch, j.MsgID, j.Reason, j.Alt} {
 		if len(s) > lim.MaxString {

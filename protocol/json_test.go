@@ -196,11 +196,11 @@ func TestAppendJSONFieldNames(t *testing.T) {
 	f := &Frame{Type: TypeConnect, ID: 1, Version: 2, Token: "t", Device: "d", Client: "c",
 		Resume:  []Position{{Stream: "s", Epoch: "e", Seq: 3}, {Stream: "b"}},
 		Session: "se", Node: "n", Heartbeat: 4 * time.Millisecond, Stream: "st", Topic: "to", Epoch: "ep",
-		Seq: 5, MsgID: "m", Payload: []byte("{}"), Time: -6, Code: 7, Reason: "r", Reconnect: true, Alt: "a"}
+		Seq: 5, MsgID: "m", Payload: []byte("{}"), Time: -6, Code: 7, Reason: "r", Reconnect: true, Alt: "a", Recovered: true}
 	want := `{"type":"connect","id":1,"version":2,"token":"t","device":"d","client":"c",` +
 		`"resume":[{"stream":"s","epoch":"e","seq":3},{"stream":"b"}],"session":"se","node":"n","heartbeat":4,` +
 		`"stream":"st","topic":"to","epoch":"ep","seq":5,"msg_id":"m","data":{},"time":-6,"code":7,` +
-		`"reason":"r","reconnect":true,"alt":"a"}`
+		`"reason":"r","reconnect":true,"alt":"a","recovered":true}`
 	if got := AppendJSON(nil, f); string(got) != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}

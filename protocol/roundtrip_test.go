@@ -15,6 +15,7 @@ func sampleFrames() []*Frame {
 		{Type: TypePush, Stream: "u:bob", Seq: 1, MsgID: "m-1", Payload: []byte{0, 1, 2, 0xff}},
 		{Type: TypeAck, Stream: "u:bob", Seq: 1},
 		{Type: TypeSubscribe, ID: 3, Topic: "news"},
+		{Type: TypeSubscribe, ID: 6, Topic: "news", Epoch: "e1", Seq: 8},
 		{Type: TypeUnsubscribe, ID: 4, Topic: "news"},
 		{Type: TypePing, Time: -5},
 		{Type: TypePong},
@@ -22,6 +23,8 @@ func sampleFrames() []*Frame {
 		{Type: TypeError, ID: 3, Code: uint32(CodeForbidden), Reason: "topic \"x\" <not> allowed\n"},
 		{Type: TypeUplink, ID: 5, Payload: []byte("hi")},
 		{Type: TypeReply, ID: 5},
+		{Type: TypeReply, ID: 6, Stream: "t:news", Epoch: "e1", Seq: 9, Recovered: true},
+		{Type: TypeReply, Stream: "b", Epoch: "e1", Seq: 3, Reason: "history trimmed"},
 	}
 }
 

@@ -29,8 +29,8 @@ type Service interface {
 	PushMany(ctx context.Context, app string, users []string, msgs []node.Message) ([]node.Accepted, error)
 	Unread(ctx context.Context, app, user, device string) (last, acked uint64, err error)
 	Status(ctx context.Context, app, user, id, device string) (state string, seq uint64, err error)
-	Publish(app, topic string, m node.Message) (string, int)
-	Broadcast(app string, m node.Message) (string, int)
+	Publish(ctx context.Context, app, topic string, m node.Message) (node.Published, error)
+	Broadcast(ctx context.Context, app string, m node.Message) (node.Published, error)
 	Presence(app, user string) []registry.Session
 	Kick(app, user, device, reason string) int
 }
@@ -423,8 +423,11 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, app string) error 
 	if err != nil {
 		return err
 	}
-	id, n := a.svc.Publish(app, topic, m)
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "subscribers": n})
+	p, err := a.svc.Publish(r.Context(), app, topic, m)
+	if err != nil {
+		return storeError(err)
+	}
+	writeJSON(w, http.StatusOK, publishResult{ID: p.ID, Seq: p.Seq, Duplicate: p.Duplicate, Subscribers: &p.Subscribers})
 	return nil
 }
 
@@ -437,9 +440,22 @@ func (a *API) broadcast(w http.ResponseWriter, r *http.Request, app string) erro
 	if err != nil {
 		return err
 	}
-	id, n := a.svc.Broadcast(app, m)
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "connections": n})
+	p, err := a.svc.Broadcast(r.Context(), app, m)
+	if err != nil {
+		return storeError(err)
+	}
+	writeJSON(w, http.StatusOK, publishResult{ID: p.ID, Seq: p.Seq, Duplicate: p.Duplicate, Connections: &p.Subscribers})
 	return nil
+}
+
+// publishResult answers a publish (subscribers) or a broadcast
+// (connections).
+type publishResult struct {
+	ID          string `json:"id"`
+	Seq         uint64 `json:"seq,omitempty"`
+	Duplicate   bool   `json:"duplicate,omitempty"`
+	Subscribers *int   `json:"subscribers,omitempty"`
+	Connections *int   `json:"connections,omitempty"`
 }
 
 type presenceResult struct {

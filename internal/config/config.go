@@ -58,6 +58,13 @@ type Config struct {
 	// start at the same unacknowledged message; past it the message is
 	// skipped for that device (undeliverable, counted). 0 = no limit.
 	MaxRedeliveries int `yaml:"max_redeliveries"`
+	// HistorySize is how many recent messages each topic and each app's
+	// broadcast stream keep for clients that resubscribe after a drop; 0
+	// turns history off (topics and broadcasts are live only).
+	HistorySize int `yaml:"history_size"`
+	// HistoryTTL is how long a topic or broadcast message stays in that
+	// history.
+	HistoryTTL time.Duration `yaml:"history_ttl"`
 
 	Log Log `yaml:"log"`
 }
@@ -120,6 +127,8 @@ func Default() Config {
 		Store:            "embedded",
 		MessageTTL:       72 * time.Hour,
 		MaxRedeliveries:  10,
+		HistorySize:      1000,
+		HistoryTTL:       time.Hour,
 
 		Log: Log{Level: "info", Format: "text", Buffer: 4096},
 	}

@@ -94,6 +94,11 @@ message_ttl: 72h
 # then the message is skipped for that device and counted as undeliverable.
 # 0 = no limit.
 max_redeliveries: 10
+# Recent messages kept per topic and per app's broadcast stream, so that a
+# client resubscribing with its last (epoch, seq) gets what it missed. Kept
+# for at most history_ttl. history_size 0: topics and broadcasts are live only.
+history_size: 1000
+history_ttl: 1h
 # Serve Go profiling endpoints (net/http/pprof) on this address, for
 # diagnosis. Keep it on loopback. Empty (the default) disables it.
 # pprof_addr: 127.0.0.1:6060

@@ -98,6 +98,8 @@ func settings() []setting {
 		{"store", "message store: embedded (on disk under the data directory) or memory", func(c *Config) any { return &c.Store }},
 		{"store-sync", "0: fsync every append before answering; a duration: fsync at most that often", func(c *Config) any { return &c.StoreSync }},
 		{"max-redeliveries", "connections in a row a device may start at the same unacknowledged message before it is skipped; 0 = no limit", func(c *Config) any { return &c.MaxRedeliveries }},
+		{"history-size", "recent messages kept per topic and broadcast stream for recovery; 0 = live only", func(c *Config) any { return &c.HistorySize }},
+		{"history-ttl", "how long a topic or broadcast message stays in history", func(c *Config) any { return &c.HistoryTTL }},
 		{"message-ttl", "default lifetime of an undelivered inbox message", func(c *Config) any { return &c.MessageTTL }},
 		{"pprof-addr", "serve Go profiling (net/http/pprof) on this address; empty disables", func(c *Config) any { return &c.PprofAddr }},
 		{"gc-percent", "Go GC target percentage; lower trades CPU for memory (a GOGC environment variable wins)", func(c *Config) any { return &c.GCPercent }},

@@ -94,6 +94,12 @@ func (c Config) Validate() error {
 	if c.MaxRedeliveries < 0 {
 		p.add("max_redeliveries", "must not be negative")
 	}
+	if c.HistorySize < 0 {
+		p.add("history_size", "must not be negative")
+	}
+	if c.HistorySize > 0 && c.HistoryTTL < time.Second {
+		p.add("history_ttl", "must be at least 1s")
+	}
 	if c.MessageTTL < time.Second {
 		p.add("message_ttl", "must be at least 1s")
 	}

@@ -79,6 +79,8 @@ var (
 	descAcks        = prometheus.NewDesc("herald_acks_total", "ACK frames received.", nil, nil)
 	descCaughtUp    = prometheus.NewDesc("herald_caught_up_total", "Stored inbox messages sent to devices on (re)connect.", nil, nil)
 	descUndeliv     = prometheus.NewDesc("herald_undeliverable_total", "Inbox messages skipped for a device after too many redeliveries.", nil, nil)
+	descRecovered   = prometheus.NewDesc("herald_recovered_total", "Topic and broadcast messages replayed to clients that resubscribed with a position.", nil, nil)
+	descUnrecovered = prometheus.NewDesc("herald_unrecovered_total", "Recoveries answered \"cannot recover\" (history trimmed or expired, epoch changed, too much missed).", nil, nil)
 	descLogDropped  = prometheus.NewDesc("herald_log_records_dropped_total", "Log records dropped because the log writer fell behind.", nil, nil)
 )
 
@@ -88,7 +90,7 @@ type snapshot struct{ src Sources }
 func (s *snapshot) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descDisconnects, descFramesIn, descFramesOut, descBytesOut,
 		descWrites, descDecodeErr, descSessions, descUsers, descTopics, descSubs, descPublished, descDelivered, descPasses,
-		descDropped, descAcks, descCaughtUp, descUndeliv, descLogDropped} {
+		descDropped, descAcks, descCaughtUp, descUndeliv, descRecovered, descUnrecovered, descLogDropped} {
 		ch <- d
 	}
 }
@@ -129,6 +131,8 @@ func (s *snapshot) Collect(ch chan<- prometheus.Metric) {
 		counter(descAcks, n.Acks)
 		counter(descCaughtUp, n.CaughtUp)
 		counter(descUndeliv, n.Undeliverable)
+		counter(descRecovered, n.Recovered)
+		counter(descUnrecovered, n.Unrecovered)
 	}
 	if s.src.LogsDropped != nil {
 		counter(descLogDropped, s.src.LogsDropped())

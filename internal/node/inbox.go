@@ -326,7 +326,9 @@ func (n *Node) Status(ctx context.Context, app, user, id, device string) (state 
 	return StateStored, seq, nil
 }
 
-// RunExpiry removes expired messages every interval until ctx is done.
+// RunExpiry removes expired messages every interval, and trims topic and
+// broadcast history to its size when publishes ask for it, until ctx is
+// done.
 func (n *Node) RunExpiry(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -334,6 +336,10 @@ func (n *Node) RunExpiry(ctx context.Context, interval time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
+		case key := <-n.trims:
+			if err := n.store.Trim(ctx, key, n.cfg.HistorySize, n.cfg.HistoryTTL); err != nil && ctx.Err() == nil {
+				n.log.Warn("trim history", "stream", key, "err", err)
+			}
 		case <-t.C:
 			if removed, err := n.store.Expire(ctx); err != nil && ctx.Err() == nil {
 				n.log.Warn("expire", "err", err)

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -51,6 +50,9 @@ type Config struct {
 	MaxSubscriptions int           // per connection; default 128
 	MessageTTL       time.Duration // default lifetime of a stored inbox message; 0 = until removed
 	MaxRedeliveries  int           // connections in a row a device may start at the same unacknowledged message before it is skipped as undeliverable; 0 = no limit
+	HistorySize      int           // messages kept per topic and broadcast stream for recovery; 0 = live only
+	HistoryTTL       time.Duration // age limit of topic and broadcast history; default 1h
+	ReplayBudget     int           // bytes one recovery may replay before it reports "cannot recover"; default 256 KiB
 	Logger           *slog.Logger
 	Now              func() time.Time
 }
@@ -63,7 +65,9 @@ type Node struct {
 	hub      *hub.Hub
 	reg      Registry
 	store    store.Store
-	users    userLocks
+	users    userLocks // per user: inbox appends and catch-ups
+	streams  userLocks // per topic and broadcast stream: publishes and recoveries
+	trims    chan string
 	wg       sync.WaitGroup // catch-ups in flight
 
 	idPrefix string
@@ -71,7 +75,7 @@ type Node struct {
 
 	redeliver redelivery
 
-	acks, uplinks, caughtUp, undeliverable atomic.Uint64
+	acks, uplinks, caughtUp, undeliverable, recovered, unrecovered atomic.Uint64
 }
 
 var _ gateway.Handler = (*Node)(nil)
@@ -90,6 +94,12 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.HistoryTTL <= 0 {
+		cfg.HistoryTTL = time.Hour
+	}
+	if cfg.ReplayBudget <= 0 {
+		cfg.ReplayBudget = 256 << 10
+	}
 	return &Node{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -98,6 +108,8 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 		reg:       r,
 		store:     st,
 		users:     userLocks{seed: maphash.MakeSeed()},
+		streams:   userLocks{seed: maphash.MakeSeed()},
+		trims:     make(chan string, 256),
 		redeliver: redelivery{m: make(map[string]redeliveryEntry)},
 		idPrefix:  strconv.FormatInt(cfg.Now().UnixNano(), 36) + "-",
 	}
@@ -114,6 +126,8 @@ type session struct {
 	mu       sync.Mutex
 	topics   []string // subscribed topics
 	released bool     // removed from hub and registry; no more subscriptions
+	busy     bool     // a goroutine is running the subscription operations (serialize)
+	ops      []func() // subscription operations waiting behind it
 }
 
 // OnFrame implements gateway.Handler.
@@ -233,7 +247,6 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 	if !s.named {
 		n.hub.AddUser(s.reg.App, s.reg.User, c) // named devices join after their catch-up
 	}
-	n.hub.JoinApp(s.reg.App, c)
 	s.mu.Unlock()
 	_ = c.SendFrame(&protocol.Frame{
 		Type:      protocol.TypeConnected,
@@ -242,6 +255,7 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 		Heartbeat: n.cfg.Heartbeat,
 		Time:      n.cfg.Now().UnixMilli(),
 	})
+	n.joinBroadcast(c, s, f.Resume) // after CONNECTED: nothing may precede it
 	if !s.named {
 		l.Unlock() // no inbox position: live messages only
 		if c.Closed() {
@@ -284,43 +298,4 @@ func (n *Node) closeConn(app, user string, id uint64, d protocol.Disconnect) boo
 		}
 	}
 	return false
-}
-
-func (n *Node) subscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
-	fail := func(code protocol.ErrorCode, text string) {
-		_ = c.SendFrame((&protocol.Error{ID: f.ID, Code: code, Text: text}).Frame())
-	}
-	if !auth.ValidName(f.Topic) {
-		fail(protocol.CodeBadName, "topic must be 1-128 printable bytes without spaces")
-		return
-	}
-	if !(auth.Claims{Topics: s.allowed}).TopicAllowed(f.Topic) {
-		fail(protocol.CodeForbidden, fmt.Sprintf("token does not allow topic %q", f.Topic))
-		return
-	}
-	s.mu.Lock()
-	if s.released || slices.Contains(s.topics, f.Topic) {
-		s.mu.Unlock()
-		_ = c.SendFrame(&protocol.Frame{Type: protocol.TypeReply, ID: f.ID})
-		return
-	}
-	if len(s.topics) >= n.cfg.MaxSubscriptions {
-		s.mu.Unlock()
-		fail(protocol.CodeTooManySubscriptions, fmt.Sprintf("at most %d subscriptions per connection", n.cfg.MaxSubscriptions))
-		return
-	}
-	s.topics = append(s.topics, f.Topic)
-	n.hub.Subscribe(s.reg.App, f.Topic, c)
-	s.mu.Unlock()
-	_ = c.SendFrame(&protocol.Frame{Type: protocol.TypeReply, ID: f.ID})
-}
-
-func (n *Node) unsubscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
-	s.mu.Lock()
-	if i := slices.Index(s.topics, f.Topic); i >= 0 && !s.released {
-		s.topics = slices.Delete(s.topics, i, i+1)
-		n.hub.Unsubscribe(s.reg.App, f.Topic, c)
-	}
-	s.mu.Unlock()
-	_ = c.SendFrame(&protocol.Frame{Type: protocol.TypeReply, ID: f.ID})
 }

@@ -103,19 +103,6 @@ func (n *Node) PushMany(ctx context.Context, app string, users []string, msgs []
 	return out, firstErr
 }
 
-// Publish fans m out to the local subscribers of topic and returns the
-// message id and the number of subscribers.
-func (n *Node) Publish(app, topic string, m Message) (string, int) {
-	m.ID = n.messageID(m.ID)
-	return m.ID, n.hub.Publish(app, topic, n.pushFrame(topicStream(topic), m))
-}
-
-// Broadcast fans m out to every connection of app.
-func (n *Node) Broadcast(app string, m Message) (string, int) {
-	m.ID = n.messageID(m.ID)
-	return m.ID, n.hub.Broadcast(app, n.pushFrame(broadcastStream, m))
-}
-
 // Presence returns the online sessions of user.
 func (n *Node) Presence(app, user string) []registry.Session {
 	return n.reg.Lookup(app, user)
@@ -143,6 +130,8 @@ func (n *Node) Kick(app, user, device, reason string) int {
 // Stats are the node's own counters.
 type Stats struct {
 	CaughtUp      uint64 `json:"caught_up"`     // stored messages sent to devices on (re)connect
+	Recovered     uint64 `json:"recovered"`     // topic and broadcast messages replayed to resubscribing clients
+	Unrecovered   uint64 `json:"unrecovered"`   // recoveries answered "cannot recover" (history trimmed or expired, epoch changed)
 	Undeliverable uint64 `json:"undeliverable"` // messages skipped for a device after too many redeliveries
 	Sessions      int    `json:"sessions"`      // online sessions
 	Acks          uint64 `json:"acks"`          // ACK frames received
@@ -151,5 +140,6 @@ type Stats struct {
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
-	return Stats{Sessions: n.reg.Count(), Acks: n.acks.Load(), Uplinks: n.uplinks.Load(), CaughtUp: n.caughtUp.Load(), Undeliverable: n.undeliverable.Load()}
+	return Stats{Sessions: n.reg.Count(), Acks: n.acks.Load(), Uplinks: n.uplinks.Load(), CaughtUp: n.caughtUp.Load(), Undeliverable: n.undeliverable.Load(),
+		Recovered: n.recovered.Load(), Unrecovered: n.unrecovered.Load()}
 }

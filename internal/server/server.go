@@ -81,6 +81,9 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxSubscriptions: cfg.MaxSubscriptions,
 		MessageTTL:       cfg.MessageTTL,
 		MaxRedeliveries:  cfg.MaxRedeliveries,
+		HistorySize:      cfg.HistorySize,
+		HistoryTTL:       cfg.HistoryTTL,
+		ReplayBudget:     cfg.OutboundLimit / 4,
 		Logger:           log,
 		Now:              opt.Now,
 	}, verifier, h, reg, st)

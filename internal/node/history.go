@@ -1,0 +1,349 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/herald-push/herald/internal/auth"
+	"github.com/herald-push/herald/internal/gateway"
+	"github.com/herald-push/herald/internal/store"
+	"github.com/herald-push/herald/protocol"
+)
+
+// Topic and broadcast history. With history on (Config.HistorySize > 0) a
+// message published to a topic or broadcast to an app is appended once to
+// the store stream of that topic (app/t:<topic>) or app (app/b), then fanned
+// out; its PUSH frames carry the epoch and seq. History is bounded: at most
+// HistorySize messages per stream (Trim, in the background) and HistoryTTL
+// of age (each message expires then).
+//
+// A client that resubscribes with the position it had (epoch, seq) is sent
+// what it missed, then a REPLY that says Recovered, then live messages; if
+// history no longer holds the position, or the epoch changed, it gets a REPLY
+// without Recovered and only live messages.
+//
+// Order without gaps: a publisher holds the stream's lock from its append
+// until its frame is queued for fan-out; a recovery holds the same lock
+// from reading the history until its connection is indexed. A plain
+// subscription needs no lock: it is indexed first and reads the stream's
+// head after, so every message above that head is fanned out to it.
+
+// Published is the outcome of a publish or broadcast.
+type Published struct {
+	ID          string // message id
+	Seq         uint64 // sequence number in the topic or broadcast stream; 0 with history off
+	Duplicate   bool   // the id was already in history: nothing new was stored or sent
+	Subscribers int    // local connections the message was queued for
+}
+
+// broadcastKey is the key of an app's broadcast stream among the topic
+// locks: "b" cannot be a topic's stream name ("t:…").
+const broadcastKey = broadcastStream
+
+// historyStream is the store stream of a topic or broadcast stream.
+func historyStream(app, stream string) string { return app + "/" + stream }
+
+// Publish stores m in topic's history (if on), then fans it out to the
+// local subscribers of topic.
+func (n *Node) Publish(ctx context.Context, app, topic string, m Message) (Published, error) {
+	return n.publish(ctx, app, topicStream(topic), m, func(e *protocol.Encoded) int { return n.hub.Publish(app, topic, e) })
+}
+
+// Broadcast stores m in app's broadcast history (if on), then fans it out
+// to every connection of app.
+func (n *Node) Broadcast(ctx context.Context, app string, m Message) (Published, error) {
+	return n.publish(ctx, app, broadcastKey, m, func(e *protocol.Encoded) int { return n.hub.Broadcast(app, e) })
+}
+
+func (n *Node) publish(ctx context.Context, app, stream string, m Message, fanout func(*protocol.Encoded) int) (Published, error) {
+	m.ID = n.messageID(m.ID)
+	if n.cfg.HistorySize <= 0 {
+		return Published{ID: m.ID, Subscribers: fanout(n.pushFrame(stream, m))}, nil
+	}
+	l := n.streams.get(app, stream)
+	l.Lock()
+	defer l.Unlock()
+	now := n.cfg.Now()
+	// History age is the stream's, not the message's: a message that
+	// expired before its neighbours would be a hole a recovery cannot tell
+	// from lost history.
+	sm := store.Message{ID: m.ID, Payload: m.Payload, Time: now, Expires: now.Add(n.cfg.HistoryTTL)}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	key := historyStream(app, stream)
+	res, err := n.store.Append(actx, key, sm)
+	if err != nil {
+		return Published{}, fmt.Errorf("%w: append to %s: %v", ErrStore, stream, err)
+	}
+	p := Published{ID: m.ID, Seq: res[0].Seq, Duplicate: res[0].Duplicate}
+	if p.Duplicate {
+		return p, nil
+	}
+	p.Subscribers = fanout(protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: stream, Epoch: n.store.Epoch(),
+		Seq: p.Seq, MsgID: m.ID, Payload: m.Payload, Time: now.UnixMilli()}))
+	if every := max(1, n.cfg.HistorySize/8); p.Seq > uint64(n.cfg.HistorySize) && p.Seq%uint64(every) == 0 {
+		select {
+		case n.trims <- key: // RunExpiry trims it
+		default: // busy: a later publish asks again
+		}
+	}
+	return p, nil
+}
+
+// head returns the position a new subscriber of stream starts after. The
+// caller indexed the connection first.
+func (n *Node) head(app, stream string) (epoch string, last uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	epoch, _, last, err := n.store.Head(ctx, historyStream(app, stream))
+	if err != nil {
+		n.log.Warn("stream head", "app", app, "stream", stream, "err", err)
+	}
+	return epoch, last
+}
+
+// positionReply is the REPLY that tells a subscriber of stream where it
+// starts: the head read after the connection was indexed.
+func (n *Node) positionReply(id uint32, app, stream string, askedRecovery bool) *protocol.Frame {
+	reply := &protocol.Frame{Type: protocol.TypeReply, ID: id, Stream: stream}
+	if n.cfg.HistorySize <= 0 {
+		if askedRecovery {
+			reply.Reason = "this server keeps no history"
+		}
+		return reply
+	}
+	reply.Epoch, reply.Seq = n.head(app, stream)
+	return reply
+}
+
+// replay returns the stored messages of stream after (epoch, after) as PUSH
+// frames, and the REPLY that ends them: Recovered, or not with the reason.
+// The caller holds the stream's lock, so the head cannot move.
+func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint64) ([]*protocol.Encoded, *protocol.Frame, error) {
+	key := historyStream(app, stream)
+	ep, first, last, err := n.store.Head(ctx, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	reply := &protocol.Frame{Type: protocol.TypeReply, Stream: stream, Epoch: ep, Seq: last}
+	fail := func(reason string) ([]*protocol.Encoded, *protocol.Frame, error) {
+		reply.Reason = reason
+		n.unrecovered.Add(1)
+		return nil, reply, nil
+	}
+	switch {
+	case epoch != ep:
+		return fail("epoch changed: the server's history was reset")
+	case after > last:
+		return fail("position is beyond the end of the stream")
+	case after+1 < first:
+		return fail("history no longer holds the position")
+	}
+	var frames []*protocol.Encoded
+	budget := n.cfg.ReplayBudget
+	for after < last {
+		msgs, err := n.store.Range(ctx, key, after, catchUpPage)
+		if errors.Is(err, store.ErrTrimmed) {
+			return fail("history no longer holds the position")
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(msgs) == 0 {
+			return fail("history no longer holds the position") // expired
+		}
+		for _, m := range msgs {
+			if m.Seq != after+1 {
+				return fail("history no longer holds the position") // expired
+			}
+			if budget -= len(m.Payload) + 64; budget < 0 {
+				return fail(fmt.Sprintf("more than %d bytes missed: too many to replay", n.cfg.ReplayBudget))
+			}
+			frames = append(frames, protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: stream, Epoch: ep,
+				Seq: m.Seq, MsgID: m.ID, Payload: m.Payload, Time: m.Time.UnixMilli()}))
+			after = m.Seq
+		}
+	}
+	reply.Recovered = true
+	n.recovered.Add(uint64(len(frames)))
+	return frames, reply, nil
+}
+
+// recoverStream sends c what it missed of stream since (epoch, after),
+// then the REPLY, then indexes it with join, all under the stream's lock.
+// join runs under s.mu and reports whether it indexed c.
+func (n *Node) recoverStream(c *gateway.Conn, s *session, id uint32, stream, epoch string, after uint64, join func() (bool, *protocol.Frame)) {
+	l := n.streams.get(s.reg.App, stream)
+	l.Lock()
+	defer l.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	frames, reply, err := n.replay(ctx, s.reg.App, stream, epoch, after)
+	if err != nil {
+		n.log.Warn("recovery failed", "conn_id", c.ID(), "stream", stream, "err", err)
+		reply = &protocol.Frame{Type: protocol.TypeReply, Stream: stream, Reason: "history unavailable"}
+		frames = nil
+		reply.Epoch, reply.Seq = n.head(s.reg.App, stream)
+	}
+	reply.ID = id
+	s.mu.Lock()
+	joined, refusal := join()
+	s.mu.Unlock()
+	if refusal != nil {
+		_ = c.SendFrame(refusal)
+		return
+	}
+	if !joined {
+		return
+	}
+	// Sent before c is indexed: a message still queued for fan-out from
+	// before the lock (seq <= the head) may follow the REPLY, and the
+	// client drops it as already seen; none can come between.
+	_ = c.Send(append(frames, protocol.Encode(reply))...)
+	if n.cfg.HistorySize > 0 && n.log.Enabled(context.Background(), slog.LevelDebug) {
+		n.log.Debug("recovery", "conn_id", c.ID(), "stream", stream, "from", after, "to", reply.Seq, "recovered", reply.Recovered, "reason", reply.Reason)
+	}
+}
+
+// subscribe handles SUBSCRIBE: a plain subscription on the event loop, a
+// recovery (a SUBSCRIBE with an epoch, history on) off it.
+func (n *Node) subscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
+	fail := func(code protocol.ErrorCode, text string) *protocol.Frame {
+		return (&protocol.Error{ID: f.ID, Code: code, Text: text}).Frame()
+	}
+	if !auth.ValidName(f.Topic) {
+		_ = c.SendFrame(fail(protocol.CodeBadName, "topic must be 1-128 printable bytes without spaces"))
+		return
+	}
+	if !(auth.Claims{Topics: s.allowed}).TopicAllowed(f.Topic) {
+		_ = c.SendFrame(fail(protocol.CodeForbidden, fmt.Sprintf("token does not allow topic %q", f.Topic)))
+		return
+	}
+	stream := topicStream(f.Topic)
+	// join indexes c under s.mu: it reports whether c joined, or the frame
+	// that refuses the subscription.
+	join := func() (bool, *protocol.Frame) {
+		switch {
+		case s.released:
+			return false, nil
+		case slices.Contains(s.topics, f.Topic):
+			return false, &protocol.Frame{Type: protocol.TypeReply, ID: f.ID}
+		case len(s.topics) >= n.cfg.MaxSubscriptions:
+			return false, fail(protocol.CodeTooManySubscriptions, fmt.Sprintf("at most %d subscriptions per connection", n.cfg.MaxSubscriptions))
+		}
+		s.topics = append(s.topics, f.Topic)
+		n.hub.Subscribe(s.reg.App, f.Topic, c)
+		return true, nil
+	}
+	if f.Epoch != "" && n.cfg.HistorySize > 0 {
+		n.serialize(c, s, f.ID, func() {
+			n.recoverStream(c, s, f.ID, stream, f.Epoch, f.Seq, join)
+		}, true)
+		return
+	}
+	n.serialize(c, s, f.ID, func() {
+		s.mu.Lock()
+		joined, refusal := join()
+		s.mu.Unlock()
+		if refusal != nil {
+			_ = c.SendFrame(refusal)
+		} else if joined {
+			_ = c.SendFrame(n.positionReply(f.ID, s.reg.App, stream, f.Epoch != ""))
+		}
+	}, false)
+}
+
+// unsubscribe handles UNSUBSCRIBE, in order with the connection's
+// subscriptions.
+func (n *Node) unsubscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
+	n.serialize(c, s, f.ID, func() {
+		s.mu.Lock()
+		if i := slices.Index(s.topics, f.Topic); i >= 0 && !s.released {
+			s.topics = slices.Delete(s.topics, i, i+1)
+			n.hub.Unsubscribe(s.reg.App, f.Topic, c)
+		}
+		s.mu.Unlock()
+		_ = c.SendFrame(&protocol.Frame{Type: protocol.TypeReply, ID: f.ID})
+	}, false)
+}
+
+// joinBroadcast indexes c among its app's connections, after CONNECTED.
+// A client that tracks the broadcast stream puts a resume position for "b"
+// in CONNECT (without an epoch the first time): with history on, it then
+// gets a REPLY with id 0 and stream "b" that tells its position, preceded
+// by what it missed if its position had an epoch (recovered off the event
+// loop).
+func (n *Node) joinBroadcast(c *gateway.Conn, s *session, resume []protocol.Position) {
+	join := func() (bool, *protocol.Frame) {
+		if s.released {
+			return false, nil
+		}
+		n.hub.JoinApp(s.reg.App, c)
+		return true, nil
+	}
+	i := slices.IndexFunc(resume, func(p protocol.Position) bool { return p.Stream == broadcastStream })
+	if i >= 0 && resume[i].Epoch != "" && n.cfg.HistorySize > 0 {
+		p := resume[i]
+		n.serialize(c, s, 0, func() {
+			n.recoverStream(c, s, 0, broadcastStream, p.Epoch, p.Seq, join)
+		}, true)
+		return
+	}
+	s.mu.Lock()
+	joined, _ := join()
+	s.mu.Unlock()
+	if joined && i >= 0 {
+		_ = c.SendFrame(n.positionReply(0, s.reg.App, broadcastStream, resume[i].Epoch != ""))
+	}
+}
+
+// maxQueuedOps bounds the subscription requests a connection may have
+// waiting behind a recovery.
+const maxQueuedOps = 256
+
+// serialize runs a connection's subscription operations in the order they
+// arrived: op runs now on the caller's goroutine unless an earlier one is
+// still running; async ops (recoveries, which read the store) run on a
+// goroutine, and what arrives meanwhile queues behind them.
+func (n *Node) serialize(c *gateway.Conn, s *session, id uint32, op func(), async bool) {
+	s.mu.Lock()
+	if s.busy {
+		if len(s.ops) >= maxQueuedOps {
+			s.mu.Unlock()
+			_ = c.SendFrame((&protocol.Error{ID: id, Code: protocol.CodeTooManySubscriptions,
+				Text: fmt.Sprintf("more than %d subscription requests waiting", maxQueuedOps)}).Frame())
+			return
+		}
+		s.ops = append(s.ops, op)
+		s.mu.Unlock()
+		return
+	}
+	if !async {
+		s.mu.Unlock()
+		op()
+		return
+	}
+	s.busy = true
+	s.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for {
+			op()
+			s.mu.Lock()
+			if len(s.ops) == 0 {
+				s.busy = false
+				s.mu.Unlock()
+				return
+			}
+			op = s.ops[0]
+			s.ops[0] = nil
+			s.ops = s.ops[1:]
+			s.mu.Unlock()
+		}
+	}()
+}
