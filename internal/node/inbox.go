@@ -229,6 +229,11 @@ func (n *Node) skipPoison(ctx context.Context, stream, device string, cursor uin
 	}
 	n.undeliverable.Add(1)
 	n.log.Warn("message undeliverable to device", "stream", stream, "device", device, "seq", head[0].Seq, "id", head[0].ID, "attempts", limit)
+	// Remembered for Status while the message would have been kept.
+	mark := store.Message{ID: head[0].ID, Time: n.cfg.Now(), Expires: head[0].Expires}
+	if _, err := n.store.Append(ctx, undeliverableStream(stream, device), mark); err != nil {
+		n.log.Warn("undeliverable mark not stored", "stream", stream, "device", device, "err", err)
+	}
 	return head[0].Seq, nil
 }
 
@@ -298,11 +303,18 @@ func (n *Node) Unread(ctx context.Context, app, user, device string) (last, acke
 	return last, acked, err
 }
 
+// undeliverableStream holds, per device, the ids of the inbox messages
+// skipped as undeliverable for it. "\x00" cannot occur in a user name, so
+// it is no inbox's name.
+func undeliverableStream(inbox, device string) string { return inbox + "\x00undeliverable\x00" + device }
+
 // Message states reported by Status.
 const (
-	StateStored = "stored" // held and not expired; not acknowledged by the device
-	StateAcked  = "acked"  // the device's position is at or after it
-	StateGone   = "gone"   // expired, removed, or never stored
+	StateStored        = "stored"        // held and not expired; not handed to the device yet
+	StateDelivered     = "delivered"     // written to the device's current connection; not acknowledged yet
+	StateAcked         = "acked"         // the device's position is at or after it
+	StateUndeliverable = "undeliverable" // skipped for the device after max_redeliveries
+	StateGone          = "gone"          // expired, removed, or never stored
 )
 
 // Status reports the state of message id in user's inbox, for device when
@@ -316,14 +328,37 @@ func (n *Node) Status(ctx context.Context, app, user, id, device string) (state 
 	if device == "" {
 		return StateStored, seq, nil
 	}
+	if _, skipped, err := n.store.Lookup(ctx, undeliverableStream(stream, device), id); err != nil {
+		return "", 0, err
+	} else if skipped {
+		return StateUndeliverable, seq, nil
+	}
 	acked, err := n.store.Cursor(ctx, stream, device)
 	if err != nil {
 		return "", 0, err
 	}
-	if acked >= seq {
+	switch {
+	case acked >= seq:
 		return StateAcked, seq, nil
+	case n.sentTo(app, user, device, seq):
+		return StateDelivered, seq, nil
 	}
 	return StateStored, seq, nil
+}
+
+// sentTo reports whether the inbox message seq (stored, so at or below
+// the inbox's head) was written to a live connection of device here: a
+// connection is indexed for live messages once its catch-up has sent
+// everything up to the head, and gets every later one.
+func (n *Node) sentTo(app, user, device string, seq uint64) bool {
+	for _, hc := range n.hub.UserConns(app, user) {
+		if gc, ok := hc.(*gateway.Conn); ok && !gc.Closed() {
+			if s, ok := gc.Session().(*session); ok && s.reg.Device == device {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // RunExpiry removes expired messages every interval, and trims topic and

@@ -229,6 +229,12 @@ func TestMessageStatus(t *testing.T) {
 	}
 	c := h.connect(rawTCP, "c", h.token(appA, "ivy"), "phone")
 	f := c.expectPush("u:ivy", []byte(`"x"`))
+	waitFor(t, "delivered", func() error {
+		if s := status("s1?device=phone"); s["state"] != "delivered" {
+			return fmt.Errorf("state %v", s["state"])
+		}
+		return nil
+	})
 	c.ack("u:ivy", f.Seq)
 	waitFor(t, "acked", func() error {
 		if s := status("s1?device=phone"); s["state"] != "acked" {
@@ -267,6 +273,11 @@ func TestInboxPoisonMessage(t *testing.T) {
 	}
 	if st := h.srv.node.Stats(); st.Undeliverable != 1 {
 		t.Fatalf("undeliverable %d; want 1", st.Undeliverable)
+	}
+	var st struct{ State string }
+	h.apiOK("GET", "/v1/apps/app-a/users/jo/messages/poison?device=d", keyA, nil, &st)
+	if st.State != "undeliverable" {
+		t.Fatalf("status of the skipped message: %q; want undeliverable", st.State)
 	}
 	// Another device still gets it.
 	other := h.connect(rawTCP, "other", tok, "e")
