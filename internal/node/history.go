@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/herald-push/herald/internal/auth"
@@ -59,39 +61,117 @@ func (n *Node) Broadcast(ctx context.Context, app string, m Message) (Published,
 	return n.publish(ctx, app, broadcastKey, m, func(e *protocol.Encoded) int { return n.hub.Broadcast(app, e) })
 }
 
+// pubShard orders the publishes of the streams that hash to it. Publishes
+// queue in pending; whoever holds lead appends everything queued, one
+// store call per stream (so concurrent publishes to a topic share one
+// fsync), fans the messages out in order, and completes them. Recoveries
+// hold lead too, so no publish falls between a replay and the live flow.
+type pubShard struct {
+	lead    sync.Mutex
+	qmu     sync.Mutex
+	pending []*pubReq
+}
+
+type pubShards struct {
+	seed   maphash.Seed
+	shards [numUserLocks]pubShard
+}
+
+func (p *pubShards) get(app, stream string) *pubShard {
+	return &p.shards[maphash.String(p.seed, app+"\x00"+stream)%numUserLocks]
+}
+
+// pubReq is one publish waiting in a pubShard.
+type pubReq struct {
+	app, stream string
+	msg         store.Message
+	fanout      func(*protocol.Encoded) int
+	res         Published
+	err         error
+	done        chan struct{}
+}
+
 func (n *Node) publish(ctx context.Context, app, stream string, m Message, fanout func(*protocol.Encoded) int) (Published, error) {
 	m.ID = n.messageID(m.ID)
 	if n.cfg.HistorySize <= 0 {
 		return Published{ID: m.ID, Subscribers: fanout(n.pushFrame(stream, m))}, nil
 	}
-	l := n.streams.get(app, stream)
-	l.Lock()
-	defer l.Unlock()
 	now := n.cfg.Now()
 	// History age is the stream's, not the message's: a message that
 	// expired before its neighbours would be a hole a recovery cannot tell
 	// from lost history.
-	sm := store.Message{ID: m.ID, Payload: m.Payload, Time: now, Expires: now.Add(n.cfg.HistoryTTL)}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	req := &pubReq{app: app, stream: stream, fanout: fanout, done: make(chan struct{}),
+		msg: store.Message{ID: m.ID, Payload: m.Payload, Time: now, Expires: now.Add(n.cfg.HistoryTTL)}}
+	sh := n.streams.get(app, stream)
+	sh.qmu.Lock()
+	sh.pending = append(sh.pending, req)
+	sh.qmu.Unlock()
+	sh.lead.Lock()
+	select {
+	case <-req.done: // a leader before us took it
+	default:
+		sh.qmu.Lock()
+		batch := sh.pending
+		sh.pending = nil
+		sh.qmu.Unlock()
+		n.publishBatch(batch)
+	}
+	sh.lead.Unlock()
+	return req.res, req.err
+}
+
+// publishBatch appends and fans out batch, in order, and completes each
+// request. The caller holds the shard's lead.
+func (n *Node) publishBatch(batch []*pubReq) {
+	// Not a caller's context: an append abandoned half way may still be
+	// stored, and then it must also be sent.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	key := historyStream(app, stream)
-	res, err := n.store.Append(actx, key, sm)
-	if err != nil {
-		return Published{}, fmt.Errorf("%w: append to %s: %v", ErrStore, stream, err)
+	epoch := n.store.Epoch()
+	for len(batch) > 0 {
+		// The first request's stream, and every later one of it, in order.
+		app, stream := batch[0].app, batch[0].stream
+		var same, rest []*pubReq
+		for _, r := range batch {
+			if r.app == app && r.stream == stream {
+				same = append(same, r)
+			} else {
+				rest = append(rest, r)
+			}
+		}
+		batch = rest
+		msgs := make([]store.Message, len(same))
+		for i, r := range same {
+			msgs[i] = r.msg
+		}
+		key := historyStream(app, stream)
+		res, err := n.store.Append(ctx, key, msgs...)
+		for i, r := range same {
+			if err != nil {
+				r.err = fmt.Errorf("%w: append to %s: %v", ErrStore, stream, err)
+				close(r.done)
+				continue
+			}
+			r.res = Published{ID: r.msg.ID, Seq: res[i].Seq, Duplicate: res[i].Duplicate}
+			if !r.res.Duplicate {
+				r.res.Subscribers = r.fanout(protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: stream, Epoch: epoch,
+					Seq: r.res.Seq, MsgID: r.msg.ID, Payload: r.msg.Payload, Time: r.msg.Time.UnixMilli()}))
+				n.maybeTrim(key, r.res.Seq)
+			}
+			close(r.done)
+		}
 	}
-	p := Published{ID: m.ID, Seq: res[0].Seq, Duplicate: res[0].Duplicate}
-	if p.Duplicate {
-		return p, nil
-	}
-	p.Subscribers = fanout(protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: stream, Epoch: n.store.Epoch(),
-		Seq: p.Seq, MsgID: m.ID, Payload: m.Payload, Time: now.UnixMilli()}))
-	if every := max(1, n.cfg.HistorySize/8); p.Seq > uint64(n.cfg.HistorySize) && p.Seq%uint64(every) == 0 {
+}
+
+// maybeTrim asks RunExpiry to trim key's history every HistorySize/8
+// messages past HistorySize.
+func (n *Node) maybeTrim(key string, seq uint64) {
+	if every := uint64(max(1, n.cfg.HistorySize/8)); seq > uint64(n.cfg.HistorySize) && seq%every == 0 {
 		select {
-		case n.trims <- key: // RunExpiry trims it
+		case n.trims <- key:
 		default: // busy: a later publish asks again
 		}
 	}
-	return p, nil
 }
 
 // head returns the position a new subscriber of stream starts after. The
@@ -177,9 +257,9 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 // then the REPLY, then indexes it with join, all under the stream's lock.
 // join runs under s.mu and reports whether it indexed c.
 func (n *Node) recoverStream(c *gateway.Conn, s *session, id uint32, stream, epoch string, after uint64, join func() (bool, *protocol.Frame)) {
-	l := n.streams.get(s.reg.App, stream)
-	l.Lock()
-	defer l.Unlock()
+	sh := n.streams.get(s.reg.App, stream)
+	sh.lead.Lock()
+	defer sh.lead.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	frames, reply, err := n.replay(ctx, s.reg.App, stream, epoch, after)

@@ -65,8 +65,8 @@ type Node struct {
 	hub      *hub.Hub
 	reg      Registry
 	store    store.Store
-	users    userLocks // per user: inbox appends and catch-ups
-	streams  userLocks // per topic and broadcast stream: publishes and recoveries
+	users    userLocks  // per user: inbox appends and catch-ups
+	streams  *pubShards // per topic and broadcast stream: publishes and recoveries
 	trims    chan string
 	wg       sync.WaitGroup // catch-ups in flight
 
@@ -108,7 +108,7 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 		reg:       r,
 		store:     st,
 		users:     userLocks{seed: maphash.MakeSeed()},
-		streams:   userLocks{seed: maphash.MakeSeed()},
+		streams:   &pubShards{seed: maphash.MakeSeed()},
 		trims:     make(chan string, 256),
 		redeliver: redelivery{m: make(map[string]redeliveryEntry)},
 		idPrefix:  strconv.FormatInt(cfg.Now().UnixNano(), 36) + "-",
