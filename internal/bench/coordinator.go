@@ -26,6 +26,7 @@ type workerProc struct {
 	failed int64
 	result *WorkerResult
 	err    string
+	inbox  workerEvent // the latest "inbox" event
 }
 
 // maxPerWorker bounds the connections of one worker process: this machine
@@ -78,8 +79,10 @@ func (w *workerProc) read(r io.Reader) {
 		}
 		w.mu.Lock()
 		switch e.Event {
-		case "progress", "ready", "recovered":
+		case "progress", "ready", "recovered", "dropped":
 			w.open, w.failed = e.Open, e.Failed
+		case "inbox":
+			w.inbox = e
 		case "result":
 			w.result = e.Result
 		case "error":
@@ -102,6 +105,13 @@ func (w *workerProc) counts() (open, failed int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.open, w.failed
+}
+
+// inboxState returns the latest inbox progress the worker reported.
+func (w *workerProc) inboxState() workerEvent {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.inbox
 }
 
 // waitEvent waits for an event named ev from every worker.
@@ -213,10 +223,17 @@ func mergeWorkers(r *Result, start time.Time, maxSeconds int, ws []*WorkerResult
 		for k, v := range w.Disconnects {
 			r.Errors["disconnect: "+k] += v
 		}
-		r.Expected += w.Expected
-		r.Delivered += w.Received
-		r.Missing += w.Missing
-		r.Duplicates += w.Duplicates
+		r.Expected += w.Expected + w.InboxExpected
+		r.Delivered += w.Received + w.InboxReceived
+		r.Missing += w.Missing + w.InboxMissing
+		r.Duplicates += w.Duplicates + w.InboxDuplicates
+		r.InboxExpected += w.InboxExpected
+		r.InboxDelivered += w.InboxReceived
+		r.InboxMissing += w.InboxMissing
+		r.InboxDuplicates += w.InboxDuplicates
+		r.InboxRedelivered += w.InboxRedelivered
+		r.InboxUnconfirmed += w.InboxUnconfirmed
+		missing = append(missing, w.InboxMissingList...)
 		if w.Unexpected > 0 {
 			r.Errors["unexpected message"] += w.Unexpected
 		}

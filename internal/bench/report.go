@@ -87,6 +87,12 @@ func WriteText(w io.Writer, r Result) error {
 	if r.RecoveryTime > 0 {
 		line("Recovery", fmtDuration(r.RecoveryTime))
 	}
+	if r.InboxExpected > 0 || r.InboxUnconfirmed > 0 {
+		line("Inbox", inboxSummary(r))
+	}
+	if r.CatchUpTime > 0 {
+		line("Catch-up", fmtDuration(r.CatchUpTime))
+	}
 	for i, n := range r.Notes {
 		label := ""
 		if i == 0 {
@@ -109,6 +115,17 @@ func WriteText(w io.Writer, r Result) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// inboxSummary is the text line of a storm's inbox messages.
+func inboxSummary(r Result) string {
+	s := fmt.Sprintf("%s of %s accepted delivered, %s missing, %s duplicates, %s redelivered before their ACK was processed (allowed)",
+		fmtCount(r.InboxDelivered), fmtCount(r.InboxExpected), fmtCount(r.InboxMissing),
+		fmtCount(r.InboxDuplicates), fmtCount(r.InboxRedelivered))
+	if r.InboxUnconfirmed > 0 {
+		s += ", " + fmtCount(r.InboxUnconfirmed) + " received though not confirmed by the API"
+	}
+	return s
 }
 
 // MarkdownHeader returns the header and separator lines of the table whose
@@ -457,6 +474,16 @@ func newSection(i int, r Result) htmlSection {
 	}}
 	if r.RecoveryTime > 0 {
 		server.Rows = append(server.Rows, htmlRow{Label: "Recovery time", Value: fmtDuration(r.RecoveryTime)})
+	}
+	if r.CatchUpTime > 0 {
+		server.Rows = append(server.Rows, htmlRow{Label: "Inbox catch-up time", Value: fmtDuration(r.CatchUpTime)})
+	}
+	if r.InboxExpected > 0 || r.InboxUnconfirmed > 0 {
+		msgs.Rows = append(msgs.Rows,
+			htmlRow{Label: "Inbox delivered", Value: fmtCount(r.InboxDelivered) + " of " + fmtCount(r.InboxExpected)},
+			htmlRow{Label: "Inbox missing", Value: fmtCount(r.InboxMissing), Class: bad(r.InboxMissing)},
+			htmlRow{Label: "Inbox duplicates", Value: fmtCount(r.InboxDuplicates), Class: warn(r.InboxDuplicates)},
+			htmlRow{Label: "Inbox redelivered before ACK", Value: fmtCount(r.InboxRedelivered)})
 	}
 	s.Groups = []htmlGroup{msgs, latency, conn, server}
 	s.Charts = timelineCharts(r.Timeline)

@@ -54,6 +54,16 @@ type Result struct {
 	ServerRSSAfter   int64         `json:"server_rss_after"`      // bytes
 	ServerRSSPerConn float64       `json:"server_rss_per_conn"`   // bytes
 	RecoveryTime     time.Duration `json:"recovery_ns,omitempty"` // storm: drop until all back
-	Timeline         []Point       `json:"timeline"`
-	Notes            []string      `json:"notes,omitempty"`
+	CatchUpTime      time.Duration `json:"catch_up_ns,omitempty"` // storm: drop until the last inbox message arrived
+
+	// Storm inbox messages (pushed to users' durable inboxes while they are
+	// away), also counted in Expected, Delivered, Missing and Duplicates.
+	InboxExpected    int64    `json:"inbox_expected,omitempty"`    // accepted by the API (200)
+	InboxDelivered   int64    `json:"inbox_delivered,omitempty"`   // of those, received by their user's device
+	InboxMissing     int64    `json:"inbox_missing,omitempty"`     // accepted and never received
+	InboxDuplicates  int64    `json:"inbox_duplicates,omitempty"`  // received again after an ACK that had been processed, or twice on one connection
+	InboxRedelivered int64    `json:"inbox_redelivered,omitempty"` // received again on a new connection while its ACK may still have been in flight: allowed
+	InboxUnconfirmed int64    `json:"inbox_unconfirmed,omitempty"` // received though the API did not confirm it (a failed request that stored it)
+	Timeline         []Point  `json:"timeline"`
+	Notes            []string `json:"notes,omitempty"`
 }

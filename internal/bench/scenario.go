@@ -35,6 +35,7 @@ type Options struct {
 	Concurrency int           // HTTP requests in flight from the coordinator
 	Drain       time.Duration // wait after the last publish for deliveries
 	StormMode   string        // storm: "drop" (clients reset their connections) or "restart" (server killed and restarted)
+	Inbox       int           // storm: messages pushed to each user's durable inbox while the clients are away (0: none; at most MaxInbox)
 	Timeout     time.Duration // the whole run
 	Progress    *Progress
 
@@ -85,6 +86,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	r := Result{Scenario: o.Scenario, Started: start, Params: o.params()}
 	runCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	if o.Inbox < 0 || o.Inbox > MaxInbox {
+		return r, fmt.Errorf("bench: inbox messages per user must be 0 to %d, not %d", MaxInbox, o.Inbox)
+	}
 	var err error
 	switch o.Scenario {
 	case "connect", "fanout", "unicast", "storm":
@@ -122,6 +126,9 @@ func (o Options) params() map[string]string {
 		}
 	case "storm":
 		p["conns"], p["mode"] = strconv.Itoa(o.Conns), o.StormMode
+		if o.Inbox > 0 {
+			p["inbox"] = strconv.Itoa(o.Inbox)
+		}
 	case "api":
 		p["rate"], p["duration"], p["concurrency"] = ftoa(o.Rate), o.Duration.String(), strconv.Itoa(o.Concurrency)
 	}
@@ -179,6 +186,9 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 		if o.Scenario != "unicast" { // connect clients subscribe too: the idle-memory figure is per subscribed connection
 			a.Topic = o.Topic
 		}
+		if o.Scenario == "storm" {
+			a.Inbox = o.Inbox
+		}
 		as = append(as, a)
 	}
 	if o.Scenario == "connect" && o.Warmup > 0 {
@@ -227,7 +237,7 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 	case "fanout", "unicast":
 		sendTime, measureErr = publishPhase(ctx, o, &sent, errs)
 	case "storm":
-		measureErr = stormPhase(ctx, o, ws, r, &sent, errs)
+		measureErr = stormPhase(ctx, o, ws, as, r, &sent, errs)
 	}
 	cpu1 := sampleAll(ctx, targets)
 	phase := time.Since(phaseStart)
@@ -398,15 +408,72 @@ func publishPhase(ctx context.Context, o Options, sent *atomic.Int64, errs *coun
 // stormPhase drops every connection at once (or restarts the server),
 // waits until every worker has all its clients back, then publishes a few
 // messages to prove they are subscribed again.
-func stormPhase(ctx context.Context, o Options, ws []*workerProc, r *Result, sent *atomic.Int64, errs *counter) error {
+//
+// With o.Inbox, it also pushes that many messages to every user's durable
+// inbox, through the bulk API: in restart mode the first half just before
+// the kill, and the rest while the clients are away. To be sure they are
+// away, the workers hold their clients offline after the drop (or the
+// restart) until those pushes are answered; that hold is not counted in
+// the recovery and catch-up times. Then it waits, at most o.Drain after
+// every client is back, until each message the API accepted has reached
+// its user's device.
+func stormPhase(ctx context.Context, o Options, ws []*workerProc, as []Assignment, r *Result, sent *atomic.Int64, errs *counter) error {
+	var pushes *inboxPushes
+	var before, during []int // inbox message numbers pushed before the kill, and while the clients are away
+	if o.Inbox > 0 {
+		pushes = newInboxPushes(o.Conns, o.Inbox)
+		for j := range o.Inbox {
+			if o.StormMode == "restart" && j < o.Inbox/2 {
+				before = append(before, j)
+			} else {
+				during = append(during, j)
+			}
+		}
+	}
+	if len(before) > 0 {
+		o.Progress.Update("inbox", 0, int64(o.Conns*len(before)), "before the kill")
+		pushes.push(ctx, o, before, sent, errs)
+		o.Progress.Done()
+	}
 	t0 := time.Now()
 	if o.StormMode == "restart" {
 		if err := o.Target.Restart(ctx, true); err != nil {
 			return err
 		}
 	}
+	drop := "drop"
+	if pushes != nil {
+		drop = "drop hold"
+	}
 	for _, w := range ws {
-		w.send("drop")
+		w.send(drop)
+	}
+	if _, err := waitEvent(ctx, ws, "dropped", nil); err != nil {
+		return err
+	}
+	var held time.Duration // clients kept away on purpose
+	if pushes != nil {
+		holdStart := time.Now()
+		o.Progress.Update("inbox", 0, int64(o.Conns*len(during)), "clients away")
+		pushes.push(ctx, o, during, sent, errs)
+		o.Progress.Done()
+		for i, w := range ws {
+			w.send("inbox " + pushes.bitmap(as[i].From, as[i].To))
+		}
+		held = time.Since(holdStart)
+		if ctx.Err() != nil {
+			return ctx.Err() // collect's "stop" ends the hold
+		}
+		for _, w := range ws {
+			w.send("go")
+		}
+		psent, pok := pushes.counts()
+		note := fmt.Sprintf("inbox: %d messages pushed to %d users, %d accepted", psent, o.Conns, pok)
+		if len(before) > 0 {
+			note += fmt.Sprintf("; %d per user just before the kill", len(before))
+		}
+		r.Notes = append(r.Notes, note+fmt.Sprintf("; clients held away %s for the pushes (not counted in recovery and catch-up)",
+			held.Round(time.Millisecond)))
 	}
 	evs, err := waitEvent(ctx, ws, "recovered", func() {
 		var open int64
@@ -414,7 +481,7 @@ func stormPhase(ctx context.Context, o Options, ws []*workerProc, r *Result, sen
 			a, _ := w.counts()
 			open += a
 		}
-		o.Progress.Update("storm", open, int64(o.Conns), time.Since(t0).Round(time.Millisecond).String())
+		o.Progress.Update("storm", open, int64(o.Conns), (time.Since(t0) - held).Round(time.Millisecond).String())
 	})
 	o.Progress.Done()
 	if err != nil {
@@ -426,7 +493,7 @@ func stormPhase(ctx context.Context, o Options, ws []*workerProc, r *Result, sen
 			last = e.At
 		}
 	}
-	r.RecoveryTime = last.Sub(t0)
+	r.RecoveryTime = last.Sub(t0) - held
 	// Publish the check messages: every client must receive each once.
 	api := newAPIClient(o.Target, 4)
 	defer api.close()
@@ -438,11 +505,55 @@ func stormPhase(ctx context.Context, o Options, ws []*workerProc, r *Result, sen
 			errs.add(statusKind(status, err))
 		}
 	}
-	select {
+	checkEnd := time.Now().Add(o.Drain)
+	if pushes != nil {
+		waitInbox(ctx, o, ws, r, t0.Add(held), last.Add(o.Drain))
+	}
+	select { // late check messages, and late copies of anything
 	case <-ctx.Done():
-	case <-time.After(o.Drain):
+	case <-time.After(time.Until(checkEnd)):
 	}
 	return nil
+}
+
+// waitInbox waits until every worker reports that all the inbox messages
+// the API accepted for its users have arrived, or until deadline, and sets
+// the catch-up time: from t0 (the drop or kill, moved later by the hold) to
+// the last arrival.
+func waitInbox(ctx context.Context, o Options, ws []*workerProc, r *Result, t0, deadline time.Time) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	defer o.Progress.Done()
+	for {
+		var got, want int64
+		var last time.Time
+		done := true
+		for _, w := range ws {
+			e := w.inboxState()
+			got, want = got+e.InboxGot, want+e.InboxWant
+			if !e.Done {
+				done = false
+			} else if e.At.After(last) {
+				last = e.At
+			}
+		}
+		if done {
+			if !last.IsZero() {
+				r.CatchUpTime = max(last.Sub(t0), 0)
+			}
+			return
+		}
+		o.Progress.Update("catch-up", got, want, time.Since(t0).Round(time.Millisecond).String())
+		if time.Now().After(deadline) {
+			r.Notes = append(r.Notes, fmt.Sprintf("inbox: not every accepted message arrived within -drain %s of the last push", o.Drain))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // runAPI drives the HTTP API alone at a fixed rate: pushes to users who are

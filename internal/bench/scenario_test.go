@@ -5,16 +5,20 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"flag"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	nbiolog "github.com/lesismal/nbio/logging"
 
+	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/config"
 	"github.com/herald-push/herald/internal/server"
 	"github.com/herald-push/herald/protocol"
@@ -25,6 +29,13 @@ import (
 const workerArg = "bench-test-worker"
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "serve" { // Spawn runs `<exe> serve ...`
+		if err := testServe(os.Args[2:]); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if len(os.Args) > 1 && os.Args[1] == workerArg {
 		nbiolog.SetLevel(nbiolog.LevelNone)
 		if err := RunWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
@@ -34,6 +45,41 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// testServe runs a Herald server from the flags Spawn gives `herald serve`
+// (with the development app), until SIGTERM or SIGINT: what the restart
+// storm kills and starts again.
+func testServe(args []string) error {
+	nbiolog.SetLevel(nbiolog.LevelNone)
+	cfg, err := config.Load("", nil)
+	if err != nil {
+		return err
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, _, err := cfg.EnsureDevApp(); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	srv, err := server.New(cfg, server.Options{})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx, "")
 }
 
 func testOptions(t *testing.T, scenario string, target *Target) Options {
@@ -108,12 +154,7 @@ func TestScenarios(t *testing.T) {
 			}
 		}},
 		{"storm", "tcp", func(t *testing.T, r Result) {
-			if r.RecoveryTime <= 0 {
-				t.Errorf("recovery time %v", r.RecoveryTime)
-			}
-			if want := int64(200 * stormCheckMessages); r.Delivered != want {
-				t.Errorf("after the storm %d check messages delivered, want %d", r.Delivered, want)
-			}
+			checkStormInbox(t, r)
 		}},
 		{"api", "ws", func(t *testing.T, r Result) {
 			if r.Sent != 50 || r.Delivered != 50 {
@@ -125,7 +166,11 @@ func TestScenarios(t *testing.T) {
 		t.Run(c.scenario, func(t *testing.T) {
 			tg := *target
 			tg.Transport = c.transport
-			r, err := Run(context.Background(), testOptions(t, c.scenario, &tg))
+			o := testOptions(t, c.scenario, &tg)
+			if c.scenario == "storm" {
+				o.Inbox = 2
+			}
+			r, err := Run(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,6 +183,57 @@ func TestScenarios(t *testing.T) {
 			c.check(t, r)
 		})
 	}
+}
+
+// checkStormInbox checks a storm of 200 clients with 2 inbox messages per
+// user: every client back, every check message and every inbox message
+// delivered once.
+func checkStormInbox(t *testing.T, r Result) {
+	t.Helper()
+	if r.RecoveryTime <= 0 || r.CatchUpTime <= 0 {
+		t.Errorf("recovery time %v, catch-up time %v", r.RecoveryTime, r.CatchUpTime)
+	}
+	if r.InboxExpected != 400 || r.InboxDelivered != 400 || r.InboxMissing != 0 || r.InboxDuplicates != 0 {
+		t.Errorf("inbox: expected %d delivered %d missing %d duplicates %d, want 400 400 0 0",
+			r.InboxExpected, r.InboxDelivered, r.InboxMissing, r.InboxDuplicates)
+	}
+	if want := int64(200*stormCheckMessages + 400); r.Expected != want || r.Delivered != want {
+		t.Errorf("expected %d delivered %d, want %d (check and inbox messages)", r.Expected, r.Delivered, want)
+	}
+}
+
+// TestStormRestartInbox kills a server (this test binary, serving) with -9
+// in the middle of a storm with inbox messages, restarts it on the same
+// data directory, and checks that nothing the API accepted was lost.
+func TestStormRestartInbox(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server and worker processes")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	target, err := Spawn(ctx, exe, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Stop()
+	target.Transport = "ws"
+	o := testOptions(t, "storm", target)
+	o.StormMode, o.Inbox = "restart", 2
+	r, err := Run(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if why := Failed(r); len(why) > 0 {
+		t.Fatalf("failed: %v (errors %v, connect failures %v, notes %v)", why, r.Errors, r.ConnectFail, r.Notes)
+	}
+	if r.Connections != 200 {
+		t.Errorf("connections %d, want 200", r.Connections)
+	}
+	checkStormInbox(t, r)
+	t.Logf("recovery %v, catch-up %v, redelivered %d, notes %v", r.RecoveryTime, r.CatchUpTime, r.InboxRedelivered, r.Notes)
 }
 
 // TestLossyServerIsCaught runs fanout against a fake server that drops
@@ -333,4 +429,226 @@ func (s *lossyServer) publish(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write([]byte(`{"id":"` + strings.ReplaceAll(m.ID, `"`, "") + `"}`))
+}
+
+// TestLossyInboxIsCaught runs a storm with inbox messages against a fake
+// server that answers 200 to every push but stores only six of seven, and
+// sends every eleventh stored message twice on the same connection: the
+// run must count exactly those as missing and as duplicates, and fail.
+func TestLossyInboxIsCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	fake := newLossyInboxServer(t)
+	o := testOptions(t, "storm", fake)
+	o.Inbox = 2
+	r, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pushed = 200 * 2
+	lost := int64(pushed / 7)
+	doubled := int64(pushed/11 - pushed/77) // every 11th, unless lost
+	if r.InboxExpected != pushed || r.InboxMissing != lost || r.InboxDelivered != pushed-lost {
+		t.Errorf("inbox expected %d missing %d delivered %d; the fake accepted %d and lost %d",
+			r.InboxExpected, r.InboxMissing, r.InboxDelivered, pushed, lost)
+	}
+	if r.InboxDuplicates != doubled {
+		t.Errorf("inbox duplicates %d (redelivered %d), the fake sent %d twice", r.InboxDuplicates, r.InboxRedelivered, doubled)
+	}
+	if r.Missing != lost || r.Duplicates != doubled {
+		t.Errorf("missing %d duplicates %d: the inbox losses are not in the totals", r.Missing, r.Duplicates)
+	}
+	if len(Failed(r)) == 0 {
+		t.Error("a run that lost inbox messages did not fail")
+	}
+}
+
+// lossyInboxServer speaks enough of the protocol over TCP and of the API to
+// run a storm with inbox messages: CONNECT with a device, catch-up from the
+// device's ACK position, SUBSCRIBE, topic publish, bulk push. It loses and
+// duplicates inbox messages on purpose.
+type lossyInboxServer struct {
+	verify *auth.Verifier
+
+	mu     sync.Mutex
+	users  map[string]net.Conn // user -> its connection (one device each)
+	subs   map[net.Conn]bool
+	inbox  map[string][]fakeInboxMsg
+	acked  map[string]uint64
+	pushes int
+}
+
+type fakeInboxMsg struct {
+	frame []byte // the PUSH, framed
+	seq   uint64
+	twice bool
+}
+
+func newLossyInboxServer(t *testing.T) *Target {
+	t.Helper()
+	const secret = "bench-secret-0123456789"
+	s := &lossyInboxServer{
+		verify: auth.NewVerifier(map[string][]byte{"bench": []byte(secret)}, nil),
+		users:  map[string]net.Conn{}, subs: map[net.Conn]bool{},
+		inbox: map[string][]fakeInboxMsg{}, acked: map[string]uint64{},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.serveConn(c)
+		}
+	}()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/apps/{app}/topics/{topic}/messages", s.publish)
+	mux.HandleFunc("POST /v1/apps/{app}/push", s.bulk)
+	hs := &http.Server{Handler: mux}
+	hln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = hs.Serve(hln) }()
+	t.Cleanup(func() {
+		ln.Close()
+		hs.Close()
+		s.mu.Lock()
+		for c := range s.subs {
+			c.Close()
+		}
+		s.mu.Unlock()
+	})
+	return &Target{TCPAddr: ln.Addr().String(), APIURL: "http://" + hln.Addr().String(),
+		App: "bench", APIKey: "k", Secret: secret, Transport: "tcp"}
+}
+
+func (s *lossyInboxServer) serveConn(c net.Conn) {
+	defer c.Close()
+	user := ""
+	defer func() {
+		s.mu.Lock()
+		if s.users[user] == c {
+			delete(s.users, user)
+		}
+		delete(s.subs, c)
+		s.mu.Unlock()
+	}()
+	var buf []byte
+	tmp := make([]byte, 4096)
+	for {
+		n, err := c.Read(tmp)
+		if err != nil {
+			return
+		}
+		buf = append(buf, tmp[:n]...)
+		for {
+			body, used, err := protocol.NextFramed(buf, protocol.DefaultLimits())
+			if err != nil || used == 0 {
+				break
+			}
+			var f protocol.Frame
+			if protocol.DecodeBinary(body, &f, protocol.DefaultLimits()) == nil {
+				if u := s.handle(c, &f); u != "" {
+					user = u
+				}
+			}
+			buf = buf[used:]
+		}
+	}
+}
+
+// handle answers one client frame; it returns the user of a CONNECT.
+func (s *lossyInboxServer) handle(c net.Conn, f *protocol.Frame) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch f.Type {
+	case protocol.TypeConnect:
+		cl, err := s.verify.Verify(f.Token)
+		if err != nil {
+			_, _ = c.Write(protocol.AppendFramed(nil, protocol.NewDisconnect(protocol.DisconnectAuthFailed).Frame()))
+			return ""
+		}
+		_, _ = c.Write(protocol.AppendFramed(nil, &protocol.Frame{Type: protocol.TypeConnected, Session: "s", Heartbeat: time.Minute}))
+		for _, m := range s.inbox[cl.User] { // catch-up from the position
+			if m.seq > s.acked[cl.User] {
+				s.send(c, m)
+			}
+		}
+		s.users[cl.User] = c
+		return cl.User
+	case protocol.TypeSubscribe:
+		s.subs[c] = true
+		_, _ = c.Write(protocol.AppendFramed(nil, &protocol.Frame{Type: protocol.TypeReply, ID: f.ID}))
+	case protocol.TypeAck:
+		user := strings.TrimPrefix(f.Stream, "u:")
+		s.acked[user] = max(s.acked[user], f.Seq)
+	case protocol.TypePing:
+		_, _ = c.Write(protocol.AppendFramed(nil, &protocol.Frame{Type: protocol.TypePong, Time: f.Time}))
+	}
+	return ""
+}
+
+func (s *lossyInboxServer) send(c net.Conn, m fakeInboxMsg) {
+	_, _ = c.Write(m.frame)
+	if m.twice {
+		_, _ = c.Write(m.frame)
+	}
+}
+
+func (s *lossyInboxServer) bulk(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Messages []struct {
+			User string `json:"user"`
+			ID   string `json:"id"`
+			B64  string `json:"b64"`
+		} `json:"messages"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	for _, m := range req.Messages {
+		s.pushes++
+		if s.pushes%7 == 0 {
+			continue // accepted, and lost
+		}
+		payload, _ := base64.StdEncoding.DecodeString(m.B64)
+		seq := uint64(len(s.inbox[m.User]) + 1)
+		msg := fakeInboxMsg{seq: seq, twice: s.pushes%11 == 0, frame: protocol.AppendFramed(nil, &protocol.Frame{
+			Type: protocol.TypePush, Stream: "u:" + m.User, Epoch: "e", Seq: seq, MsgID: m.ID, Payload: payload})}
+		s.inbox[m.User] = append(s.inbox[m.User], msg)
+		if c := s.users[m.User]; c != nil {
+			s.send(c, msg)
+		}
+	}
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"results":[]}`))
+}
+
+func (s *lossyInboxServer) publish(w http.ResponseWriter, r *http.Request) {
+	var m struct {
+		ID  string `json:"id"`
+		B64 string `json:"b64"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	payload, _ := base64.StdEncoding.DecodeString(m.B64)
+	frame := protocol.AppendFramed(nil, &protocol.Frame{Type: protocol.TypePush, Stream: "t:" + r.PathValue("topic"), MsgID: m.ID, Payload: payload})
+	s.mu.Lock()
+	for c := range s.subs {
+		_, _ = c.Write(frame)
+	}
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"id":"x"}`))
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,15 +30,16 @@ type Assignment struct {
 	From        int       `json:"from"` // first user index (inclusive)
 	To          int       `json:"to"`   // last user index (exclusive)
 	Topic       string    `json:"topic,omitempty"`
-	Messages    int       `json:"messages"`      // sequence numbers 0..Messages-1 exist
-	Users       int       `json:"users"`         // all users of the run (unicast targets)
-	Unicast     bool      `json:"unicast"`       // expect only the seqs addressed to our users
-	Rate        float64   `json:"rate"`          // connection attempts per second
-	Concurrency int       `json:"concurrency"`   // connection attempts in flight
-	Start       time.Time `json:"start"`         // the run's time origin
-	Deadline    time.Time `json:"deadline"`      // the worker exits by then, whatever happens
-	MaxSeconds  int       `json:"max_seconds"`   // timeline length
-	Retry       bool      `json:"retry_connect"` // keep retrying failed connects until the deadline
+	Messages    int       `json:"messages"`        // sequence numbers 0..Messages-1 exist
+	Users       int       `json:"users"`           // all users of the run (unicast targets)
+	Unicast     bool      `json:"unicast"`         // expect only the seqs addressed to our users
+	Rate        float64   `json:"rate"`            // connection attempts per second
+	Concurrency int       `json:"concurrency"`     // connection attempts in flight
+	Start       time.Time `json:"start"`           // the run's time origin
+	Deadline    time.Time `json:"deadline"`        // the worker exits by then, whatever happens
+	MaxSeconds  int       `json:"max_seconds"`     // timeline length
+	Retry       bool      `json:"retry_connect"`   // keep retrying failed connects until the deadline
+	Inbox       int       `json:"inbox,omitempty"` // storm: inbox messages per user the coordinator may push (see inbox.go)
 }
 
 // unicastTarget is the user index a unicast message goes to: a fixed
@@ -55,6 +57,9 @@ type workerEvent struct {
 	Result    *WorkerResult `json:"result,omitempty"`
 	Error     string        `json:"error,omitempty"`
 	Recovered int64         `json:"recovered,omitempty"`
+	InboxGot  int64         `json:"inbox_got,omitempty"`  // inbox: expected messages received
+	InboxWant int64         `json:"inbox_want,omitempty"` // inbox: messages the API accepted
+	Done      bool          `json:"done,omitempty"`       // inbox: every accepted message arrived (At: the last one)
 }
 
 // WorkerResult is what one worker measured.
@@ -75,6 +80,16 @@ type WorkerResult struct {
 	RecoveredAt  time.Time        `json:"recovered_at,omitempty"`
 	Reconnected  int64            `json:"reconnected"`
 	ReconnectErr map[string]int64 `json:"reconnect_fail,omitempty"`
+
+	// Storm inbox messages (see inbox.go).
+	InboxExpected    int64     `json:"inbox_expected,omitempty"`    // accepted by the API
+	InboxReceived    int64     `json:"inbox_received,omitempty"`    // of those, received (first copies)
+	InboxMissing     int64     `json:"inbox_missing,omitempty"`     // accepted, never received
+	InboxDuplicates  int64     `json:"inbox_duplicates,omitempty"`  // copies after an ACK that had been processed, or twice on one connection
+	InboxRedelivered int64     `json:"inbox_redelivered,omitempty"` // copies on a new connection of messages whose ACK may not have been processed (allowed)
+	InboxUnconfirmed int64     `json:"inbox_unconfirmed,omitempty"` // received, but not accepted by the API as far as the coordinator knows
+	InboxLast        time.Time `json:"inbox_last,omitempty"`        // first arrival of the last expected message
+	InboxMissingList []string  `json:"inbox_missing_sample,omitempty"`
 }
 
 // worker holds one worker process's state.
@@ -88,6 +103,7 @@ type worker struct {
 	hist        *Histogram
 	tl          *Timeline
 	tr          *Tracker
+	inbox       *inboxBook // storm with inbox messages, else nil
 	disconnects map[string]int64
 
 	open      atomic.Int64
@@ -124,6 +140,9 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		conns:       make([]*LoadConn, n),
 		fails:       map[string]int64{},
 	}
+	if a.Inbox > 0 {
+		w.inbox = newInboxBook(n, a.Inbox)
+	}
 	pool, err := NewLoadPool(LoadPoolConfig{URL: a.URL, LocalAddrs: a.LocalAddrs, OnPush: w.onPush, OnClose: w.onClose})
 	if err != nil {
 		return err
@@ -152,8 +171,13 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 			if !ok || cmd == "stop" {
 				return w.finish(res)
 			}
-			if cmd == "drop" {
-				w.drop(ctx, &res)
+			switch verb, arg, _ := strings.Cut(cmd, " "); verb {
+			case "drop":
+				if !w.drop(ctx, &res, arg == "hold", cmds) {
+					return w.finish(res)
+				}
+			case "inbox":
+				w.expectInbox(arg)
 			}
 		}
 	}
@@ -304,6 +328,10 @@ func (w *worker) onPush(c *LoadConn, f *protocol.Frame, received time.Time) {
 	if !ok {
 		return
 	}
+	if w.inbox != nil && strings.HasPrefix(f.Stream, "u:") {
+		w.onInboxPush(c, r, f, received)
+		return
+	}
 	if f.Seq > 0 {
 		_ = c.Ack(f.Stream, f.Seq) // as a client with auto-ACK does: the server moves the device's inbox position
 	}
@@ -333,9 +361,12 @@ func (w *worker) onClose(c *LoadConn, d *protocol.Disconnect, err error) {
 	case d != nil:
 		kind = d.Code.String()
 	case errors.Is(err, ErrLoadConnClosed):
-		return // we closed it
+		return // we closed it (drop records the end for the inbox)
 	case err != nil:
 		kind = failKind(err)
+	}
+	if r, ok := c.Value().(int); ok && w.inbox != nil {
+		w.inbox.ended(r, c.ID(), time.Now())
 	}
 	w.open.Add(-1)
 	w.mu.Lock()
@@ -346,7 +377,12 @@ func (w *worker) onClose(c *LoadConn, d *protocol.Disconnect, err error) {
 
 // drop aborts every connection at once (no DISCONNECT: a reset, as when a
 // network fails) and reconnects them all as fast as the server lets it.
-func (w *worker) drop(ctx context.Context, res *WorkerResult) {
+//
+// With hold, the clients stay away until the coordinator sends "go" (it
+// pushes inbox messages meanwhile, and may send "inbox" commands); "stop",
+// the end of the commands or of ctx ends the hold, and drop then returns
+// false without reconnecting.
+func (w *worker) drop(ctx context.Context, res *WorkerResult, hold bool, cmds <-chan string) bool {
 	w.connMu.Lock()
 	conns := w.conns
 	w.conns = make([]*LoadConn, len(conns))
@@ -357,12 +393,32 @@ func (w *worker) drop(ctx context.Context, res *WorkerResult) {
 		// down by onClose; Abort fails on it.
 		if c != nil && c.Abort() == nil {
 			w.open.Add(-1)
+			if w.inbox != nil {
+				w.inbox.ended(r, c.ID(), time.Now())
+			}
 		}
 		ix = append(ix, r)
 	}
 	w.mu.Lock()
 	w.tl.Connections(time.Now(), w.open.Load())
 	w.mu.Unlock()
+	w.emit(workerEvent{Event: "dropped", At: time.Now(), Open: w.open.Load(), Failed: w.failed.Load()})
+	for hold {
+		select {
+		case <-ctx.Done():
+			return false
+		case cmd, ok := <-cmds:
+			verb, arg, _ := strings.Cut(cmd, " ")
+			switch {
+			case !ok || verb == "stop":
+				return false
+			case verb == "go":
+				hold = false
+			case verb == "inbox":
+				w.expectInbox(arg)
+			}
+		}
+	}
 	before := w.failed.Load()
 	a := w.a
 	w.a.Rate, w.a.Retry = 0, true // as fast as possible, until back or deadline
@@ -371,6 +427,7 @@ func (w *worker) drop(ctx context.Context, res *WorkerResult) {
 	res.RecoveredAt = time.Now()
 	res.Reconnected = int64(len(ix)) - (w.failed.Load() - before)
 	w.emit(workerEvent{Event: "recovered", At: res.RecoveredAt, Open: w.open.Load(), Recovered: res.Reconnected})
+	return true
 }
 
 func (w *worker) finish(res WorkerResult) error {
@@ -382,6 +439,9 @@ func (w *worker) finish(res WorkerResult) error {
 	res.Unexpected += w.misrouted.Load()
 	res.Disconnects = w.disconnects
 	w.mu.Unlock()
+	if w.inbox != nil {
+		w.inbox.counts(&res, w.a.From)
+	}
 	w.connMu.Lock()
 	res.ConnectFail = w.fails
 	w.connMu.Unlock()
@@ -395,4 +455,49 @@ func (t *Timeline) connectionsLocked(mu *sync.Mutex, at time.Time, n int64) {
 	mu.Lock()
 	t.Connections(at, n)
 	mu.Unlock()
+}
+
+// onInboxPush handles a PUSH of a user's inbox during a storm: it is
+// acknowledged, as a client with auto-ACK does, and accounted by the inbox
+// book.
+func (w *worker) onInboxPush(c *LoadConn, r int, f *protocol.Frame, received time.Time) {
+	if f.Stream != "u:"+w.a.UserPrefix+strconv.Itoa(w.a.From+r) {
+		w.misrouted.Add(1)
+		return
+	}
+	j, _, ok := parsePayload(f.Payload)
+	if !ok {
+		j = -1 // out of range: counted as unconfirmed
+	}
+	if w.inbox.receive(r, j, c.ID(), received) {
+		w.inboxDone()
+	}
+	if f.Seq > 0 && c.Ack(f.Stream, f.Seq) == nil {
+		w.inbox.acked(r, j, c.ID(), time.Now())
+	}
+}
+
+// expectInbox takes the coordinator's bitmap of the inbox messages the API
+// accepted for this worker's users.
+func (w *worker) expectInbox(arg string) {
+	if w.inbox == nil {
+		return
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(arg))
+	if err != nil {
+		w.emit(workerEvent{Event: "error", Error: "inbox bitmap: " + err.Error()})
+		return
+	}
+	if w.inbox.expect(b) {
+		w.inboxDone()
+		return
+	}
+	got, want, _ := w.inbox.progress()
+	w.emit(workerEvent{Event: "inbox", InboxGot: got, InboxWant: want})
+}
+
+// inboxDone reports that every accepted inbox message has arrived.
+func (w *worker) inboxDone() {
+	got, want, last := w.inbox.progress()
+	w.emit(workerEvent{Event: "inbox", InboxGot: got, InboxWant: want, At: last, Done: true})
 }
