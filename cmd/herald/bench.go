@@ -86,7 +86,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.Workers, "workers", 2, "minimum worker processes (each holds at most 15,000 connections)")
 	fs.IntVar(&o.SrcIPs, "src-ips", 8, "client source addresses 127.0.0.2 ... 127.0.0.(1+N)")
 	fs.IntVar(&o.Concurrency, "concurrency", 32, "API requests in flight")
-	fs.DurationVar(&o.Drain, "drain", 3*time.Second, "wait after the last publish for late deliveries (storm: at most this long after the last inbox push for the inbox messages)")
+	fs.DurationVar(&o.Drain, "drain", 3*time.Second, "wait after the last publish for late deliveries (storm: also the deadline, after every client is back, for the inbox messages)")
 	fs.IntVar(&o.Inbox, "inbox", 2, fmt.Sprintf("storm: messages pushed to each user's durable inbox while the clients are away, through the bulk API (restart: half just before the kill); 0 to %d", bench.MaxInbox))
 	fs.StringVar(&o.StormMode, "mode", "drop", "storm: drop (clients reset their connections) or restart (server killed -9 and restarted)")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop the whole run after this long")
