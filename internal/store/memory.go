@@ -109,6 +109,46 @@ func (m *Memory) Append(ctx context.Context, stream string, msgs ...Message) ([]
 	s := m.stream(stream, true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.append(msgs, now), nil
+}
+
+// AppendMulti implements Store. The streams are locked in name order, so
+// that concurrent calls cannot deadlock.
+func (m *Memory) AppendMulti(ctx context.Context, appends []StreamAppend) ([][]Appended, error) {
+	if err := m.check(ctx); err != nil {
+		return nil, err
+	}
+	if err := CheckAppendMulti(appends); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(appends))
+	for i := range appends {
+		if len(appends[i].Msgs) > 0 {
+			names = append(names, appends[i].Stream)
+		}
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	streams := make(map[string]*memStream, len(names))
+	for _, name := range names {
+		s := m.stream(name, true)
+		streams[name] = s
+		s.mu.Lock()
+		defer s.mu.Unlock()
+	}
+	now := m.now()
+	results := make([][]Appended, len(appends))
+	for i := range appends {
+		if len(appends[i].Msgs) > 0 {
+			results[i] = streams[appends[i].Stream].append(appends[i].Msgs, now)
+		}
+	}
+	return results, nil
+}
+
+// append stores msgs at the end of s and returns their results. The caller
+// holds s.mu.
+func (s *memStream) append(msgs []Message, now time.Time) []Appended {
 	res := make([]Appended, len(msgs))
 	for i := range msgs {
 		in := &msgs[i]
@@ -135,7 +175,7 @@ func (m *Memory) Append(ctx context.Context, stream string, msgs ...Message) ([]
 		}
 		res[i] = Appended{Seq: msg.Seq}
 	}
-	return res, nil
+	return res
 }
 
 // normTime returns t in UTC without a monotonic reading, or def if t is

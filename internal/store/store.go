@@ -88,6 +88,12 @@ type Appended struct {
 	Duplicate bool
 }
 
+// StreamAppend is one stream's part of an AppendMulti call.
+type StreamAppend struct {
+	Stream string
+	Msgs   []Message
+}
+
 // Position is where a reader stands in a stream: the epoch of the store it
 // read from and the last sequence it has. A position whose Epoch differs
 // from the store's Epoch cannot be resumed.
@@ -115,6 +121,13 @@ type Store interface {
 	// error. If ctx ends while Append waits, it returns ctx's error and the
 	// messages may or may not be stored: retry with the same IDs.
 	Append(ctx context.Context, stream string, msgs ...Message) ([]Appended, error)
+
+	// AppendMulti appends to several streams at once: each StreamAppend as
+	// Append would, in one durable write (one sync) for all of them. It
+	// returns results[i][j] for appends[i].Msgs[j]. A stream may appear
+	// more than once; its parts are appended in order. If it returns an
+	// error, some parts may or may not be stored: retry with the same ids.
+	AppendMulti(ctx context.Context, appends []StreamAppend) ([][]Appended, error)
 
 	// Range returns up to limit (>= 1) messages with Seq > after, in
 	// sequence order, skipping those expired at the store's Now. If messages
@@ -192,6 +205,17 @@ func CheckAppend(stream string, msgs []Message) error {
 	for i := range msgs {
 		if err := CheckID("message id", msgs[i].ID); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// CheckAppendMulti validates AppendMulti's arguments: CheckAppend for
+// every part.
+func CheckAppendMulti(appends []StreamAppend) error {
+	for i := range appends {
+		if err := CheckAppend(appends[i].Stream, appends[i].Msgs); err != nil {
+			return fmt.Errorf("append %d: %w", i, err)
 		}
 	}
 	return nil

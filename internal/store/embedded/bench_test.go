@@ -76,3 +76,45 @@ func reportAppends(b *testing.B, appends int, cpu time.Duration) {
 		b.ReportMetric(float64(cpu.Microseconds())/float64(appends), "cpu-µs/append")
 	}
 }
+
+// BenchmarkAppendMulti measures AppendMulti of one 100-byte message with an
+// id to each of 100 streams per call, from concurrent callers on disjoint
+// streams. appends/s counts messages, comparable with BenchmarkAppend.
+//
+//	go test -run '^$' -bench BenchmarkAppendMulti -benchtime 3s ./internal/store/embedded/
+func BenchmarkAppendMulti(b *testing.B) {
+	const streams = 100
+	for _, callers := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("SyncEvery/callers=%d/streams=%d", callers, streams), func(b *testing.B) {
+			db, err := embedded.Open(filepath.Join(b.TempDir(), "data"), embedded.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			payload := make([]byte, 100)
+			var next atomic.Int64
+			b.SetParallelism(max(1, callers/runtime.GOMAXPROCS(0)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := cpuTime()
+			b.RunParallel(func(pb *testing.PB) {
+				c := next.Add(1)
+				appends := make([]store.StreamAppend, streams)
+				for i := range appends {
+					appends[i].Stream = fmt.Sprintf("app/u:%d-%d", c, i)
+					appends[i].Msgs = make([]store.Message, 1)
+				}
+				for n := 0; pb.Next(); n++ {
+					for i := range appends {
+						appends[i].Msgs[0] = store.Message{ID: fmt.Sprintf("%d-%d-%d", c, i, n), Payload: payload}
+					}
+					if _, err := db.AppendMulti(b.Context(), appends); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			reportAppends(b, b.N*streams, cpu)
+		})
+	}
+}

@@ -30,7 +30,8 @@ var crashStreams = []string{"inbox/app/u1", "topic/app/news"}
 func crashPayload(id string) []byte { return []byte("payload of " + id) }
 
 // TestCrashChild is the child process of TestCrash: it appends from several
-// goroutines and prints "ack STREAM SEQ ID" for every append acknowledged.
+// goroutines, with Append and with AppendMulti to every crash stream, and
+// prints "ack STREAM SEQ ID" for every append acknowledged.
 // It stops by itself after a while if nobody kills it.
 func TestCrashChild(t *testing.T) {
 	dir := os.Getenv(crashDirEnv)
@@ -57,6 +58,26 @@ func TestCrashChild(t *testing.T) {
 				}
 				out.Lock()
 				fmt.Fprintf(os.Stdout, "ack %s %d %s\n", stream, res[0].Seq, id)
+				out.Unlock()
+			}
+		})
+	}
+	for w := range 2 {
+		wg.Go(func() {
+			appends := make([]store.StreamAppend, len(crashStreams))
+			for i := 0; ctx.Err() == nil; i++ {
+				id := fmt.Sprintf("multi%d-%d", w, i)
+				for k, stream := range crashStreams {
+					appends[k] = store.StreamAppend{Stream: stream, Msgs: []store.Message{{ID: id, Payload: crashPayload(id)}}}
+				}
+				res, err := db.AppendMulti(ctx, appends)
+				if err != nil {
+					return
+				}
+				out.Lock()
+				for k, stream := range crashStreams {
+					fmt.Fprintf(os.Stdout, "ack %s %d %s\n", stream, res[k][0].Seq, id)
+				}
 				out.Unlock()
 			}
 		})
@@ -126,6 +147,7 @@ func TestCrash(t *testing.T) {
 	}
 	defer db.Close()
 	ctx := t.Context()
+	multis := map[string]int{} // AppendMulti id → streams holding it
 	for _, stream := range crashStreams {
 		_, first, last, err := db.Head(ctx, stream)
 		if err != nil {
@@ -144,6 +166,9 @@ func TestCrash(t *testing.T) {
 			}
 			if !bytes.Equal(m.Payload, crashPayload(m.ID)) {
 				t.Fatalf("%s: seq %d: payload %q for id %q", stream, m.Seq, m.Payload, m.ID)
+			}
+			if strings.HasPrefix(m.ID, "multi") {
+				multis[m.ID]++
 			}
 		}
 		retry := make([]store.Message, 0, len(acked[stream]))
@@ -166,4 +191,11 @@ func TestCrash(t *testing.T) {
 		}
 		t.Logf("%s: %d acknowledged, %d held", stream, len(acked[stream]), last)
 	}
+	// An AppendMulti is one write: all of its parts survived or none.
+	for id, n := range multis {
+		if n != len(crashStreams) {
+			t.Fatalf("AppendMulti %s is held by %d of %d streams", id, n, len(crashStreams))
+		}
+	}
+	t.Logf("%d AppendMulti calls held", len(multis))
 }

@@ -40,6 +40,12 @@
 // With one stream, waiting appends are committed as one batch (see Append),
 // so a single busy topic is not limited to one fsync per message.
 //
+// AppendMulti writes to many streams in one batch and one fsync. Measured
+// by BenchmarkAppendMulti (one message to each of 100 streams per call,
+// SyncEvery): about 80,000-90,000 appends/s with 1 to 16 callers, against
+// 55,000-60,000 for BenchmarkAppend SyncEvery writers=64/streams=each in
+// the same session, at 18-21 rather than 23-25 µs of CPU per append.
+//
 // # Durability
 //
 // Appends are written to Pebble's write-ahead log in one batch per group of

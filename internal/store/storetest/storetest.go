@@ -118,6 +118,12 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"ManyStreams", testManyStreams},
 		{"Large", testLarge},
 		{"Closed", testClosed},
+		{"AppendMulti", testAppendMulti},
+		{"AppendMultiIdempotency", testAppendMultiIdempotency},
+		{"AppendMultiInvalid", testAppendMultiInvalid},
+		{"AppendMultiConcurrent", testAppendMultiConcurrent},
+		{"AppendMultiWaitsForAppend", testAppendMultiWaitsForAppend},
+		{"AppendMultiClosed", testAppendMultiClosed},
 	}
 	if cfg.reopen != nil {
 		tests = append(tests, struct {
