@@ -40,7 +40,11 @@ type userLocks struct {
 }
 
 func (u *userLocks) get(app, user string) *sync.Mutex {
-	return &u.locks[maphash.String(u.seed, app+"\x00"+user)%numUserLocks]
+	return &u.locks[u.index(app, user)]
+}
+
+func (u *userLocks) index(app, user string) int {
+	return int(maphash.String(u.seed, app+"\x00"+user) % numUserLocks)
 }
 
 // inboxStream is the store stream of a user's inbox.
@@ -60,18 +64,24 @@ func inboxPush(user, epoch string, m store.Message) *protocol.Encoded {
 		Seq: m.Seq, MsgID: m.ID, Payload: m.Payload, Time: m.Time.UnixMilli()})
 }
 
-// pushInbox stores m in user's inbox and sends it to the user's connections.
-func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Accepted, error) {
-	l := n.users.get(app, user)
-	l.Lock()
-	defer l.Unlock()
-	now := n.cfg.Now()
+// storedMessage is m as an inbox stores it, accepted at now.
+func (n *Node) storedMessage(m Message, now time.Time) store.Message {
 	sm := store.Message{ID: m.ID, Payload: m.Payload, Time: now}
 	if ttl := m.TTL; ttl > 0 {
 		sm.Expires = now.Add(ttl)
 	} else if n.cfg.MessageTTL > 0 {
 		sm.Expires = now.Add(n.cfg.MessageTTL)
 	}
+	return sm
+}
+
+// pushInbox stores m in user's inbox and sends it to the user's connections.
+func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Accepted, error) {
+	l := n.users.get(app, user)
+	l.Lock()
+	defer l.Unlock()
+	now := n.cfg.Now()
+	sm := n.storedMessage(m, now)
 	// Not the caller's context: an append abandoned half way may still be
 	// stored, and then it must also be sent to the devices online now, or
 	// they would only get it when they reconnect.
@@ -306,7 +316,9 @@ func (n *Node) Unread(ctx context.Context, app, user, device string) (last, acke
 // undeliverableStream holds, per device, the ids of the inbox messages
 // skipped as undeliverable for it. "\x00" cannot occur in a user name, so
 // it is no inbox's name.
-func undeliverableStream(inbox, device string) string { return inbox + "\x00undeliverable\x00" + device }
+func undeliverableStream(inbox, device string) string {
+	return inbox + "\x00undeliverable\x00" + device
+}
 
 // Message states reported by Status.
 const (

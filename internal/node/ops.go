@@ -2,11 +2,13 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/herald-push/herald/internal/registry"
+	"github.com/herald-push/herald/internal/store"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -60,8 +62,9 @@ func (n *Node) PushUsers(ctx context.Context, app string, users []string, m Mess
 }
 
 // PushMany pushes msgs[i] to users[i]. Messages to one user keep their
-// order; users are handled concurrently (bounded). It returns the first
-// error, with the results of what was accepted.
+// order. Up to pushChunk users at a time are stored in one durable write
+// (one fsync) and then sent. It returns the first error, with the results
+// of what was accepted.
 func (n *Node) PushMany(ctx context.Context, app string, users []string, msgs []Message) ([]Accepted, error) {
 	out := make([]Accepted, len(msgs))
 	byUser := make(map[string][]int, len(users))
@@ -73,34 +76,66 @@ func (n *Node) PushMany(ctx context.Context, app string, users []string, msgs []
 		}
 		byUser[u] = append(byUser[u], i)
 	}
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-		sem      = make(chan struct{}, 64)
-	)
-	for _, u := range order {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			for _, i := range byUser[u] {
-				a, err := n.pushInbox(ctx, app, u, msgs[i])
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-				out[i] = a
-			}
-		}()
+	for chunk := range slices.Chunk(order, pushChunk) {
+		if err := n.pushChunk(ctx, app, chunk, byUser, msgs, out); err != nil {
+			return out, err
+		}
 	}
-	wg.Wait()
-	return out, firstErr
+	return out, nil
+}
+
+// pushChunk bounds the users whose locks one bulk append holds.
+const pushChunk = 256
+
+// pushChunk stores the messages of users (msgs[i] for i in byUser[user])
+// in their inboxes with one AppendMulti, holding their users' locks, then
+// sends them.
+func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser map[string][]int, msgs []Message, out []Accepted) error {
+	// Lock the users' shards in ascending order: two bulk pushes cannot
+	// deadlock, and a single push or catch-up holds one shard only.
+	shards := make([]int, 0, len(users))
+	for _, u := range users {
+		shards = append(shards, n.users.index(app, u))
+	}
+	slices.Sort(shards)
+	shards = slices.Compact(shards)
+	for _, i := range shards {
+		n.users.locks[i].Lock()
+	}
+	defer func() {
+		for _, i := range shards {
+			n.users.locks[i].Unlock()
+		}
+	}()
+	now := n.cfg.Now()
+	appends := make([]store.StreamAppend, len(users))
+	for k, u := range users {
+		idx := byUser[u]
+		sm := make([]store.Message, len(idx))
+		for j, i := range idx {
+			sm[j] = n.storedMessage(msgs[i], now)
+		}
+		appends[k] = store.StreamAppend{Stream: inboxStream(app, u), Msgs: sm}
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	res, err := n.store.AppendMulti(actx, appends)
+	if err != nil {
+		return fmt.Errorf("%w: append to %d inboxes: %v", ErrStore, len(users), err)
+	}
+	epoch := n.store.Epoch()
+	for k, u := range users {
+		for j, i := range byUser[u] {
+			a := Accepted{ID: msgs[i].ID, Seq: res[k][j].Seq, Duplicate: res[k][j].Duplicate}
+			if !a.Duplicate {
+				m := appends[k].Msgs[j]
+				m.Seq = a.Seq
+				a.Connections = n.hub.PushUser(app, u, inboxPush(u, epoch, m))
+			}
+			out[i] = a
+		}
+	}
+	return nil
 }
 
 // Presence returns the online sessions of user.

@@ -169,6 +169,9 @@ type stream struct {
 	sem    chan struct{}
 	loaded bool // guarded by sem
 	meta   meta // guarded by sem, valid if loaded
+	// known is a copy of meta while loaded (nil otherwise), for Head to
+	// read without the token.
+	known atomic.Pointer[meta]
 
 	qmu   sync.Mutex
 	queue []*appendReq // appends waiting for a leader
@@ -356,7 +359,9 @@ func (d *DB) acquire(name string) *stream {
 	s := sh.streams[name]
 	if s == nil {
 		s = &stream{name: name, sem: make(chan struct{}, 1)}
-		s.meta, s.loaded = sh.metas.get(name)
+		if m, ok := sh.metas.get(name); ok {
+			s.setMeta(m)
+		}
 		sh.streams[name] = s
 	}
 	s.refs++
@@ -391,6 +396,19 @@ func (s *stream) lock(ctx context.Context) error {
 
 func (s *stream) unlock() { <-s.sem }
 
+// setMeta records s's counters as known. The caller holds s's token (or
+// the only reference).
+func (s *stream) setMeta(m meta) {
+	s.meta, s.loaded = m, true
+	s.known.Store(&m)
+}
+
+// forgetMeta marks s's counters unknown (a failed commit): they are reread.
+func (s *stream) forgetMeta() {
+	s.loaded = false
+	s.known.Store(nil)
+}
+
 // load reads s's counters if they are not in memory (in s, or in the
 // metaCache when s was created). The caller holds s's token.
 func (d *DB) load(s *stream) error {
@@ -401,12 +419,13 @@ func (d *DB) load(s *stream) error {
 	if err != nil {
 		return err
 	}
+	var m meta
 	if v != nil {
-		if s.meta, err = decodeMeta(v); err != nil {
+		if m, err = decodeMeta(v); err != nil {
 			return err
 		}
 	}
-	s.loaded = true
+	s.setMeta(m)
 	return nil
 }
 
@@ -497,11 +516,11 @@ func (d *DB) commitAppends(s *stream, batch []*appendReq) {
 	}
 	_ = b.Set(metaKey(s.name), m.encode(), nil)
 	if err := b.Commit(d.wo); err != nil {
-		s.loaded = false // reread the counters next time
+		s.forgetMeta() // reread the counters next time
 		fail(err)
 		return
 	}
-	s.meta = m
+	s.setMeta(m)
 	if d.lazy {
 		d.dirty.Store(true)
 	}
@@ -646,15 +665,32 @@ func (d *DB) Head(ctx context.Context, name string) (epoch string, first, last u
 		return "", 0, 0, err
 	}
 	defer d.leave()
-	var m meta
-	v, err := d.get(metaKey(name))
-	if err == nil && v != nil {
-		m, err = decodeMeta(v)
-	}
-	if err != nil {
-		return "", 0, 0, fmt.Errorf("embedded: head %q: %w", name, err)
+	m, ok := d.knownMeta(name)
+	if !ok {
+		v, err := d.get(metaKey(name))
+		if err == nil && v != nil {
+			m, err = decodeMeta(v)
+		}
+		if err != nil {
+			return "", 0, 0, fmt.Errorf("embedded: head %q: %w", name, err)
+		}
 	}
 	return d.epoch, m.mark + 1, m.last, nil
+}
+
+// knownMeta returns name's counters if they are in memory: in the state of
+// a stream in use, or in the metaCache.
+func (d *DB) knownMeta(name string) (meta, bool) {
+	sh := &d.shards[maphash.String(d.seed, name)%numShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if s := sh.streams[name]; s != nil {
+		if p := s.known.Load(); p != nil {
+			return *p, true
+		}
+		return meta{}, false
+	}
+	return sh.metas.get(name)
 }
 
 // Lookup implements store.Store.
@@ -857,10 +893,10 @@ func (d *DB) trimChunk(ctx context.Context, s *stream, keep int, maxAge time.Dur
 	}
 	_ = b.Set(metaKey(s.name), m.encode(), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
-		s.loaded = false
+		s.forgetMeta()
 		return false, err
 	}
-	s.meta = m
+	s.setMeta(m)
 	return more, nil
 }
 

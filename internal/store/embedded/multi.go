@@ -105,12 +105,12 @@ func (d *DB) commitMulti(appends []store.StreamAppend, byName map[string]*multiS
 	}
 	if err := b.Commit(d.wo); err != nil {
 		for _, ms := range byName {
-			ms.s.loaded = false // reread the counters next time
+			ms.s.forgetMeta() // reread the counters next time
 		}
 		return err
 	}
 	for _, ms := range byName {
-		ms.s.meta = ms.m
+		ms.s.setMeta(ms.m)
 	}
 	if d.lazy {
 		d.dirty.Store(true)
