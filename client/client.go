@@ -65,9 +65,10 @@ type Config struct {
 	// Topics are subscribed after every (re)connect, together with the
 	// topics added by Subscribe.
 	Topics []string
-	// AutoAck sends ACK for every PUSH that carries a sequence number,
+	// AutoAck sends ACK for every PUSH of the user's inbox ("u:<user>"),
 	// after it has been handed to the application (OnMessage returned or
-	// the message was queued on Messages).
+	// the message was queued on Messages). Topic and broadcast positions
+	// are kept by the Client and need no ACK.
 	AutoAck bool
 
 	// DialOptions apply to every connection.

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -271,7 +272,9 @@ func (c *Client) push(s *session, f *protocol.Frame) error {
 		}
 		c.track(f)
 	}
-	if c.cfg.AutoAck && f.Seq > 0 {
+	// Only inboxes have server-side positions: a topic's or the broadcast
+	// stream's position is the client's, sent when it comes back.
+	if c.cfg.AutoAck && f.Seq > 0 && strings.HasPrefix(f.Stream, "u:") {
 		return s.conn.WriteFrame(&protocol.Frame{Type: protocol.TypeAck, Stream: f.Stream, Seq: f.Seq})
 	}
 	return nil

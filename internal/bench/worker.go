@@ -332,8 +332,8 @@ func (w *worker) onPush(c *LoadConn, f *protocol.Frame, received time.Time) {
 		w.onInboxPush(c, r, f, received)
 		return
 	}
-	if f.Seq > 0 {
-		_ = c.Ack(f.Stream, f.Seq) // as a client with auto-ACK does: the server moves the device's inbox position
+	if f.Seq > 0 && strings.HasPrefix(f.Stream, "u:") {
+		_ = c.Ack(f.Stream, f.Seq) // as a client with auto-ACK does: the server moves the device's inbox position; topic positions are the client's
 	}
 	seq, sched, ok := parsePayload(f.Payload)
 	if !ok {
