@@ -153,7 +153,7 @@ func MarkdownRow(r Result) string {
 	q := r.Latency
 	cols := []string{
 		cell(r.Scenario),
-		cell(orDash(len(r.Params) > 0, "`"+paramsString(r.Params)+"`")),
+		cell(orDash(len(r.Params) > 0, "`"+paramsString(rowParams(r.Params))+"`")),
 		fmtDuration(r.Duration),
 		fmtCount(r.Connections),
 		orDash(r.ConnectRate > 0, fmtRate(r.ConnectRate)),
@@ -282,6 +282,18 @@ func fmtTime(t time.Time) string {
 		return "—"
 	}
 	return t.Format("2006-01-02 15:04:05 MST")
+}
+
+// rowParams drops from params what differs between runs of the same
+// command (the server's address, with its ephemeral port).
+func rowParams(params map[string]string) map[string]string {
+	out := make(map[string]string, len(params))
+	for k, v := range params {
+		if k != "url" {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // paramsString formats parameters as sorted "key=value" pairs.
