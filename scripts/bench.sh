@@ -40,7 +40,7 @@ for rate in 25 50 75 100; do
 done
 
 best_uni=0
-for rate in 2000 3000 5000; do
+for rate in 2000 3000 5000 8000; do
 	run "unicast-$rate" unicast -conns 10000 -rate "$rate" -duration 10s -concurrency 64 || true
 	p=$(p99_ms "$out/unicast-$rate.json")
 	echo "   unicast at $rate/s: p99 ${p} ms" >&2
