@@ -144,11 +144,14 @@ type DB struct {
 	closed  bool
 
 	shards  [numShards]shard
-	cursors [numCursors]sync.Mutex // serialise read-modify-write of cursors
+	cursors [numCursors]cursorShard // cursors in memory, written back (cursors.go)
 
 	dirty    atomic.Bool // an unsynced append was written (SyncInterval)
 	stopSync chan struct{}
 	syncDone chan struct{}
+
+	stopCursors chan struct{}
+	cursorsDone chan struct{}
 }
 
 type shard struct {
@@ -240,6 +243,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		d.syncDone = make(chan struct{})
 		go d.syncLoop(time.Duration(opts.Sync))
 	}
+	d.stopCursors = make(chan struct{})
+	d.cursorsDone = make(chan struct{})
+	go d.cursorLoop(d.stopCursors, d.cursorsDone)
 	return d, nil
 }
 
@@ -305,6 +311,9 @@ func (d *DB) Close() error {
 	}
 	d.closed = true
 	var err error
+	close(d.stopCursors)
+	<-d.cursorsDone
+	d.flushCursors()
 	if d.stopSync != nil {
 		close(d.stopSync)
 		<-d.syncDone
@@ -724,12 +733,12 @@ func (d *DB) Ack(ctx context.Context, name, device string, seq uint64) error {
 	}
 	defer d.leave()
 	key := cursorKey(name, device)
-	mu := &d.cursors[maphash.Bytes(d.seed, key)%numCursors]
-	mu.Lock()
-	defer mu.Unlock()
-	cur, err := d.cursor(key)
+	sh := d.cursorShard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cur, err := d.loadCursor(sh, key, true)
 	if err == nil && seq > cur {
-		err = d.pdb.Set(key, encodeU64(seq), pebble.NoSync)
+		sh.m[string(key)] = cursorEntry{seq: seq, dirty: true} // written by cursorLoop
 	}
 	if err != nil {
 		return fmt.Errorf("embedded: ack %q %q: %w", name, device, err)
@@ -757,7 +766,11 @@ func (d *DB) Cursor(ctx context.Context, name, device string) (uint64, error) {
 		return 0, err
 	}
 	defer d.leave()
-	c, err := d.cursor(cursorKey(name, device))
+	key := cursorKey(name, device)
+	sh := d.cursorShard(key)
+	sh.mu.Lock()
+	c, err := d.loadCursor(sh, key, false)
+	sh.mu.Unlock()
 	if err != nil {
 		return 0, fmt.Errorf("embedded: cursor %q %q: %w", name, device, err)
 	}
