@@ -177,9 +177,9 @@ func (n *Node) maybeTrim(key string, seq uint64) {
 // head returns the position a new subscriber of stream starts after. The
 // caller indexed the connection first.
 func (n *Node) head(app, stream string) (epoch string, last uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	epoch, _, last, err := n.store.Head(ctx, historyStream(app, stream))
+	// No deadline: Head reads memory or one key, and a timer per
+	// subscription would be garbage in a storm of them.
+	epoch, _, last, err := n.store.Head(context.Background(), historyStream(app, stream))
 	if err != nil {
 		n.log.Warn("stream head", "app", app, "stream", stream, "err", err)
 	}
@@ -292,49 +292,64 @@ func (n *Node) recoverStream(c *gateway.Conn, s *session, id uint32, stream, epo
 // subscribe handles SUBSCRIBE: a plain subscription on the event loop, a
 // recovery (a SUBSCRIBE with an epoch, history on) off it.
 func (n *Node) subscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
-	fail := func(code protocol.ErrorCode, text string) *protocol.Frame {
-		return (&protocol.Error{ID: f.ID, Code: code, Text: text}).Frame()
-	}
 	if !auth.ValidName(f.Topic) {
-		_ = c.SendFrame(fail(protocol.CodeBadName, "topic must be 1-128 printable bytes without spaces"))
+		_ = c.SendFrame((&protocol.Error{ID: f.ID, Code: protocol.CodeBadName, Text: "topic must be 1-128 printable bytes without spaces"}).Frame())
 		return
 	}
 	if !(auth.Claims{Topics: s.allowed}).TopicAllowed(f.Topic) {
-		_ = c.SendFrame(fail(protocol.CodeForbidden, fmt.Sprintf("token does not allow topic %q", f.Topic)))
+		_ = c.SendFrame((&protocol.Error{ID: f.ID, Code: protocol.CodeForbidden, Text: fmt.Sprintf("token does not allow topic %q", f.Topic)}).Frame())
 		return
-	}
-	stream := topicStream(f.Topic)
-	// join indexes c under s.mu: it reports whether c joined, or the frame
-	// that refuses the subscription.
-	join := func() (bool, *protocol.Frame) {
-		switch {
-		case s.released:
-			return false, nil
-		case slices.Contains(s.topics, f.Topic):
-			return false, &protocol.Frame{Type: protocol.TypeReply, ID: f.ID}
-		case len(s.topics) >= n.cfg.MaxSubscriptions:
-			return false, fail(protocol.CodeTooManySubscriptions, fmt.Sprintf("at most %d subscriptions per connection", n.cfg.MaxSubscriptions))
-		}
-		s.topics = append(s.topics, f.Topic)
-		n.hub.Subscribe(s.reg.App, f.Topic, c)
-		return true, nil
 	}
 	if f.Epoch != "" && n.cfg.HistorySize > 0 {
 		n.serialize(c, s, f.ID, func() {
-			n.recoverStream(c, s, f.ID, stream, f.Epoch, f.Seq, join)
+			n.recoverStream(c, s, f.ID, topicStream(f.Topic), f.Epoch, f.Seq, func() (bool, *protocol.Frame) {
+				return n.joinTopic(c, s, f)
+			})
 		}, true)
 		return
 	}
-	n.serialize(c, s, f.ID, func() {
-		s.mu.Lock()
-		joined, refusal := join()
-		s.mu.Unlock()
-		if refusal != nil {
-			_ = c.SendFrame(refusal)
-		} else if joined {
-			_ = c.SendFrame(n.positionReply(f.ID, s.reg.App, stream, f.Epoch != ""))
-		}
-	}, false)
+	// The common case, a plain subscription with nothing queued, runs here
+	// without allocating a closure: a storm of reconnects subscribes
+	// thousands of connections at once.
+	s.mu.Lock()
+	busy := s.busy
+	s.mu.Unlock()
+	if busy { // only the event loop starts operations: it stays busy
+		n.serialize(c, s, f.ID, func() { n.plainSubscribe(c, s, f) }, false)
+		return
+	}
+	n.plainSubscribe(c, s, f)
+}
+
+// plainSubscribe subscribes c to f.Topic and answers with the topic
+// stream's position.
+func (n *Node) plainSubscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
+	s.mu.Lock()
+	joined, refusal := n.joinTopic(c, s, f)
+	s.mu.Unlock()
+	if refusal != nil {
+		_ = c.SendFrame(refusal)
+	} else if joined {
+		_ = c.SendFrame(n.positionReply(f.ID, s.reg.App, topicStream(f.Topic), f.Epoch != ""))
+	}
+}
+
+// joinTopic indexes c among f.Topic's subscribers. It reports whether c
+// joined, or returns the frame that answers the SUBSCRIBE without joining.
+// The caller holds s.mu.
+func (n *Node) joinTopic(c *gateway.Conn, s *session, f *protocol.Frame) (bool, *protocol.Frame) {
+	switch {
+	case s.released:
+		return false, nil
+	case slices.Contains(s.topics, f.Topic):
+		return false, &protocol.Frame{Type: protocol.TypeReply, ID: f.ID}
+	case len(s.topics) >= n.cfg.MaxSubscriptions:
+		return false, (&protocol.Error{ID: f.ID, Code: protocol.CodeTooManySubscriptions,
+			Text: fmt.Sprintf("at most %d subscriptions per connection", n.cfg.MaxSubscriptions)}).Frame()
+	}
+	s.topics = append(s.topics, f.Topic)
+	n.hub.Subscribe(s.reg.App, f.Topic, c)
+	return true, nil
 }
 
 // unsubscribe handles UNSUBSCRIBE, in order with the connection's
