@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The standard benchmark suite: the figures recorded in BENCHMARKS.md.
-# Runs in about 6 minutes on the reference machine (2 cores), everything on
+# Runs in about 7 minutes on the reference machine (2 cores), everything on
 # loopback, every run bounded in time. Prints one Markdown row per run, then
 # the searched maxima. Usage: scripts/bench.sh [outdir]
 set -uo pipefail
