@@ -425,20 +425,24 @@ func (n *Node) serialize(c *gateway.Conn, s *session, id uint32, op func(), asyn
 	s.busy = true
 	s.mu.Unlock()
 	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		for {
-			op()
-			s.mu.Lock()
-			if len(s.ops) == 0 {
-				s.busy = false
-				s.mu.Unlock()
-				return
-			}
-			op = s.ops[0]
-			s.ops[0] = nil
-			s.ops = s.ops[1:]
+	go n.runOps(s, op)
+}
+
+// runOps runs op, then the operations queued behind it, then marks s not
+// busy. The caller set s.busy and called n.wg.Add(1).
+func (n *Node) runOps(s *session, op func()) {
+	defer n.wg.Done()
+	for {
+		op()
+		s.mu.Lock()
+		if len(s.ops) == 0 {
+			s.busy = false
 			s.mu.Unlock()
+			return
 		}
-	}()
+		op = s.ops[0]
+		s.ops[0] = nil
+		s.ops = s.ops[1:]
+		s.mu.Unlock()
+	}
 }

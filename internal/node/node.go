@@ -237,7 +237,30 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 	// done: pushes to the user wait, so the device sees CONNECTED, then what
 	// it missed, then live messages, with nothing between or out of order.
 	l := n.users.get(s.reg.App, s.reg.User)
-	l.Lock()
+	if l.TryLock() {
+		n.connected(c, s, f.Resume, l)
+		return
+	}
+	// An append to the user is in flight (it holds the lock across an
+	// fsync): wait for it off the event loop. The connection's
+	// subscription requests queue behind this, so none is answered before
+	// CONNECTED.
+	resume := f.Resume
+	s.mu.Lock()
+	s.busy = true
+	s.mu.Unlock()
+	n.wg.Add(1)
+	go n.runOps(s, func() {
+		l.Lock()
+		n.connected(c, s, resume, l)
+	})
+}
+
+// connected finishes a CONNECT holding the user's lock l: it indexes c,
+// sends CONNECTED, joins the broadcast stream, and starts the catch-up of
+// a named device, which unlocks l when done (otherwise l is unlocked
+// here).
+func (n *Node) connected(c *gateway.Conn, s *session, resume []protocol.Position, l *sync.Mutex) {
 	s.mu.Lock()
 	if s.released {
 		s.mu.Unlock()
@@ -255,7 +278,7 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 		Heartbeat: n.cfg.Heartbeat,
 		Time:      n.cfg.Now().UnixMilli(),
 	})
-	n.joinBroadcast(c, s, f.Resume) // after CONNECTED: nothing may precede it
+	n.joinBroadcast(c, s, resume) // after CONNECTED: nothing may precede it
 	if !s.named {
 		l.Unlock() // no inbox position: live messages only
 		if c.Closed() {
