@@ -144,14 +144,11 @@ type DB struct {
 	closed  bool
 
 	shards  [numShards]shard
-	cursors [numCursors]cursorShard // cursors in memory, written back (cursors.go)
+	cursors [numCursors]cursorShard // cursor read cache (cursors.go)
 
 	dirty    atomic.Bool // an unsynced append was written (SyncInterval)
 	stopSync chan struct{}
 	syncDone chan struct{}
-
-	stopCursors chan struct{}
-	cursorsDone chan struct{}
 }
 
 type shard struct {
@@ -243,9 +240,6 @@ func Open(dir string, opts Options) (*DB, error) {
 		d.syncDone = make(chan struct{})
 		go d.syncLoop(time.Duration(opts.Sync))
 	}
-	d.stopCursors = make(chan struct{})
-	d.cursorsDone = make(chan struct{})
-	go d.cursorLoop(d.stopCursors, d.cursorsDone)
 	return d, nil
 }
 
@@ -311,9 +305,6 @@ func (d *DB) Close() error {
 	}
 	d.closed = true
 	var err error
-	close(d.stopCursors)
-	<-d.cursorsDone
-	d.flushCursors()
 	if d.stopSync != nil {
 		close(d.stopSync)
 		<-d.syncDone
@@ -736,9 +727,9 @@ func (d *DB) Ack(ctx context.Context, name, device string, seq uint64) error {
 	sh := d.cursorShard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	cur, err := d.loadCursor(sh, key, true)
+	cur, err := d.loadCursor(sh, key)
 	if err == nil && seq > cur {
-		sh.m[string(key)] = cursorEntry{seq: seq, dirty: true} // written by cursorLoop
+		err = d.storeCursor(sh, key, seq)
 	}
 	if err != nil {
 		return fmt.Errorf("embedded: ack %q %q: %w", name, device, err)
@@ -769,7 +760,7 @@ func (d *DB) Cursor(ctx context.Context, name, device string) (uint64, error) {
 	key := cursorKey(name, device)
 	sh := d.cursorShard(key)
 	sh.mu.Lock()
-	c, err := d.loadCursor(sh, key, false)
+	c, err := d.loadCursor(sh, key)
 	sh.mu.Unlock()
 	if err != nil {
 		return 0, fmt.Errorf("embedded: cursor %q %q: %w", name, device, err)
