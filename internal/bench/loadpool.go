@@ -56,6 +56,13 @@ type LoadPoolConfig struct {
 	// topic subscribed first) are delivered too, before Connect returns:
 	// use ConnectValue to have Value set for those.
 	OnPush func(c *LoadConn, f *protocol.Frame, received time.Time)
+	// OnReply, if set, is called for every REPLY frame, on the event-loop
+	// goroutine, in order with the connection's PUSHes (so a REPLY that ends
+	// a recovery comes after the replayed PUSHes and before live ones), and
+	// before Connect sees it. It must not block; f is reused afterwards. It
+	// lets a caller keep a topic's position in the order the server sent
+	// it.
+	OnReply func(c *LoadConn, f *protocol.Frame)
 	// OnClose is called once for every connection that closes after its
 	// Connect succeeded, with the DISCONNECT the server sent (d non-nil,
 	// err nil) or else the reason the connection ended (d nil): the socket
@@ -227,8 +234,42 @@ func (p *LoadPool) Connect(ctx context.Context, token, device string, topics []s
 // ConnectValue is Connect with the connection's Value set to value before
 // any frame can reach OnPush.
 func (p *LoadPool) ConnectValue(ctx context.Context, value any, token, device string, topics []string, resume []protocol.Position) (*LoadConn, error) {
+	var subs []Sub
+	if len(topics) > 0 {
+		subs = make([]Sub, len(topics))
+		for i, t := range topics {
+			subs[i].Topic = t
+		}
+	}
+	c, _, err := p.ConnectSubs(ctx, value, token, device, subs, resume)
+	return c, err
+}
+
+// Sub is a subscription made by ConnectSubs. With Epoch, its SUBSCRIBE asks
+// the server to recover the topic's messages after Seq (the last one
+// processed, 0 if none): they reach OnPush before the REPLY.
+type Sub struct {
+	Topic string
+	Epoch string
+	Seq   uint64
+}
+
+// SubReply is the server's REPLY to one Sub: the topic stream's position
+// (the subscription gets every message above Seq) and, for a Sub with an
+// Epoch, whether what was missed was recovered, or why not.
+type SubReply struct {
+	Stream    string
+	Epoch     string
+	Seq       uint64
+	Recovered bool
+	Reason    string
+}
+
+// ConnectSubs is ConnectValue with subscriptions that may carry a position
+// to recover from. It returns the REPLY to each, in the order of subs.
+func (p *LoadPool) ConnectSubs(ctx context.Context, value any, token, device string, subs []Sub, resume []protocol.Position) (*LoadConn, []SubReply, error) {
 	if p.isStopped() {
-		return nil, errLoadPoolStopped
+		return nil, nil, errLoadPoolStopped
 	}
 	c := &LoadConn{
 		pool: p,
@@ -236,18 +277,18 @@ func (p *LoadPool) ConnectValue(ctx context.Context, value any, token, device st
 		ws:   p.ws,
 		// One answer per request (the SUBSCRIBEs are pipelined), a
 		// DISCONNECT after a fatal ERROR, and a little slack.
-		hs: make(chan *protocol.Frame, len(topics)+4),
+		hs: make(chan *protocol.Frame, len(subs)+4),
 	}
 	c.value.Store(valueBox{value})
 
 	raw, leftover, err := p.dial(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	nc, err := nbio.NBConn(raw) // duplicates the descriptor and closes raw
 	if err != nil {
 		_ = raw.Close()
-		return nil, fmt.Errorf("bench: connect: %w", err)
+		return nil, nil, fmt.Errorf("bench: connect: %w", err)
 	}
 	c.nc = nc
 	// Bytes read past the upgrade response (none, from a Herald server,
@@ -265,7 +306,7 @@ func (p *LoadPool) ConnectValue(ctx context.Context, value any, token, device st
 	if p.stopped {
 		p.mu.Unlock()
 		_ = nc.Close()
-		return nil, errLoadPoolStopped
+		return nil, nil, errLoadPoolStopped
 	}
 	p.conns[c] = struct{}{}
 	_, err = p.engine.AddConn(nc)
@@ -273,13 +314,14 @@ func (p *LoadPool) ConnectValue(ctx context.Context, value any, token, device st
 	if err != nil {
 		p.forget(c)
 		_ = nc.Close()
-		return nil, fmt.Errorf("bench: connect: %w", err)
+		return nil, nil, fmt.Errorf("bench: connect: %w", err)
 	}
 
-	if err := c.handshake(ctx, token, device, topics, resume); err != nil {
-		return nil, err
+	replies, err := c.handshake(ctx, token, device, subs, resume)
+	if err != nil {
+		return nil, nil, err
 	}
-	return c, nil
+	return c, replies, nil
 }
 
 // dial connects to the server and, for WebSocket, performs the upgrade. It
@@ -583,7 +625,7 @@ func (c *LoadConn) fail(err error) {
 
 // handshake runs CONNECT and the SUBSCRIBEs. On failure the connection is
 // closed and forgotten.
-func (c *LoadConn) handshake(ctx context.Context, token, device string, topics []string, resume []protocol.Position) error {
+func (c *LoadConn) handshake(ctx context.Context, token, device string, subs []Sub, resume []protocol.Position) ([]SubReply, error) {
 	hs := c.hs
 	err := c.Write(&protocol.Frame{
 		Type:    protocol.TypeConnect,
@@ -594,69 +636,76 @@ func (c *LoadConn) handshake(ctx context.Context, token, device string, topics [
 		Resume:  resume,
 	})
 	if err != nil {
-		return c.abandon(ctx, hs, fmt.Errorf("bench: connect: %w", err), false)
+		return nil, c.abandon(ctx, hs, fmt.Errorf("bench: connect: %w", err), false)
 	}
 	var perr *protocol.Error
 	for c.session == "" {
 		f, err := c.await(ctx, hs, perr)
 		if err != nil {
-			return c.abandon(ctx, hs, err, false)
+			return nil, c.abandon(ctx, hs, err, false)
 		}
 		switch f.Type {
 		case protocol.TypeConnected:
 			if f.Session == "" {
-				return c.abandon(ctx, hs, fmt.Errorf("bench: connect: %w: CONNECTED without session", protocol.ErrMissingField), false)
+				return nil, c.abandon(ctx, hs, fmt.Errorf("bench: connect: %w: CONNECTED without session", protocol.ErrMissingField), false)
 			}
 			c.session = f.Session
 		case protocol.TypeError:
 			perr = &protocol.Error{ID: f.ID, Code: protocol.ErrorCode(f.Code), Text: f.Reason}
 			if !perr.Code.Fatal() {
-				return c.abandon(ctx, hs, perr, false)
+				return nil, c.abandon(ctx, hs, perr, false)
 			}
 			// A DISCONNECT follows; wait for its advice.
 		case protocol.TypeDisconnect:
 			d := protocol.DisconnectFrom(f)
 			if perr != nil {
-				return c.abandon(ctx, hs, &loadRefusal{perr: perr, disc: d}, false)
+				return nil, c.abandon(ctx, hs, &loadRefusal{perr: perr, disc: d}, false)
 			}
-			return c.abandon(ctx, hs, d, false)
+			return nil, c.abandon(ctx, hs, d, false)
 		}
 	}
 
-	if len(topics) > 0 {
+	var replies []SubReply
+	if len(subs) > 0 {
+		replies = make([]SubReply, len(subs))
 		// All SUBSCRIBEs in one write; the server answers them in order.
 		lb := loadBufs.Get().(*loadBuf)
 		lb.b = lb.b[:0]
-		for i, t := range topics {
-			lb.b = protocol.AppendFramed(lb.b, &protocol.Frame{Type: protocol.TypeSubscribe, ID: uint32(i + 1), Topic: t})
+		for i, s := range subs {
+			f := &protocol.Frame{Type: protocol.TypeSubscribe, ID: uint32(i + 1), Topic: s.Topic}
+			if s.Epoch != "" {
+				f.Epoch, f.Seq = s.Epoch, s.Seq
+			}
+			lb.b = protocol.AppendFramed(lb.b, f)
 		}
 		if err := c.writeFramed(lb); err != nil {
-			return c.abandon(ctx, hs, fmt.Errorf("bench: subscribe: %w", err), false)
+			return nil, c.abandon(ctx, hs, fmt.Errorf("bench: subscribe: %w", err), false)
 		}
-		for pending := len(topics); pending > 0; {
+		for pending := len(subs); pending > 0; {
 			f, err := c.await(ctx, hs, perr)
 			if err != nil {
-				return c.abandon(ctx, hs, err, false)
+				return nil, c.abandon(ctx, hs, err, false)
 			}
 			switch f.Type {
 			case protocol.TypeReply:
-				if f.ID >= 1 && int(f.ID) <= len(topics) {
+				if f.ID >= 1 && int(f.ID) <= len(subs) {
+					replies[f.ID-1] = SubReply{Stream: f.Stream, Epoch: f.Epoch, Seq: f.Seq, Recovered: f.Recovered, Reason: f.Reason}
 					pending--
 				}
 			case protocol.TypeError:
 				perr = &protocol.Error{ID: f.ID, Code: protocol.ErrorCode(f.Code), Text: f.Reason}
 				if !perr.Code.Fatal() {
-					if perr.Text == "" && f.ID >= 1 && int(f.ID) <= len(topics) {
-						perr.Text = "subscribe " + topics[f.ID-1]
+					if perr.Text == "" && f.ID >= 1 && int(f.ID) <= len(subs) {
+						perr.Text = "subscribe " + subs[f.ID-1].Topic
 					}
-					return c.abandon(ctx, hs, perr, true)
+					return nil, c.abandon(ctx, hs, perr, true)
 				}
 			case protocol.TypeDisconnect:
 				d := protocol.DisconnectFrom(f)
 				if perr != nil {
-					return c.abandon(ctx, hs, &loadRefusal{perr: perr, disc: d}, false)
+					return nil, c.abandon(ctx, hs, &loadRefusal{perr: perr, disc: d}, false)
 				}
-				return c.abandon(ctx, hs, d, false)
+				return nil, c.abandon(ctx, hs, d, false)
 			}
 		}
 	}
@@ -665,13 +714,13 @@ func (c *LoadConn) handshake(ctx context.Context, token, device string, topics [
 	if c.state == loadStateClosed {
 		err := c.closeErr
 		c.mu.Unlock()
-		return fmt.Errorf("bench: connect: connection closed: %w", err)
+		return nil, fmt.Errorf("bench: connect: connection closed: %w", err)
 	}
 	c.state = loadStateOpen
 	c.hs = nil
 	c.pool.open.Add(1)
 	c.mu.Unlock()
-	return nil
+	return replies, nil
 }
 
 // await returns the next handshake frame, or why none will come.
@@ -943,6 +992,10 @@ func (c *LoadConn) dispatch(f *protocol.Frame, now time.Time) error {
 		return nil
 	case protocol.TypePong:
 		return nil
+	case protocol.TypeReply:
+		if cb := c.pool.cfg.OnReply; cb != nil {
+			cb(c, f)
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -106,6 +106,17 @@ func (s *lpFakeServer) frame(fc *lpFakeConn, f *protocol.Frame) {
 			_ = fc.write(protocol.AppendFramed(nil, e.Frame()))
 			return
 		}
+		if f.Topic == "recover" { // a topic with a position: replays one message
+			stream := "t:" + f.Topic
+			if f.Epoch == "" {
+				_ = fc.write(protocol.AppendFramed(nil, &protocol.Frame{Type: protocol.TypeReply, ID: f.ID, Stream: stream, Epoch: "e1", Seq: 7}))
+				return
+			}
+			out = protocol.AppendFramed(out, &protocol.Frame{Type: protocol.TypePush, Stream: stream, Epoch: f.Epoch, Seq: f.Seq + 1, Payload: []byte("missed")})
+			out = protocol.AppendFramed(out, &protocol.Frame{Type: protocol.TypeReply, ID: f.ID, Stream: stream, Epoch: f.Epoch, Seq: f.Seq + 1, Recovered: true})
+			_ = fc.write(out)
+			return
+		}
 		_ = fc.write(protocol.AppendFramed(nil, &protocol.Frame{Type: protocol.TypeReply, ID: f.ID}))
 	default:
 		select {
@@ -509,6 +520,51 @@ func TestLoadPoolPing(t *testing.T) {
 			if err := fc.ws.Ping(lpCtx(t)); err != nil {
 				t.Errorf("websocket ping: %v", err)
 			}
+		}
+	})
+}
+
+// TestLoadPoolRecoverTopic checks ConnectSubs: a plain subscription gets
+// the REPLY's position; one with an epoch sends it with the seq, and the
+// replayed PUSH reaches OnPush before OnReply sees the REPLY that ends the
+// recovery, and before ConnectSubs returns it.
+func TestLoadPoolRecoverTopic(t *testing.T) {
+	lpTransports(t, func(t *testing.T, srv *lpFakeServer, ws bool) {
+		var mu sync.Mutex
+		var events []string
+		p := newLPPool(t, LoadPoolConfig{
+			URL: srv.url,
+			OnPush: func(c *LoadConn, f *protocol.Frame, _ time.Time) {
+				mu.Lock()
+				events = append(events, fmt.Sprintf("push %v %s %d %s", c.Value(), f.Epoch, f.Seq, f.Payload))
+				mu.Unlock()
+			},
+			OnReply: func(c *LoadConn, f *protocol.Frame) {
+				mu.Lock()
+				events = append(events, fmt.Sprintf("reply %v %s %s %d %v", c.Value(), f.Stream, f.Epoch, f.Seq, f.Recovered))
+				mu.Unlock()
+			},
+		})
+		_, reps, err := p.ConnectSubs(lpCtx(t), 1, "tok", "d", []Sub{{Topic: "recover"}, {Topic: "news"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []SubReply{{Stream: "t:recover", Epoch: "e1", Seq: 7}, {}}
+		if !reflect.DeepEqual(reps, want) {
+			t.Errorf("replies %+v, want %+v", reps, want)
+		}
+		_, reps, err = p.ConnectSubs(lpCtx(t), 2, "tok", "d", []Sub{{Topic: "recover", Epoch: "e1", Seq: 41}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []SubReply{{Stream: "t:recover", Epoch: "e1", Seq: 42, Recovered: true}}; !reflect.DeepEqual(reps, want) {
+			t.Errorf("replies %+v, want %+v", reps, want)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		wantEv := []string{"reply 1 t:recover e1 7 false", "reply 1   0 false", "push 2 e1 42 missed", "reply 2 t:recover e1 42 true"}
+		if !reflect.DeepEqual(events, wantEv) {
+			t.Errorf("events %q, want %q", events, wantEv)
 		}
 	})
 }
