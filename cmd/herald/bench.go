@@ -27,9 +27,10 @@ Scenarios:
   unicast   -conns users online, -rate pushes/s to random users; the same figures
   storm     -conns clients connected, then all dropped at once (-mode drop) or the
             server killed and restarted (-mode restart, needs -spawn); -inbox messages
-            per user pushed to durable inboxes while they are away; time until all are
-            back and subscribed, until every inbox message arrived, and whether anything
-            was lost
+            per user pushed to durable inboxes and -topic-missed messages published to
+            the topic while they are away; time until all are back and subscribed (each
+            recovering the topic from its last position), until every inbox message
+            arrived, and whether anything was lost
   api       the HTTP API alone at -rate requests/s
 
   row       print the BENCHMARKS.md row of saved -json results (row -header: the header)
@@ -88,6 +89,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.Concurrency, "concurrency", 32, "API requests in flight")
 	fs.DurationVar(&o.Drain, "drain", 3*time.Second, "wait after the last publish for late deliveries (storm: also the deadline, after every client is back, for the inbox messages)")
 	fs.IntVar(&o.Inbox, "inbox", 2, fmt.Sprintf("storm: messages pushed to each user's durable inbox while the clients are away, through the bulk API (restart: half just before the kill); 0 to %d", bench.MaxInbox))
+	fs.IntVar(&o.TopicMissed, "topic-missed", 3, fmt.Sprintf("storm: messages published to the topic while the clients are away (restart: after the restart), which every client must recover when it resubscribes with its position; 0 to %d", bench.MaxTopicMissed))
 	fs.StringVar(&o.StormMode, "mode", "drop", "storm: drop (clients reset their connections) or restart (server killed -9 and restarted)")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop the whole run after this long")
 	if err := fs.Parse(args[1:]); err != nil {

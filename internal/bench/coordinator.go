@@ -207,6 +207,7 @@ func mergeWorkers(r *Result, start time.Time, maxSeconds int, ws []*WorkerResult
 	r.Errors = map[string]int64{}
 	var rampStart, rampEnd time.Time
 	var missing []string
+	reasons := map[string]int64{}
 	for _, w := range ws {
 		wh, err := HistogramFrom(w.Latency)
 		if err != nil {
@@ -223,10 +224,25 @@ func mergeWorkers(r *Result, start time.Time, maxSeconds int, ws []*WorkerResult
 		for k, v := range w.Disconnects {
 			r.Errors["disconnect: "+k] += v
 		}
-		r.Expected += w.Expected + w.InboxExpected
-		r.Delivered += w.Received + w.InboxReceived
-		r.Missing += w.Missing + w.InboxMissing
-		r.Duplicates += w.Duplicates + w.InboxDuplicates
+		r.Expected += w.Expected + w.InboxExpected + w.TopicExpected
+		r.Delivered += w.Received + w.InboxReceived + w.TopicReceived
+		r.Missing += w.Missing + w.InboxMissing + w.TopicMissing
+		r.Duplicates += w.Duplicates + w.InboxDuplicates + w.TopicDuplicates
+		r.TopicExpected += w.TopicExpected
+		r.TopicDelivered += w.TopicReceived
+		r.TopicMissing += w.TopicMissing
+		r.TopicDuplicates += w.TopicDuplicates
+		r.TopicRepeats += w.TopicRepeats
+		r.TopicUnconfirmed += w.TopicUnconfirmed
+		r.TopicRecovered += w.TopicRecovered
+		r.TopicUnrecovered += w.TopicUnrecovered
+		for k, v := range w.TopicReasons {
+			reasons[k] += v
+		}
+		if w.TopicEpochChanged > 0 {
+			r.Errors["topic epoch changed"] += w.TopicEpochChanged
+		}
+		missing = append(missing, w.TopicMissingList...)
 		r.InboxExpected += w.InboxExpected
 		r.InboxDelivered += w.InboxReceived
 		r.InboxMissing += w.InboxMissing
@@ -255,6 +271,9 @@ func mergeWorkers(r *Result, start time.Time, maxSeconds int, ws []*WorkerResult
 	}
 	for _, m := range missing {
 		r.Notes = append(r.Notes, "missing: "+m)
+	}
+	if len(reasons) > 0 {
+		r.Notes = append(r.Notes, "topic not recovered: "+reasonsNote(reasons))
 	}
 	return nil
 }

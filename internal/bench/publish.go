@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -101,6 +102,12 @@ func (a *apiClient) close() { a.http.CloseIdleConnections() }
 
 // post sends a JSON body and returns the status code.
 func (a *apiClient) post(ctx context.Context, path string, body any) (int, error) {
+	return a.postDecode(ctx, path, body, nil)
+}
+
+// postDecode is post that also decodes a 200 answer's JSON body into out
+// (if not nil). An answer that does not decode is an error.
+func (a *apiClient) postDecode(ctx context.Context, path string, body any, out any) (int, error) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return 0, err
@@ -115,8 +122,11 @@ func (a *apiClient) post(ctx context.Context, path string, body any) (int, error
 	if err != nil {
 		return 0, err
 	}
+	if out != nil && resp.StatusCode == http.StatusOK {
+		err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
+	}
 	drain(resp.Body)
-	return resp.StatusCode, nil
+	return resp.StatusCode, err
 }
 
 // message is the API body of a bench message.

@@ -93,6 +93,9 @@ func WriteText(w io.Writer, r Result) error {
 	if r.CatchUpTime > 0 {
 		line("Catch-up", fmtDuration(r.CatchUpTime))
 	}
+	if topicShown(r) {
+		line("Topic", topicSummary(r))
+	}
 	for i, n := range r.Notes {
 		label := ""
 		if i == 0 {
@@ -124,6 +127,23 @@ func inboxSummary(r Result) string {
 		fmtCount(r.InboxDuplicates), fmtCount(r.InboxRedelivered))
 	if r.InboxUnconfirmed > 0 {
 		s += ", " + fmtCount(r.InboxUnconfirmed) + " received though not confirmed by the API"
+	}
+	return s
+}
+
+// topicShown reports whether r has storm topic-recovery figures.
+func topicShown(r Result) bool {
+	return r.TopicExpected > 0 || r.TopicRecovered > 0 || r.TopicUnrecovered > 0 || r.TopicUnconfirmed > 0
+}
+
+// topicSummary is the text line of a storm's topic recovery.
+func topicSummary(r Result) string {
+	s := fmt.Sprintf("%s of %s subscriptions recovered, %s not; missed messages: %s of %s accepted delivered, %s missing, %s duplicates, %s repeats dropped by seq (allowed)",
+		fmtCount(r.TopicRecovered), fmtCount(r.TopicRecovered+r.TopicUnrecovered), fmtCount(r.TopicUnrecovered),
+		fmtCount(r.TopicDelivered), fmtCount(r.TopicExpected), fmtCount(r.TopicMissing),
+		fmtCount(r.TopicDuplicates), fmtCount(r.TopicRepeats))
+	if r.TopicUnconfirmed > 0 {
+		s += ", " + fmtCount(r.TopicUnconfirmed) + " received though not confirmed by the API"
 	}
 	return s
 }
@@ -496,6 +516,15 @@ func newSection(i int, r Result) htmlSection {
 			htmlRow{Label: "Inbox missing", Value: fmtCount(r.InboxMissing), Class: bad(r.InboxMissing)},
 			htmlRow{Label: "Inbox duplicates", Value: fmtCount(r.InboxDuplicates), Class: warn(r.InboxDuplicates)},
 			htmlRow{Label: "Inbox redelivered before ACK", Value: fmtCount(r.InboxRedelivered)})
+	}
+	if topicShown(r) {
+		msgs.Rows = append(msgs.Rows,
+			htmlRow{Label: "Topic recovered", Value: fmtCount(r.TopicRecovered) + " of " + fmtCount(r.TopicRecovered+r.TopicUnrecovered) + " subscriptions"},
+			htmlRow{Label: "Topic not recovered", Value: fmtCount(r.TopicUnrecovered), Class: bad(r.TopicUnrecovered)},
+			htmlRow{Label: "Topic missed delivered", Value: fmtCount(r.TopicDelivered) + " of " + fmtCount(r.TopicExpected)},
+			htmlRow{Label: "Topic missing", Value: fmtCount(r.TopicMissing), Class: bad(r.TopicMissing)},
+			htmlRow{Label: "Topic duplicates", Value: fmtCount(r.TopicDuplicates), Class: warn(r.TopicDuplicates)},
+			htmlRow{Label: "Topic repeats dropped by seq", Value: fmtCount(r.TopicRepeats)})
 	}
 	s.Groups = []htmlGroup{msgs, latency, conn, server}
 	s.Charts = timelineCharts(r.Timeline)

@@ -508,3 +508,28 @@ func TestFormatting(t *testing.T) {
 		}
 	}
 }
+
+// TestReportTopic checks that a storm's topic recovery shows in the text
+// and HTML reports.
+func TestReportTopic(t *testing.T) {
+	r := Result{Scenario: "storm", Started: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC),
+		TopicExpected: 15000, TopicDelivered: 14997, TopicMissing: 3, TopicRepeats: 12,
+		TopicRecovered: 4999, TopicUnrecovered: 1}
+	var buf bytes.Buffer
+	if err := WriteText(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	want := "Topic        4,999 of 5,000 subscriptions recovered, 1 not; missed messages: 14,997 of 15,000 accepted delivered, 3 missing, 0 duplicates, 12 repeats dropped by seq (allowed)\n"
+	if !strings.Contains(buf.String(), want) {
+		t.Errorf("missing line %q in\n%s", want, buf.String())
+	}
+	buf.Reset()
+	if err := WriteHTML(&buf, []Result{r}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"Topic not recovered", "Topic missed delivered", "14,997 of 15,000"} {
+		if !strings.Contains(buf.String(), s) {
+			t.Errorf("HTML report lacks %q", s)
+		}
+	}
+}

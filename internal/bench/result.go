@@ -58,12 +58,26 @@ type Result struct {
 
 	// Storm inbox messages (pushed to users' durable inboxes while they are
 	// away), also counted in Expected, Delivered, Missing and Duplicates.
-	InboxExpected    int64    `json:"inbox_expected,omitempty"`    // accepted by the API (200)
-	InboxDelivered   int64    `json:"inbox_delivered,omitempty"`   // of those, received by their user's device
-	InboxMissing     int64    `json:"inbox_missing,omitempty"`     // accepted and never received
-	InboxDuplicates  int64    `json:"inbox_duplicates,omitempty"`  // received again after an ACK that had been processed, or twice on one connection
-	InboxRedelivered int64    `json:"inbox_redelivered,omitempty"` // received again on a new connection while its ACK may still have been in flight: allowed
-	InboxUnconfirmed int64    `json:"inbox_unconfirmed,omitempty"` // received though the API did not confirm it (a failed request that stored it)
-	Timeline         []Point  `json:"timeline"`
-	Notes            []string `json:"notes,omitempty"`
+	InboxExpected    int64 `json:"inbox_expected,omitempty"`    // accepted by the API (200)
+	InboxDelivered   int64 `json:"inbox_delivered,omitempty"`   // of those, received by their user's device
+	InboxMissing     int64 `json:"inbox_missing,omitempty"`     // accepted and never received
+	InboxDuplicates  int64 `json:"inbox_duplicates,omitempty"`  // received again after an ACK that had been processed, or twice on one connection
+	InboxRedelivered int64 `json:"inbox_redelivered,omitempty"` // received again on a new connection while its ACK may still have been in flight: allowed
+	InboxUnconfirmed int64 `json:"inbox_unconfirmed,omitempty"` // received though the API did not confirm it (a failed request that stored it)
+
+	// Storm topic recovery: messages published to the topic while the
+	// clients were away, which each client must recover when it
+	// resubscribes with its position; also counted in Expected, Delivered,
+	// Missing and Duplicates.
+	TopicExpected    int64 `json:"topic_expected,omitempty"`    // accepted by the API (200) × clients
+	TopicDelivered   int64 `json:"topic_delivered,omitempty"`   // of those, received (copies at or below the client's position dropped)
+	TopicMissing     int64 `json:"topic_missing,omitempty"`     // accepted and never received
+	TopicDuplicates  int64 `json:"topic_duplicates,omitempty"`  // a message received again under a new seq
+	TopicRepeats     int64 `json:"topic_repeats,omitempty"`     // topic copies at or below the client's position, dropped: allowed
+	TopicUnconfirmed int64 `json:"topic_unconfirmed,omitempty"` // received though the API did not confirm it
+	TopicRecovered   int64 `json:"topic_recovered,omitempty"`   // resubscriptions answered recovered
+	TopicUnrecovered int64 `json:"topic_unrecovered,omitempty"` // resubscriptions answered without recovered: a failure
+
+	Timeline []Point  `json:"timeline"`
+	Notes    []string `json:"notes,omitempty"`
 }

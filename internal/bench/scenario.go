@@ -36,6 +36,7 @@ type Options struct {
 	Drain       time.Duration // wait after the last publish for deliveries
 	StormMode   string        // storm: "drop" (clients reset their connections) or "restart" (server killed and restarted)
 	Inbox       int           // storm: messages pushed to each user's durable inbox while the clients are away (0: none; at most MaxInbox)
+	TopicMissed int           // storm: messages published to the topic while the clients are away, which they must recover (0: none; at most MaxTopicMissed)
 	Timeout     time.Duration // the whole run
 	Progress    *Progress
 
@@ -89,6 +90,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Inbox < 0 || o.Inbox > MaxInbox {
 		return r, fmt.Errorf("bench: inbox messages per user must be 0 to %d, not %d", MaxInbox, o.Inbox)
 	}
+	if o.TopicMissed < 0 || o.TopicMissed > MaxTopicMissed {
+		return r, fmt.Errorf("bench: topic messages missed must be 0 to %d, not %d", MaxTopicMissed, o.TopicMissed)
+	}
 	var err error
 	switch o.Scenario {
 	case "connect", "fanout", "unicast", "storm":
@@ -128,6 +132,9 @@ func (o Options) params() map[string]string {
 		p["conns"], p["mode"] = strconv.Itoa(o.Conns), o.StormMode
 		if o.Inbox > 0 {
 			p["inbox"] = strconv.Itoa(o.Inbox)
+		}
+		if o.TopicMissed > 0 {
+			p["topic_missed"] = strconv.Itoa(o.TopicMissed)
 		}
 	case "api":
 		p["rate"], p["duration"], p["concurrency"] = ftoa(o.Rate), o.Duration.String(), strconv.Itoa(o.Concurrency)
@@ -187,7 +194,7 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 			a.Topic = o.Topic
 		}
 		if o.Scenario == "storm" {
-			a.Inbox = o.Inbox
+			a.Inbox, a.TopicMissed = o.Inbox, o.TopicMissed
 		}
 		as = append(as, a)
 	}
@@ -417,6 +424,13 @@ func publishPhase(ctx context.Context, o Options, sent *atomic.Int64, errs *coun
 // the recovery and catch-up times. Then it waits, at most o.Drain after
 // every client is back, until each message the API accepted has reached
 // its user's device.
+//
+// With o.TopicMissed, it also publishes that many messages to the topic in
+// the same hold (after the restart, in restart mode); the clients come back
+// with SUBSCRIBE carrying their topic position, and each must recover every
+// one the API accepted (see topic.go). Recovered messages arrive before the
+// REPLY that ends a client's reconnection, so by the time every client is
+// back they are in.
 func stormPhase(ctx context.Context, o Options, ws []*workerProc, as []Assignment, r *Result, sent *atomic.Int64, errs *counter) error {
 	var pushes *inboxPushes
 	var before, during []int // inbox message numbers pushed before the kill, and while the clients are away
@@ -441,8 +455,9 @@ func stormPhase(ctx context.Context, o Options, ws []*workerProc, as []Assignmen
 			return err
 		}
 	}
+	hold := pushes != nil || o.TopicMissed > 0
 	drop := "drop"
-	if pushes != nil {
+	if hold {
 		drop = "drop hold"
 	}
 	for _, w := range ws {
@@ -452,13 +467,26 @@ func stormPhase(ctx context.Context, o Options, ws []*workerProc, as []Assignmen
 		return err
 	}
 	var held time.Duration // clients kept away on purpose
-	if pushes != nil {
+	if hold {
 		holdStart := time.Now()
-		o.Progress.Update("inbox", 0, int64(o.Conns*len(during)), "clients away")
-		pushes.push(ctx, o, during, sent, errs)
-		o.Progress.Done()
-		for i, w := range ws {
-			w.send("inbox " + pushes.bitmap(as[i].From, as[i].To))
+		if pushes != nil {
+			o.Progress.Update("inbox", 0, int64(o.Conns*len(during)), "clients away")
+			pushes.push(ctx, o, during, sent, errs)
+			o.Progress.Done()
+			for i, w := range ws {
+				w.send("inbox " + pushes.bitmap(as[i].From, as[i].To))
+			}
+		}
+		var topicNote string
+		if o.TopicMissed > 0 {
+			o.Progress.Update("topic", 0, int64(o.TopicMissed), "clients away")
+			mask, seqs := publishMissed(ctx, o, sent, errs)
+			o.Progress.Done()
+			for _, w := range ws {
+				w.send("topic " + strconv.FormatUint(mask, 10))
+			}
+			topicNote = fmt.Sprintf("topic: %d messages published to %q while the clients were away, %d accepted (seq %s)",
+				o.TopicMissed, o.Topic, len(seqs), seqRange(seqs))
 		}
 		held = time.Since(holdStart)
 		if ctx.Err() != nil {
@@ -467,13 +495,19 @@ func stormPhase(ctx context.Context, o Options, ws []*workerProc, as []Assignmen
 		for _, w := range ws {
 			w.send("go")
 		}
-		psent, pok := pushes.counts()
-		note := fmt.Sprintf("inbox: %d messages pushed to %d users, %d accepted", psent, o.Conns, pok)
-		if len(before) > 0 {
-			note += fmt.Sprintf("; %d per user just before the kill", len(before))
+		heldNote := fmt.Sprintf("clients held away %s for the pushes (not counted in recovery and catch-up)", held.Round(time.Millisecond))
+		if pushes != nil {
+			psent, pok := pushes.counts()
+			note := fmt.Sprintf("inbox: %d messages pushed to %d users, %d accepted", psent, o.Conns, pok)
+			if len(before) > 0 {
+				note += fmt.Sprintf("; %d per user just before the kill", len(before))
+			}
+			r.Notes = append(r.Notes, note)
 		}
-		r.Notes = append(r.Notes, note+fmt.Sprintf("; clients held away %s for the pushes (not counted in recovery and catch-up)",
-			held.Round(time.Millisecond)))
+		if topicNote != "" {
+			r.Notes = append(r.Notes, topicNote)
+		}
+		r.Notes = append(r.Notes, heldNote)
 	}
 	evs, err := waitEvent(ctx, ws, "recovered", func() {
 		var open int64
@@ -499,7 +533,9 @@ func stormPhase(ctx context.Context, o Options, ws []*workerProc, as []Assignmen
 	defer api.close()
 	path := "/v1/apps/" + url.PathEscape(o.Target.App) + "/topics/" + url.PathEscape(o.Topic) + "/messages"
 	for seq := range stormCheckMessages {
-		status, err := api.post(ctx, path, message("storm-"+strconv.Itoa(seq), makePayload(seq, time.Now(), o.Size)))
+		// Ids unique per run: a server keeping topic history drops a
+		// message whose id it already holds.
+		status, err := api.post(ctx, path, message(o.prefix+"-storm-"+strconv.Itoa(seq), makePayload(seq, time.Now(), o.Size)))
 		sent.Add(1)
 		if err != nil || status != 200 {
 			errs.add(statusKind(status, err))
@@ -654,6 +690,9 @@ func Failed(r Result) []string {
 	}
 	if r.Duplicates > 0 {
 		why = append(why, fmt.Sprintf("%d duplicates", r.Duplicates))
+	}
+	if r.TopicUnrecovered > 0 {
+		why = append(why, fmt.Sprintf("%d topic subscriptions not recovered", r.TopicUnrecovered))
 	}
 	var fails int64
 	for _, v := range r.ConnectFail {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -168,7 +169,7 @@ func TestScenarios(t *testing.T) {
 			tg.Transport = c.transport
 			o := testOptions(t, c.scenario, &tg)
 			if c.scenario == "storm" {
-				o.Inbox = 2
+				o.Inbox, o.TopicMissed = 2, 3
 			}
 			r, err := Run(context.Background(), o)
 			if err != nil {
@@ -186,8 +187,9 @@ func TestScenarios(t *testing.T) {
 }
 
 // checkStormInbox checks a storm of 200 clients with 2 inbox messages per
-// user: every client back, every check message and every inbox message
-// delivered once.
+// user and 3 topic messages published while they were away: every client
+// back, every check message and every inbox message delivered once, every
+// topic subscription recovered with the 3 messages.
 func checkStormInbox(t *testing.T, r Result) {
 	t.Helper()
 	if r.RecoveryTime <= 0 || r.CatchUpTime <= 0 {
@@ -197,8 +199,15 @@ func checkStormInbox(t *testing.T, r Result) {
 		t.Errorf("inbox: expected %d delivered %d missing %d duplicates %d, want 400 400 0 0",
 			r.InboxExpected, r.InboxDelivered, r.InboxMissing, r.InboxDuplicates)
 	}
-	if want := int64(200*stormCheckMessages + 400); r.Expected != want || r.Delivered != want {
-		t.Errorf("expected %d delivered %d, want %d (check and inbox messages)", r.Expected, r.Delivered, want)
+	if r.TopicExpected != 600 || r.TopicDelivered != 600 || r.TopicMissing != 0 || r.TopicDuplicates != 0 || r.TopicUnconfirmed != 0 {
+		t.Errorf("topic: expected %d delivered %d missing %d duplicates %d unconfirmed %d, want 600 600 0 0 0",
+			r.TopicExpected, r.TopicDelivered, r.TopicMissing, r.TopicDuplicates, r.TopicUnconfirmed)
+	}
+	if r.TopicRecovered != 200 || r.TopicUnrecovered != 0 {
+		t.Errorf("topic: %d subscriptions recovered, %d not, want 200 0 (notes %v)", r.TopicRecovered, r.TopicUnrecovered, r.Notes)
+	}
+	if want := int64(200*stormCheckMessages + 400 + 600); r.Expected != want || r.Delivered != want {
+		t.Errorf("expected %d delivered %d, want %d (check, inbox and topic messages)", r.Expected, r.Delivered, want)
 	}
 }
 
@@ -221,7 +230,7 @@ func TestStormRestartInbox(t *testing.T) {
 	defer target.Stop()
 	target.Transport = "ws"
 	o := testOptions(t, "storm", target)
-	o.StormMode, o.Inbox = "restart", 2
+	o.StormMode, o.Inbox, o.TopicMissed = "restart", 2, 3
 	r, err := Run(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +242,7 @@ func TestStormRestartInbox(t *testing.T) {
 		t.Errorf("connections %d, want 200", r.Connections)
 	}
 	checkStormInbox(t, r)
-	t.Logf("recovery %v, catch-up %v, redelivered %d, notes %v", r.RecoveryTime, r.CatchUpTime, r.InboxRedelivered, r.Notes)
+	t.Logf("recovery %v, catch-up %v, redelivered %d, topic repeats %d, notes %v", r.RecoveryTime, r.CatchUpTime, r.InboxRedelivered, r.TopicRepeats, r.Notes)
 }
 
 // TestLossyServerIsCaught runs fanout against a fake server that drops
@@ -435,13 +444,17 @@ func (s *lossyServer) publish(w http.ResponseWriter, r *http.Request) {
 // server that answers 200 to every push but stores only six of seven, and
 // sends every eleventh stored message twice on the same connection: the
 // run must count exactly those as missing and as duplicates, and fail.
+// The fake's topic has positions but no replay: it answers a SUBSCRIBE with
+// a position "recovered" without sending what was missed, and it sends
+// every topic message twice with the same seq. The missed topic messages
+// must all count as missing; the second copies as allowed repeats.
 func TestLossyInboxIsCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
 	}
 	fake := newLossyInboxServer(t)
 	o := testOptions(t, "storm", fake)
-	o.Inbox = 2
+	o.Inbox, o.TopicMissed = 2, 3
 	r, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -456,20 +469,62 @@ func TestLossyInboxIsCaught(t *testing.T) {
 	if r.InboxDuplicates != doubled {
 		t.Errorf("inbox duplicates %d (redelivered %d), the fake sent %d twice", r.InboxDuplicates, r.InboxRedelivered, doubled)
 	}
-	if r.Missing != lost || r.Duplicates != doubled {
-		t.Errorf("missing %d duplicates %d: the inbox losses are not in the totals", r.Missing, r.Duplicates)
+	const missed = 200 * 3
+	if r.TopicExpected != missed || r.TopicMissing != missed || r.TopicDelivered != 0 || r.TopicRecovered != 200 {
+		t.Errorf("topic expected %d missing %d delivered %d recovered %d; the fake replayed none of %d and said recovered 200 times",
+			r.TopicExpected, r.TopicMissing, r.TopicDelivered, r.TopicRecovered, missed)
+	}
+	if r.TopicRepeats != 200*stormCheckMessages || r.TopicDuplicates != 0 {
+		t.Errorf("topic repeats %d duplicates %d, the fake sent each of %d check messages twice to 200 clients",
+			r.TopicRepeats, r.TopicDuplicates, stormCheckMessages)
+	}
+	if r.Missing != lost+missed || r.Duplicates != doubled {
+		t.Errorf("missing %d duplicates %d: the inbox and topic losses are not in the totals", r.Missing, r.Duplicates)
 	}
 	if len(Failed(r)) == 0 {
 		t.Error("a run that lost inbox messages did not fail")
 	}
 }
 
+// TestUnrecoveredTopicIsCaught runs a storm against the fake server of
+// TestLossyInboxIsCaught told to answer every resubscription "cannot
+// recover": every subscription counts as unrecovered, every missed message
+// as missing, and the run fails even with nothing else wrong.
+func TestUnrecoveredTopicIsCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	fake := newLossyInbox(t, true)
+	o := testOptions(t, "storm", fake.target)
+	o.Conns, o.Inbox, o.TopicMissed = 50, 0, 2
+	r, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.TopicUnrecovered != 50 || r.TopicRecovered != 0 || r.TopicMissing != 100 {
+		t.Errorf("topic unrecovered %d recovered %d missing %d, want 50 0 100", r.TopicUnrecovered, r.TopicRecovered, r.TopicMissing)
+	}
+	why := Failed(r)
+	if !strings.Contains(strings.Join(why, "; "), "50 topic subscriptions not recovered") {
+		t.Errorf("failed: %v", why)
+	}
+	if !strings.Contains(strings.Join(r.Notes, "; "), "history no longer holds the position") {
+		t.Errorf("the reason is not in the notes: %v", r.Notes)
+	}
+}
+
 // lossyInboxServer speaks enough of the protocol over TCP and of the API to
 // run a storm with inbox messages: CONNECT with a device, catch-up from the
 // device's ACK position, SUBSCRIBE, topic publish, bulk push. It loses and
-// duplicates inbox messages on purpose.
+// duplicates inbox messages on purpose. Its topic stream has an epoch and
+// seqs but no history: a SUBSCRIBE with a position is answered as
+// recovered with nothing replayed or, if honest, as not recovered; every
+// topic PUSH is sent twice, with the same seq.
 type lossyInboxServer struct {
 	verify *auth.Verifier
+	honest bool
+	target *Target
+	topic  uint64 // the topic stream's last seq
 
 	mu     sync.Mutex
 	users  map[string]net.Conn // user -> its connection (one device each)
@@ -487,8 +542,14 @@ type fakeInboxMsg struct {
 
 func newLossyInboxServer(t *testing.T) *Target {
 	t.Helper()
+	return newLossyInbox(t, false).target
+}
+
+func newLossyInbox(t *testing.T, honest bool) *lossyInboxServer {
+	t.Helper()
 	const secret = "bench-secret-0123456789"
 	s := &lossyInboxServer{
+		honest: honest,
 		verify: auth.NewVerifier(map[string][]byte{"bench": []byte(secret)}, nil),
 		users:  map[string]net.Conn{}, subs: map[net.Conn]bool{},
 		inbox: map[string][]fakeInboxMsg{}, acked: map[string]uint64{},
@@ -524,8 +585,9 @@ func newLossyInboxServer(t *testing.T) *Target {
 		}
 		s.mu.Unlock()
 	})
-	return &Target{TCPAddr: ln.Addr().String(), APIURL: "http://" + hln.Addr().String(),
+	s.target = &Target{TCPAddr: ln.Addr().String(), APIURL: "http://" + hln.Addr().String(),
 		App: "bench", APIKey: "k", Secret: secret, Transport: "tcp"}
+	return s
 }
 
 func (s *lossyInboxServer) serveConn(c net.Conn) {
@@ -584,7 +646,15 @@ func (s *lossyInboxServer) handle(c net.Conn, f *protocol.Frame) string {
 		return cl.User
 	case protocol.TypeSubscribe:
 		s.subs[c] = true
-		_, _ = c.Write(protocol.AppendFramed(nil, &protocol.Frame{Type: protocol.TypeReply, ID: f.ID}))
+		reply := &protocol.Frame{Type: protocol.TypeReply, ID: f.ID, Stream: "t:" + f.Topic, Epoch: "e", Seq: s.topic}
+		if f.Epoch != "" { // asks for recovery: none is made
+			if s.honest {
+				reply.Reason = "history no longer holds the position"
+			} else {
+				reply.Recovered = true
+			}
+		}
+		_, _ = c.Write(protocol.AppendFramed(nil, reply))
 	case protocol.TypeAck:
 		user := strings.TrimPrefix(f.Stream, "u:")
 		s.acked[user] = max(s.acked[user], f.Seq)
@@ -643,12 +713,15 @@ func (s *lossyInboxServer) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	payload, _ := base64.StdEncoding.DecodeString(m.B64)
-	frame := protocol.AppendFramed(nil, &protocol.Frame{Type: protocol.TypePush, Stream: "t:" + r.PathValue("topic"), MsgID: m.ID, Payload: payload})
 	s.mu.Lock()
+	s.topic++
+	seq := s.topic
+	frame := protocol.AppendFramed(nil, &protocol.Frame{Type: protocol.TypePush, Stream: "t:" + r.PathValue("topic"),
+		Epoch: "e", Seq: seq, MsgID: m.ID, Payload: payload})
 	for c := range s.subs {
-		_, _ = c.Write(frame)
+		_, _ = c.Write(append(frame, frame...)) // twice, the same seq: a repeat to drop
 	}
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write([]byte(`{"id":"x"}`))
+	_, _ = fmt.Fprintf(w, `{"id":"x","seq":%d}`, seq)
 }

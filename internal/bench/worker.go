@@ -30,16 +30,17 @@ type Assignment struct {
 	From        int       `json:"from"` // first user index (inclusive)
 	To          int       `json:"to"`   // last user index (exclusive)
 	Topic       string    `json:"topic,omitempty"`
-	Messages    int       `json:"messages"`        // sequence numbers 0..Messages-1 exist
-	Users       int       `json:"users"`           // all users of the run (unicast targets)
-	Unicast     bool      `json:"unicast"`         // expect only the seqs addressed to our users
-	Rate        float64   `json:"rate"`            // connection attempts per second
-	Concurrency int       `json:"concurrency"`     // connection attempts in flight
-	Start       time.Time `json:"start"`           // the run's time origin
-	Deadline    time.Time `json:"deadline"`        // the worker exits by then, whatever happens
-	MaxSeconds  int       `json:"max_seconds"`     // timeline length
-	Retry       bool      `json:"retry_connect"`   // keep retrying failed connects until the deadline
-	Inbox       int       `json:"inbox,omitempty"` // storm: inbox messages per user the coordinator may push (see inbox.go)
+	Messages    int       `json:"messages"`               // sequence numbers 0..Messages-1 exist
+	Users       int       `json:"users"`                  // all users of the run (unicast targets)
+	Unicast     bool      `json:"unicast"`                // expect only the seqs addressed to our users
+	Rate        float64   `json:"rate"`                   // connection attempts per second
+	Concurrency int       `json:"concurrency"`            // connection attempts in flight
+	Start       time.Time `json:"start"`                  // the run's time origin
+	Deadline    time.Time `json:"deadline"`               // the worker exits by then, whatever happens
+	MaxSeconds  int       `json:"max_seconds"`            // timeline length
+	Retry       bool      `json:"retry_connect"`          // keep retrying failed connects until the deadline
+	Inbox       int       `json:"inbox,omitempty"`        // storm: inbox messages per user the coordinator may push (see inbox.go)
+	TopicMissed int       `json:"topic_missed,omitempty"` // storm: topic messages the coordinator may publish while the clients are away (see topic.go)
 }
 
 // unicastTarget is the user index a unicast message goes to: a fixed
@@ -90,6 +91,19 @@ type WorkerResult struct {
 	InboxUnconfirmed int64     `json:"inbox_unconfirmed,omitempty"` // received, but not accepted by the API as far as the coordinator knows
 	InboxLast        time.Time `json:"inbox_last,omitempty"`        // first arrival of the last expected message
 	InboxMissingList []string  `json:"inbox_missing_sample,omitempty"`
+
+	// Storm topic recovery (see topic.go).
+	TopicExpected     int64            `json:"topic_expected,omitempty"`      // accepted missed messages × clients
+	TopicReceived     int64            `json:"topic_received,omitempty"`      // of those, received (after dropping repeats by seq)
+	TopicMissing      int64            `json:"topic_missing,omitempty"`       // accepted, never received
+	TopicDuplicates   int64            `json:"topic_duplicates,omitempty"`    // a missed message again under a new seq
+	TopicRepeats      int64            `json:"topic_repeats,omitempty"`       // topic copies at or below the client's position, dropped (allowed)
+	TopicUnconfirmed  int64            `json:"topic_unconfirmed,omitempty"`   // missed messages received that the API did not confirm
+	TopicRecovered    int64            `json:"topic_recovered,omitempty"`     // resubscriptions whose REPLY said recovered
+	TopicUnrecovered  int64            `json:"topic_unrecovered,omitempty"`   // resubscriptions whose REPLY did not
+	TopicReasons      map[string]int64 `json:"topic_reasons,omitempty"`       // why not, by the REPLY's reason
+	TopicEpochChanged int64            `json:"topic_epoch_changed,omitempty"` // topic frames of another epoch than the first
+	TopicMissingList  []string         `json:"topic_missing_sample,omitempty"`
 }
 
 // worker holds one worker process's state.
@@ -103,7 +117,9 @@ type worker struct {
 	hist        *Histogram
 	tl          *Timeline
 	tr          *Tracker
-	inbox       *inboxBook // storm with inbox messages, else nil
+	inbox       *inboxBook  // storm with inbox messages, else nil
+	topic       *topicBook  // storm with topic messages while away, else nil
+	recovering  atomic.Bool // reconnecting after the storm: resubscribe with the topic position
 	disconnects map[string]int64
 
 	open      atomic.Int64
@@ -143,7 +159,12 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	if a.Inbox > 0 {
 		w.inbox = newInboxBook(n, a.Inbox)
 	}
-	pool, err := NewLoadPool(LoadPoolConfig{URL: a.URL, LocalAddrs: a.LocalAddrs, OnPush: w.onPush, OnClose: w.onClose})
+	cfg := LoadPoolConfig{URL: a.URL, LocalAddrs: a.LocalAddrs, OnPush: w.onPush, OnClose: w.onClose}
+	if a.TopicMissed > 0 && a.Topic != "" {
+		w.topic = newTopicBook(a.Topic, n, min(a.TopicMissed, MaxTopicMissed))
+		cfg.OnReply = w.onReply
+	}
+	pool, err := NewLoadPool(cfg)
 	if err != nil {
 		return err
 	}
@@ -176,9 +197,28 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 				if !w.drop(ctx, &res, arg == "hold", cmds) {
 					return w.finish(res)
 				}
-			case "inbox":
-				w.expectInbox(arg)
+			default:
+				w.command(verb, arg)
 			}
+		}
+	}
+}
+
+// command runs a coordinator command that may come at any time: "inbox
+// <bitmap>" (the accepted inbox messages) or "topic <mask>" (the accepted
+// missed topic messages).
+func (w *worker) command(verb, arg string) {
+	switch verb {
+	case "inbox":
+		w.expectInbox(arg)
+	case "topic":
+		mask, err := strconv.ParseUint(strings.TrimSpace(arg), 10, 64)
+		if err != nil {
+			w.emit(workerEvent{Event: "error", Error: "topic mask: " + err.Error()})
+			return
+		}
+		if w.topic != nil {
+			w.topic.expect(mask)
 		}
 	}
 }
@@ -258,20 +298,27 @@ func (w *worker) connectAll(ctx context.Context, ix []int) {
 
 func (w *worker) connectOne(ctx context.Context, r int) {
 	user := w.a.UserPrefix + strconv.Itoa(w.a.From+r)
-	var topics []string
+	var subs []Sub
 	if w.a.Topic != "" {
-		topics = []string{w.a.Topic}
+		subs = []Sub{{Topic: w.a.Topic}}
 	}
+	recovering := w.topic != nil && w.recovering.Load()
 	for attempt := 0; ; attempt++ {
 		tok, err := auth.Mint(w.a.App, []byte(w.a.Secret), user, []string{"*"}, 24*time.Hour, time.Now())
 		if err != nil {
 			w.fail(err)
 			return
 		}
+		if recovering { // the position as it is now, for this attempt
+			subs[0] = w.topic.position(r, w.a.Topic)
+		}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		c, err := w.pool.ConnectValue(cctx, r, tok, "d1", topics, nil)
+		c, replies, err := w.pool.ConnectSubs(cctx, r, tok, "d1", subs, nil)
 		cancel()
 		if err == nil {
+			if recovering && len(replies) == 1 {
+				w.topic.resubscribed(subs[0], replies[0])
+			}
 			w.connMu.Lock()
 			w.conns[r] = c
 			w.connMu.Unlock()
@@ -331,6 +378,15 @@ func (w *worker) onPush(c *LoadConn, f *protocol.Frame, received time.Time) {
 	if w.inbox != nil && strings.HasPrefix(f.Stream, "u:") {
 		w.onInboxPush(c, r, f, received)
 		return
+	}
+	if w.topic != nil && f.Stream == w.topic.stream {
+		if !w.topic.fresh(r, f.Epoch, f.Seq) {
+			return // a repeat: at or below the position
+		}
+		if seq, _, ok := parsePayload(f.Payload); ok && seq >= topicMissedBase {
+			w.topic.missed(r, seq-topicMissedBase)
+			return
+		}
 	}
 	if f.Seq > 0 && strings.HasPrefix(f.Stream, "u:") {
 		_ = c.Ack(f.Stream, f.Seq) // as a client with auto-ACK does: the server moves the device's inbox position; topic positions are the client's
@@ -414,12 +470,13 @@ func (w *worker) drop(ctx context.Context, res *WorkerResult, hold bool, cmds <-
 				return false
 			case verb == "go":
 				hold = false
-			case verb == "inbox":
-				w.expectInbox(arg)
+			default:
+				w.command(verb, arg)
 			}
 		}
 	}
 	before := w.failed.Load()
+	w.recovering.Store(true)
 	a := w.a
 	w.a.Rate, w.a.Retry = 0, true // as fast as possible, until back or deadline
 	w.connectAll(ctx, ix)
@@ -442,6 +499,9 @@ func (w *worker) finish(res WorkerResult) error {
 	if w.inbox != nil {
 		w.inbox.counts(&res, w.a.From)
 	}
+	if w.topic != nil {
+		w.topic.counts(&res, w.a.From)
+	}
 	w.connMu.Lock()
 	res.ConnectFail = w.fails
 	w.connMu.Unlock()
@@ -455,6 +515,14 @@ func (t *Timeline) connectionsLocked(mu *sync.Mutex, at time.Time, n int64) {
 	mu.Lock()
 	t.Connections(at, n)
 	mu.Unlock()
+}
+
+// onReply takes the topic position a REPLY gives, in order with the
+// connection's PUSHes.
+func (w *worker) onReply(c *LoadConn, f *protocol.Frame) {
+	if r, ok := c.Value().(int); ok && f.Stream == w.topic.stream {
+		w.topic.reply(r, f.Epoch, f.Seq)
+	}
 }
 
 // onInboxPush handles a PUSH of a user's inbox during a storm: it is
