@@ -377,7 +377,7 @@ func publishPhase(ctx context.Context, o Options, sent *atomic.Int64, errs *coun
 		openLoop(ctx, pubStart, o.Rate/float64(o.Batch), reqs, o.Concurrency, func(k int, sched time.Time) {
 			var msgs []map[string]string
 			for seq := k * o.Batch; seq < min((k+1)*o.Batch, n); seq++ {
-				m := message("bench-"+strconv.Itoa(seq), makePayload(seq, sched, o.Size))
+				m := message(o.prefix+"-m"+strconv.Itoa(seq), makePayload(seq, sched, o.Size))
 				m["user"] = o.prefix + strconv.Itoa(unicastTarget(seq, o.Conns))
 				msgs = append(msgs, m)
 			}
@@ -394,7 +394,7 @@ func publishPhase(ctx context.Context, o Options, sent *atomic.Int64, errs *coun
 			if o.Scenario == "unicast" {
 				path = "/v1/apps/" + app + "/users/" + o.prefix + strconv.Itoa(unicastTarget(seq, o.Conns)) + "/messages"
 			}
-			status, err := api.post(ctx, path, message("bench-"+strconv.Itoa(seq), payload))
+			status, err := api.post(ctx, path, message(o.prefix+"-m"+strconv.Itoa(seq), payload))
 			sent.Add(1)
 			if err != nil || status != 200 {
 				errs.add(statusKind(status, err))
