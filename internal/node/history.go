@@ -223,7 +223,15 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 	case after+1 < first:
 		return fail("history no longer holds the position")
 	}
-	var frames []*protocol.Encoded
+	if frames, cost, ok := n.replays.get(key, ep, last, after, n.cfg.Now()); ok {
+		if cost > n.cfg.ReplayBudget {
+			return fail(fmt.Sprintf("more than %d bytes missed: too many to replay", n.cfg.ReplayBudget))
+		}
+		reply.Recovered = true
+		n.recovered.Add(uint64(len(frames)))
+		return frames, reply, nil
+	}
+	e := replayEntry{key: key, epoch: ep, last: last, from: after + 1, built: n.cfg.Now()}
 	budget := n.cfg.ReplayBudget
 	for after < last {
 		msgs, err := n.store.Range(ctx, key, after, catchUpPage)
@@ -243,14 +251,82 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 			if budget -= len(m.Payload) + 64; budget < 0 {
 				return fail(fmt.Sprintf("more than %d bytes missed: too many to replay", n.cfg.ReplayBudget))
 			}
-			frames = append(frames, protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: stream, Epoch: ep,
+			e.frames = append(e.frames, protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: stream, Epoch: ep,
 				Seq: m.Seq, MsgID: m.ID, Payload: m.Payload, Time: m.Time.UnixMilli()}))
+			e.cost = append(e.cost, n.cfg.ReplayBudget-budget)
 			after = m.Seq
 		}
 	}
+	n.replays.put(e)
 	reply.Recovered = true
-	n.recovered.Add(uint64(len(frames)))
-	return frames, reply, nil
+	n.recovered.Add(uint64(len(e.frames)))
+	return slices.Clip(e.frames), reply, nil // shared with the cache
+}
+
+// replayCache shares the frames of recent recoveries. In a reconnect
+// storm thousands of clients recover the same topic from nearly the same
+// position; without it each would read the history and encode the same
+// frames again, one after the other under the stream's lock.
+type replayCache struct {
+	mu      sync.Mutex
+	entries [replayCacheEntries]replayEntry
+	next    int
+}
+
+// replayEntry is the replay of stream key from seq from to its head last.
+// It is valid while the head has not moved and for replayCacheTTL (so
+// that it never outlives the history's age limit by more).
+type replayEntry struct {
+	key, epoch string
+	last, from uint64
+	built      time.Time
+	frames     []*protocol.Encoded // seqs from..last
+	cost       []int               // cost[i]: replay bytes of frames[0..i]
+}
+
+const (
+	replayCacheEntries = 16
+	replayCacheBytes   = 64 << 10 // larger replays are not kept
+	replayCacheTTL     = 5 * time.Second
+)
+
+// get returns the frames after after of key at head last, and their cost.
+func (c *replayCache) get(key, epoch string, last, after uint64, now time.Time) ([]*protocol.Encoded, int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.entries {
+		e := &c.entries[i]
+		if e.key != key || e.epoch != epoch || e.last != last || after+1 < e.from || now.Sub(e.built) > replayCacheTTL {
+			continue
+		}
+		skip := int(after + 1 - e.from)
+		cost := 0
+		if len(e.frames) > 0 {
+			cost = e.cost[len(e.cost)-1]
+			if skip > 0 {
+				cost -= e.cost[skip-1]
+			}
+		}
+		return slices.Clip(e.frames[skip:]), cost, true // shared: a caller's append must not write into it
+	}
+	return nil, 0, false
+}
+
+// put keeps e, in place of the entry of the same stream or the oldest.
+func (c *replayCache) put(e replayEntry) {
+	if len(e.cost) > 0 && e.cost[len(e.cost)-1] > replayCacheBytes {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.entries {
+		if c.entries[i].key == e.key {
+			c.entries[i] = e
+			return
+		}
+	}
+	c.entries[c.next] = e
+	c.next = (c.next + 1) % replayCacheEntries
 }
 
 // recoverStream sends c what it missed of stream since (epoch, after),

@@ -68,6 +68,7 @@ type Node struct {
 	users    userLocks  // per user: inbox appends and catch-ups
 	streams  *pubShards // per topic and broadcast stream: publishes and recoveries
 	trims    chan string
+	replays  replayCache
 	wg       sync.WaitGroup // catch-ups in flight
 
 	idPrefix string

@@ -330,3 +330,35 @@ func TestConcurrentPublishes(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoveryShared: clients recovering one topic from different
+// positions each get exactly what they missed, whether or not an earlier
+// recovery's frames are reused, and a publish in between is not missed.
+func TestRecoveryShared(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	tok := h.token(appA, "vic", "quotes")
+	c := h.connect(wsBinary, "first", tok, "")
+	c.write(&protocol.Frame{Type: protocol.TypeSubscribe, ID: 1, Topic: "quotes"})
+	_, reply := c.untilReply(1)
+	epoch := reply.Epoch
+	c.Close()
+	for i := 1; i <= 5; i++ {
+		h.publishSeq(appA, "quotes", i)
+	}
+	for _, step := range []struct {
+		from    uint64
+		publish bool // publish one more first
+	}{{2, false}, {3, false}, {0, false}, {4, false}, {4, true}, {1, false}} {
+		if step.publish {
+			h.publishSeq(appA, "quotes", "more")
+		}
+		c := h.connect(wsBinary, "from"+strconv.FormatUint(step.from, 10), tok, "")
+		pushes, reply := c.subscribeFrom(2, "quotes", epoch, step.from)
+		checkSeqs(t, fmt.Sprintf("from %d", step.from), pushes, "t:quotes", step.from+1, reply.Seq)
+		if !reply.Recovered {
+			t.Fatalf("from %d: %s", step.from, describe(reply))
+		}
+		c.Close()
+	}
+}
