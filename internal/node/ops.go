@@ -62,7 +62,7 @@ func (n *Node) PushUsers(ctx context.Context, app string, users []string, m Mess
 }
 
 // PushMany pushes msgs[i] to users[i]. Messages to one user keep their
-// order. Up to pushChunk users at a time are stored in one durable write
+// order. Up to chunkUsers users at a time are stored in one durable write
 // (one fsync) and then sent. It returns the first error, with the results
 // of what was accepted.
 func (n *Node) PushMany(ctx context.Context, app string, users []string, msgs []Message) ([]Accepted, error) {
@@ -76,7 +76,7 @@ func (n *Node) PushMany(ctx context.Context, app string, users []string, msgs []
 		}
 		byUser[u] = append(byUser[u], i)
 	}
-	for chunk := range slices.Chunk(order, pushChunk) {
+	for chunk := range slices.Chunk(order, chunkUsers) {
 		if err := n.pushChunk(ctx, app, chunk, byUser, msgs, out); err != nil {
 			return out, err
 		}
@@ -84,8 +84,8 @@ func (n *Node) PushMany(ctx context.Context, app string, users []string, msgs []
 	return out, nil
 }
 
-// pushChunk bounds the users whose locks one bulk append holds.
-const pushChunk = 256
+// chunkUsers bounds the users whose locks one bulk append holds.
+const chunkUsers = 256
 
 // pushChunk stores the messages of users (msgs[i] for i in byUser[user])
 // in their inboxes with one AppendMulti, holding their users' locks, then
