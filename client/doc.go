@@ -23,8 +23,16 @@
 // Messages of one stream arrive in order. A message the server sends again
 // after a reconnect (same stream and epoch, sequence not after the last one
 // delivered) is dropped; across a change of epoch, drop duplicates by
-// Message.ID. With Config.AutoAck the Client acknowledges each message once
-// the application has it; otherwise call Client.Ack.
+// Message.ID. With Config.AutoAck the Client acknowledges each inbox
+// message once the application has it; otherwise call Client.Ack.
+//
+// After a reconnect the server resends the inbox from the device's stored
+// position, and the Client resubscribes to each topic (and rejoins the
+// broadcast stream) from the last position it saw, so the server replays
+// what was published meanwhile from its history. When it cannot (the
+// history no longer holds it, or the server's data was reset),
+// Config.OnUnrecovered is called with the stream and the reason: the
+// application should then re-fetch that state from its backend.
 //
 // # Usage
 //
