@@ -76,6 +76,72 @@ func startCrashChild(t *testing.T, dir, tcpAddr, apiAddr string) *exec.Cmd {
 	return cmd
 }
 
+// crashLoad posts messages to a crash child's API from several goroutines
+// until it is killed, and records the seq the API answered each accepted
+// message id with.
+type crashLoad struct {
+	mu       sync.Mutex
+	accepted map[string]uint64
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// startCrashLoad starts workers goroutines posting each messages at most;
+// target gives message i of worker w its id and API path.
+func startCrashLoad(apiAddr string, workers, each int, target func(w, i int) (id, path string)) *crashLoad {
+	l := &crashLoad{accepted: map[string]uint64{}, stop: make(chan struct{})}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := range each { // bounded; the kill ends it sooner
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				id, path := target(w, i)
+				body, _ := json.Marshal(map[string]any{"id": id, "data": id})
+				req, _ := http.NewRequest("POST", "http://"+apiAddr+path, bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+keyA)
+				resp, err := hc.Do(req)
+				if err != nil {
+					return // the server is gone
+				}
+				var r struct{ Seq uint64 }
+				err = json.NewDecoder(resp.Body).Decode(&r)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK && err == nil {
+					l.mu.Lock()
+					l.accepted[id] = r.Seq
+					l.mu.Unlock()
+				}
+			}
+		}()
+	}
+	return l
+}
+
+// killAfter waits until min messages were accepted, kills child with
+// SIGKILL, stops the load and returns what was accepted.
+func (l *crashLoad) killAfter(t *testing.T, child *exec.Cmd, min int) map[string]uint64 {
+	t.Helper()
+	waitFor(t, "messages accepted", func() error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if len(l.accepted) < min {
+			return fmt.Errorf("%d accepted", len(l.accepted))
+		}
+		return nil
+	})
+	_ = child.Process.Kill()
+	_ = child.Wait()
+	close(l.stop)
+	l.wg.Wait()
+	return l.accepted
+}
+
 // TestCrashNothingLost kills the server with SIGKILL while pushes are
 // under way, restarts it on the same data directory, and checks that every
 // push the API answered with success reaches the user's device, and that
@@ -100,38 +166,10 @@ func TestCrashNothingLost(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var mu sync.Mutex
-	accepted := map[string]bool{} // message ids the API answered 200 for
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
 	hc := &http.Client{Timeout: 5 * time.Second}
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 5000; i++ { // bounded; the kill ends it sooner
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				id := fmt.Sprintf("w%d-%d", w, i)
-				body, _ := json.Marshal(map[string]any{"id": id, "data": id})
-				req, _ := http.NewRequest("POST", "http://"+apiAddr+"/v1/apps/"+appA+"/users/cu"+strconv.Itoa(i%users)+"/messages", bytes.NewReader(body))
-				req.Header.Set("Authorization", "Bearer "+keyA)
-				resp, err := hc.Do(req)
-				if err != nil {
-					return // the server is gone
-				}
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					mu.Lock()
-					accepted[id] = true
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	load := startCrashLoad(apiAddr, 8, 5000, func(w, i int) (string, string) {
+		return fmt.Sprintf("w%d-%d", w, i), "/v1/apps/" + appA + "/users/cu" + strconv.Itoa(i%users) + "/messages"
+	})
 	// Acknowledge a few messages on user 0's device, then kill mid-stream.
 	var ackedSeq uint64
 	earlySeq := map[string]uint64{} // what user 0's device received before the crash
@@ -168,21 +206,8 @@ func TestCrashNothingLost(t *testing.T) {
 	})
 	early.Close()
 	// Let pushes run a while longer, then kill mid-stream.
-	waitFor(t, "pushes accepted", func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(accepted) < 1500 {
-			return fmt.Errorf("%d accepted", len(accepted))
-		}
-		return nil
-	})
-	_ = child.Process.Kill()
-	_ = child.Wait()
-	close(stop)
-	wg.Wait()
-	mu.Lock()
+	accepted := load.killAfter(t, child, 1500)
 	n := len(accepted)
-	mu.Unlock()
 	if n == 0 {
 		t.Fatal("no push was accepted before the kill")
 	}
@@ -295,52 +320,11 @@ func TestCrashTopicHistory(t *testing.T) {
 	}
 	c.Close()
 
-	var mu sync.Mutex
-	accepted := map[string]uint64{} // message id → seq the API answered
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	hc := &http.Client{Timeout: 5 * time.Second}
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 200 { // bounded, and under the history size: nothing is trimmed
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				id := fmt.Sprintf("p%d-%d", w, i)
-				body, _ := json.Marshal(map[string]any{"id": id, "data": id})
-				req, _ := http.NewRequest("POST", "http://"+apiAddr+"/v1/apps/"+appA+"/topics/crash/messages", bytes.NewReader(body))
-				req.Header.Set("Authorization", "Bearer "+keyA)
-				resp, err := hc.Do(req)
-				if err != nil {
-					return // the server is gone
-				}
-				var r struct{ Seq uint64 }
-				err = json.NewDecoder(resp.Body).Decode(&r)
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK && err == nil {
-					mu.Lock()
-					accepted[id] = r.Seq
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	waitFor(t, "publishes accepted", func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(accepted) < 300 {
-			return fmt.Errorf("%d accepted", len(accepted))
-		}
-		return nil
+	// Bounded, and under the history size: nothing is trimmed.
+	load := startCrashLoad(apiAddr, 4, 200, func(w, i int) (string, string) {
+		return fmt.Sprintf("p%d-%d", w, i), "/v1/apps/" + appA + "/topics/crash/messages"
 	})
-	_ = child.Process.Kill()
-	_ = child.Wait()
-	close(stop)
-	wg.Wait()
+	accepted := load.killAfter(t, child, 300)
 
 	child = startCrashChild(t, dir, tcpAddr, apiAddr)
 	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
@@ -376,8 +360,6 @@ func TestCrashTopicHistory(t *testing.T) {
 		last = f.Seq
 		got[f.MsgID] = f.Seq
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	for id, seq := range accepted {
 		if got[id] != seq {
 			t.Fatalf("accepted publish %s (seq %d) recovered as seq %d", id, seq, got[id])
