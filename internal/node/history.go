@@ -42,10 +42,6 @@ type Published struct {
 	Subscribers int    // local connections the message was queued for
 }
 
-// broadcastKey is the key of an app's broadcast stream among the topic
-// locks: "b" cannot be a topic's stream name ("t:…").
-const broadcastKey = broadcastStream
-
 // historyStream is the store stream of a topic or broadcast stream.
 func historyStream(app, stream string) string { return app + "/" + stream }
 
@@ -58,7 +54,7 @@ func (n *Node) Publish(ctx context.Context, app, topic string, m Message) (Publi
 // Broadcast stores m in app's broadcast history (if on), then fans it out
 // to every connection of app.
 func (n *Node) Broadcast(ctx context.Context, app string, m Message) (Published, error) {
-	return n.publish(ctx, app, broadcastKey, m, func(e *protocol.Encoded) int { return n.hub.Broadcast(app, e) })
+	return n.publish(ctx, app, broadcastStream, m, func(e *protocol.Encoded) int { return n.hub.Broadcast(app, e) })
 }
 
 // pubShard orders the publishes of the streams that hash to it. Publishes
@@ -330,9 +326,10 @@ func (c *replayCache) put(e replayEntry) {
 }
 
 // recoverStream sends c what it missed of stream since (epoch, after),
-// then the REPLY, then indexes it with join, all under the stream's lock.
-// join runs under s.mu and reports whether it indexed c.
-func (n *Node) recoverStream(c *gateway.Conn, s *session, id uint32, stream, epoch string, after uint64, join func() (bool, *protocol.Frame)) {
+// then the REPLY, then indexes it with index, all under the stream's lock.
+// refuse, if not nil, returns the frame that answers the request instead
+// (nothing is sent or indexed then). Both run under s.mu.
+func (n *Node) recoverStream(c *gateway.Conn, s *session, id uint32, stream, epoch string, after uint64, refuse func() *protocol.Frame, index func()) {
 	sh := n.streams.get(s.reg.App, stream)
 	sh.lead.Lock()
 	defer sh.lead.Unlock()
@@ -347,20 +344,30 @@ func (n *Node) recoverStream(c *gateway.Conn, s *session, id uint32, stream, epo
 	}
 	reply.ID = id
 	s.mu.Lock()
-	joined, refusal := join()
+	released := s.released
+	var refusal *protocol.Frame
+	if !released && refuse != nil {
+		refusal = refuse()
+	}
 	s.mu.Unlock()
 	if refusal != nil {
 		_ = c.SendFrame(refusal)
 		return
 	}
-	if !joined {
+	if released {
 		return
 	}
 	// Sent before c is indexed: a message still queued for fan-out from
-	// before the lock (seq <= the head) may follow the REPLY, and the
-	// client drops it as already seen; none can come between.
+	// before the lock (seq <= the head) can only follow the REPLY, and the
+	// client drops it as already seen. Indexed first, it could come before
+	// the replay, and the client would drop the replay instead.
 	_ = c.Send(append(frames, protocol.Encode(reply))...)
-	if n.cfg.HistorySize > 0 && n.log.Enabled(context.Background(), slog.LevelDebug) {
+	s.mu.Lock()
+	if !s.released {
+		index()
+	}
+	s.mu.Unlock()
+	if n.log.Enabled(context.Background(), slog.LevelDebug) {
 		n.log.Debug("recovery", "conn_id", c.ID(), "stream", stream, "from", after, "to", reply.Seq, "recovered", reply.Recovered, "reason", reply.Reason)
 	}
 }
@@ -378,54 +385,53 @@ func (n *Node) subscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
 	}
 	if f.Epoch != "" && n.cfg.HistorySize > 0 {
 		n.serialize(c, s, f.ID, func() {
-			n.recoverStream(c, s, f.ID, topicStream(f.Topic), f.Epoch, f.Seq, func() (bool, *protocol.Frame) {
-				return n.joinTopic(c, s, f)
-			})
+			n.recoverStream(c, s, f.ID, topicStream(f.Topic), f.Epoch, f.Seq,
+				func() *protocol.Frame { return n.topicRefusal(s, f) },
+				func() { n.indexTopic(c, s, f.Topic) })
 		}, true)
 		return
 	}
-	// The common case, a plain subscription with nothing queued, runs here
-	// without allocating a closure: a storm of reconnects subscribes
-	// thousands of connections at once.
-	s.mu.Lock()
-	busy := s.busy
-	s.mu.Unlock()
-	if busy { // only the event loop starts operations: it stays busy
-		n.serialize(c, s, f.ID, func() { n.plainSubscribe(c, s, f) }, false)
-		return
-	}
-	n.plainSubscribe(c, s, f)
+	n.serialize(c, s, f.ID, func() { n.plainSubscribe(c, s, f) }, false)
 }
 
 // plainSubscribe subscribes c to f.Topic and answers with the topic
 // stream's position.
 func (n *Node) plainSubscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
 	s.mu.Lock()
-	joined, refusal := n.joinTopic(c, s, f)
+	if s.released {
+		s.mu.Unlock()
+		return
+	}
+	refusal := n.topicRefusal(s, f)
+	if refusal == nil {
+		n.indexTopic(c, s, f.Topic)
+	}
 	s.mu.Unlock()
 	if refusal != nil {
 		_ = c.SendFrame(refusal)
-	} else if joined {
-		_ = c.SendFrame(n.positionReply(f.ID, s.reg.App, topicStream(f.Topic), f.Epoch != ""))
+		return
 	}
+	_ = c.SendFrame(n.positionReply(f.ID, s.reg.App, topicStream(f.Topic), f.Epoch != ""))
 }
 
-// joinTopic indexes c among f.Topic's subscribers. It reports whether c
-// joined, or returns the frame that answers the SUBSCRIBE without joining.
-// The caller holds s.mu.
-func (n *Node) joinTopic(c *gateway.Conn, s *session, f *protocol.Frame) (bool, *protocol.Frame) {
+// topicRefusal returns the frame that answers a SUBSCRIBE without
+// subscribing: a plain REPLY if s is subscribed already, an ERROR at the
+// subscription limit; nil otherwise. The caller holds s.mu.
+func (n *Node) topicRefusal(s *session, f *protocol.Frame) *protocol.Frame {
 	switch {
-	case s.released:
-		return false, nil
 	case slices.Contains(s.topics, f.Topic):
-		return false, &protocol.Frame{Type: protocol.TypeReply, ID: f.ID}
+		return &protocol.Frame{Type: protocol.TypeReply, ID: f.ID}
 	case len(s.topics) >= n.cfg.MaxSubscriptions:
-		return false, (&protocol.Error{ID: f.ID, Code: protocol.CodeTooManySubscriptions,
+		return (&protocol.Error{ID: f.ID, Code: protocol.CodeTooManySubscriptions,
 			Text: fmt.Sprintf("at most %d subscriptions per connection", n.cfg.MaxSubscriptions)}).Frame()
 	}
-	s.topics = append(s.topics, f.Topic)
-	n.hub.Subscribe(s.reg.App, f.Topic, c)
-	return true, nil
+	return nil
+}
+
+// indexTopic subscribes c to topic. The caller holds s.mu.
+func (n *Node) indexTopic(c *gateway.Conn, s *session, topic string) {
+	s.topics = append(s.topics, topic)
+	n.hub.Subscribe(s.reg.App, topic, c)
 }
 
 // unsubscribe handles UNSUBSCRIBE, in order with the connection's
@@ -449,23 +455,20 @@ func (n *Node) unsubscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
 // by what it missed if its position had an epoch (recovered off the event
 // loop).
 func (n *Node) joinBroadcast(c *gateway.Conn, s *session, resume []protocol.Position) {
-	join := func() (bool, *protocol.Frame) {
-		if s.released {
-			return false, nil
-		}
-		n.hub.JoinApp(s.reg.App, c)
-		return true, nil
-	}
+	join := func() { n.hub.JoinApp(s.reg.App, c) }
 	i := slices.IndexFunc(resume, func(p protocol.Position) bool { return p.Stream == broadcastStream })
 	if i >= 0 && resume[i].Epoch != "" && n.cfg.HistorySize > 0 {
 		p := resume[i]
 		n.serialize(c, s, 0, func() {
-			n.recoverStream(c, s, 0, broadcastStream, p.Epoch, p.Seq, join)
+			n.recoverStream(c, s, 0, broadcastStream, p.Epoch, p.Seq, nil, join)
 		}, true)
 		return
 	}
 	s.mu.Lock()
-	joined, _ := join()
+	joined := !s.released
+	if joined {
+		join()
+	}
 	s.mu.Unlock()
 	if joined && i >= 0 {
 		_ = c.SendFrame(n.positionReply(0, s.reg.App, broadcastStream, resume[i].Epoch != ""))
