@@ -334,6 +334,26 @@ type lossyServer struct {
 func newLossyServer(t *testing.T) *Target {
 	t.Helper()
 	s := &lossyServer{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/apps/{app}/topics/{topic}/messages", s.publish)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {})
+	return startFakeServer(t, s.serveConn, mux, func() {
+		s.mu.Lock()
+		for _, c := range s.subs {
+			c.Close()
+		}
+		s.mu.Unlock()
+	})
+}
+
+// fakeSecret is the app secret of the fake servers' tokens.
+const fakeSecret = "bench-secret-0123456789"
+
+// startFakeServer serves the wire protocol (serveConn on each TCP
+// connection) and the HTTP API (mux) on loopback until the test ends,
+// calling closeConns then, and returns the target for a run against them.
+func startFakeServer(t *testing.T, serveConn func(net.Conn), mux *http.ServeMux, closeConns func()) *Target {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -344,12 +364,9 @@ func newLossyServer(t *testing.T) *Target {
 			if err != nil {
 				return
 			}
-			go s.serveConn(c)
+			go serveConn(c)
 		}
 	}()
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/apps/{app}/topics/{topic}/messages", s.publish)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {})
 	hs := &http.Server{Handler: mux}
 	hln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -359,14 +376,10 @@ func newLossyServer(t *testing.T) *Target {
 	t.Cleanup(func() {
 		ln.Close()
 		hs.Close()
-		s.mu.Lock()
-		for _, c := range s.subs {
-			c.Close()
-		}
-		s.mu.Unlock()
+		closeConns()
 	})
 	return &Target{TCPAddr: ln.Addr().String(), APIURL: "http://" + hln.Addr().String(),
-		App: "bench", APIKey: "k", Secret: "bench-secret-0123456789", Transport: "tcp"}
+		App: "bench", APIKey: "k", Secret: fakeSecret, Transport: "tcp"}
 }
 
 func (s *lossyServer) serveConn(c net.Conn) {
@@ -547,46 +560,22 @@ func newLossyInboxServer(t *testing.T) *Target {
 
 func newLossyInbox(t *testing.T, honest bool) *lossyInboxServer {
 	t.Helper()
-	const secret = "bench-secret-0123456789"
 	s := &lossyInboxServer{
 		honest: honest,
-		verify: auth.NewVerifier(map[string][]byte{"bench": []byte(secret)}, nil),
+		verify: auth.NewVerifier(map[string][]byte{"bench": []byte(fakeSecret)}, nil),
 		users:  map[string]net.Conn{}, subs: map[net.Conn]bool{},
 		inbox: map[string][]fakeInboxMsg{}, acked: map[string]uint64{},
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.serveConn(c)
-		}
-	}()
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/apps/{app}/topics/{topic}/messages", s.publish)
 	mux.HandleFunc("POST /v1/apps/{app}/push", s.bulk)
-	hs := &http.Server{Handler: mux}
-	hln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = hs.Serve(hln) }()
-	t.Cleanup(func() {
-		ln.Close()
-		hs.Close()
+	s.target = startFakeServer(t, s.serveConn, mux, func() {
 		s.mu.Lock()
 		for c := range s.subs {
 			c.Close()
 		}
 		s.mu.Unlock()
 	})
-	s.target = &Target{TCPAddr: ln.Addr().String(), APIURL: "http://" + hln.Addr().String(),
-		App: "bench", APIKey: "k", Secret: secret, Transport: "tcp"}
 	return s
 }
 
