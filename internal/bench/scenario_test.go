@@ -383,6 +383,12 @@ func startFakeServer(t *testing.T, serveConn func(net.Conn), mux *http.ServeMux,
 }
 
 func (s *lossyServer) serveConn(c net.Conn) {
+	readFrames(c, func(f *protocol.Frame) { s.handle(c, f) })
+}
+
+// readFrames calls handle with each length-prefixed binary frame read
+// from c, until c fails; frames that do not decode are skipped.
+func readFrames(c net.Conn, handle func(*protocol.Frame)) {
 	r := bufio.NewReader(c)
 	var buf []byte
 	tmp := make([]byte, 4096)
@@ -399,7 +405,7 @@ func (s *lossyServer) serveConn(c net.Conn) {
 			}
 			var f protocol.Frame
 			if protocol.DecodeBinary(body, &f, protocol.DefaultLimits()) == nil {
-				s.handle(c, &f)
+				handle(&f)
 			}
 			buf = buf[used:]
 		}
@@ -590,28 +596,11 @@ func (s *lossyInboxServer) serveConn(c net.Conn) {
 		delete(s.subs, c)
 		s.mu.Unlock()
 	}()
-	var buf []byte
-	tmp := make([]byte, 4096)
-	for {
-		n, err := c.Read(tmp)
-		if err != nil {
-			return
+	readFrames(c, func(f *protocol.Frame) {
+		if u := s.handle(c, f); u != "" {
+			user = u
 		}
-		buf = append(buf, tmp[:n]...)
-		for {
-			body, used, err := protocol.NextFramed(buf, protocol.DefaultLimits())
-			if err != nil || used == 0 {
-				break
-			}
-			var f protocol.Frame
-			if protocol.DecodeBinary(body, &f, protocol.DefaultLimits()) == nil {
-				if u := s.handle(c, &f); u != "" {
-					user = u
-				}
-			}
-			buf = buf[used:]
-		}
-	}
+	})
 }
 
 // handle answers one client frame; it returns the user of a CONNECT.
