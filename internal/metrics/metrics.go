@@ -23,7 +23,15 @@ type Sources struct {
 	Gateway     func() gateway.Stats
 	Hub         func() hub.Stats
 	Node        func() node.Stats
+	Store       func() StoreStats
 	LogsDropped func() uint64
+}
+
+// StoreStats is the message store's state.
+type StoreStats struct {
+	Healthy        bool   `json:"-"`                  // the store takes writes
+	LossesDetected uint64 `json:"data_loss_detected"` // opens that found acknowledged data missing and started a new epoch
+	Reopens        uint64 `json:"reopens"`            // recoveries from a write failure
 }
 
 // Metrics holds the registry and the metrics that are observed directly.
@@ -81,6 +89,9 @@ var (
 	descUndeliv     = prometheus.NewDesc("herald_undeliverable_total", "Inbox messages skipped for a device after too many redeliveries.", nil, nil)
 	descRecovered   = prometheus.NewDesc("herald_recovered_total", "Topic and broadcast messages replayed to clients that resubscribed with a position.", nil, nil)
 	descUnrecovered = prometheus.NewDesc("herald_unrecovered_total", "Recoveries answered \"cannot recover\" (history trimmed or expired, epoch changed, too much missed).", nil, nil)
+	descStoreUp     = prometheus.NewDesc("herald_store_up", "1 while the message store takes writes, 0 while it refuses them (API writes answer 503).", nil, nil)
+	descStoreLoss   = prometheus.NewDesc("herald_store_data_loss_detected_total", "Store opens that found acknowledged messages missing (a damaged log) and started a new epoch.", nil, nil)
+	descStoreReopen = prometheus.NewDesc("herald_store_reopens_total", "Times the message store recovered from a write failure by reopening.", nil, nil)
 	descLogDropped  = prometheus.NewDesc("herald_log_records_dropped_total", "Log records dropped because the log writer fell behind.", nil, nil)
 )
 
@@ -90,7 +101,8 @@ type snapshot struct{ src Sources }
 func (s *snapshot) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descDisconnects, descFramesIn, descFramesOut, descBytesOut,
 		descWrites, descDecodeErr, descSessions, descUsers, descTopics, descSubs, descPublished, descDelivered, descPasses,
-		descDropped, descAcks, descCaughtUp, descUndeliv, descRecovered, descUnrecovered, descLogDropped} {
+		descDropped, descAcks, descCaughtUp, descUndeliv, descRecovered, descUnrecovered, descLogDropped,
+		descStoreUp, descStoreLoss, descStoreReopen} {
 		ch <- d
 	}
 }
@@ -133,6 +145,16 @@ func (s *snapshot) Collect(ch chan<- prometheus.Metric) {
 		counter(descUndeliv, n.Undeliverable)
 		counter(descRecovered, n.Recovered)
 		counter(descUnrecovered, n.Unrecovered)
+	}
+	if s.src.Store != nil {
+		st := s.src.Store()
+		up := int64(0)
+		if st.Healthy {
+			up = 1
+		}
+		gauge(descStoreUp, up)
+		counter(descStoreLoss, st.LossesDetected)
+		counter(descStoreReopen, st.Reopens)
 	}
 	if s.src.LogsDropped != nil {
 		counter(descLogDropped, s.src.LogsDropped())

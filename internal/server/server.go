@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/herald-push/herald/internal/api"
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/config"
@@ -34,6 +36,12 @@ type Options struct {
 	Logger      *slog.Logger
 	LogsDropped func() uint64
 	Now         func() time.Time
+	// StoreFS is the file system of the embedded store; nil means the
+	// operating system's. Tests inject disk faults through it.
+	StoreFS vfs.FS
+	// StoreRetry is how often a failed embedded store tries to reopen; 0
+	// means the store's default.
+	StoreRetry time.Duration
 }
 
 // Server is one running Herald process.
@@ -115,6 +123,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Gateway:     gw.Stats,
 		Hub:         h.Stats,
 		Node:        n.Stats,
+		Store:       func() metrics.StoreStats { return storeStats(st) },
 		LogsDropped: opt.LogsDropped,
 	})
 	apps := make([]string, 0, len(cfg.Apps))
@@ -222,6 +231,15 @@ type Stats struct {
 	Gateway gatewayStats `json:"connections"`
 	Hub     hub.Stats    `json:"routing"`
 	Session node.Stats   `json:"sessions"`
+	Store   storeState   `json:"store"`
+}
+
+// storeState is the store's part of Stats.
+type storeState struct {
+	Healthy bool   `json:"healthy"`
+	Error   string `json:"error,omitempty"`
+	Epoch   string `json:"epoch"`
+	metrics.StoreStats
 }
 
 type gatewayStats struct {
@@ -243,7 +261,11 @@ func (s *Server) Stats() any {
 	for code, v := range g.Disconnects {
 		gs.Disconnects[code.String()] = v
 	}
-	return Stats{Node: s.cfg.Node, Gateway: gs, Hub: s.hub.Stats(), Session: s.node.Stats()}
+	st := storeState{Healthy: true, Epoch: s.store.Epoch(), StoreStats: storeStats(s.store)}
+	if err := s.store.Health(); err != nil {
+		st.Healthy, st.Error = false, err.Error()
+	}
+	return Stats{Node: s.cfg.Node, Gateway: gs, Hub: s.hub.Stats(), Session: s.node.Stats(), Store: st}
 }
 
 // GatewayStats returns the gateway's counters.
@@ -300,6 +322,16 @@ func (s *Server) startPprof() error {
 	return nil
 }
 
+// storeStats reads the store's health and, for the embedded store, its
+// failure counters.
+func storeStats(st store.Store) metrics.StoreStats {
+	out := metrics.StoreStats{Healthy: st.Health() == nil}
+	if db, ok := st.(*embedded.DB); ok {
+		out.LossesDetected, out.Reopens = db.Losses(), db.Reopened()
+	}
+	return out
+}
+
 // openStore opens the message store the configuration names.
 func openStore(cfg config.Config, opt Options, log *slog.Logger) (store.Store, error) {
 	if cfg.Store == "memory" {
@@ -309,8 +341,13 @@ func openStore(cfg config.Config, opt Options, log *slog.Logger) (store.Store, e
 	if cfg.StoreSync > 0 {
 		policy = embedded.SyncInterval(cfg.StoreSync)
 	}
-	db, err := embedded.Open(filepath.Join(cfg.DataDir, "store"), embedded.Options{Now: opt.Now, Sync: policy, Logger: log})
+	dir := filepath.Join(cfg.DataDir, "store")
+	db, err := embedded.Open(dir, embedded.Options{Now: opt.Now, Sync: policy, Logger: log, FS: opt.StoreFS, RetryInterval: opt.StoreRetry})
 	if err != nil {
+		if errors.Is(err, embedded.ErrCorrupt) {
+			return nil, fmt.Errorf("the message store in %s is damaged and cannot be opened as it is: %w\n"+
+				"Run 'herald store salvage' with the same configuration to keep what is readable and start a new epoch (docs/operations.md, \"Damaged storage\")", dir, err)
+		}
 		return nil, fmt.Errorf("open message store: %w", err)
 	}
 	return db, nil

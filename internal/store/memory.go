@@ -416,3 +416,12 @@ func (m *Memory) Close() error {
 	m.closed.Store(true)
 	return nil
 }
+
+// Health implements Store: a memory store can always take writes until it
+// is closed.
+func (m *Memory) Health() error {
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}

@@ -49,6 +49,11 @@ var (
 	// ErrInvalid: an argument is out of its domain (empty stream name, limit
 	// below 1, an over-long name).
 	ErrInvalid = errors.New("store: invalid argument")
+	// ErrUnavailable: the store cannot take writes now (a disk error, a lost
+	// engine connection) and is recovering by itself. An Append that fails
+	// with it may or may not have stored its messages: retry with the same
+	// ids. Health reports the cause until the store has recovered.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // MaxNameLen bounds stream, device and message id lengths, in bytes.
@@ -170,8 +175,15 @@ type Store interface {
 	// the background while appends go on.
 	Expire(ctx context.Context) (removed int, err error)
 
-	// Epoch returns the store's epoch, fixed for the life of its data.
+	// Epoch returns the store's epoch. It is fixed for the life of the
+	// store's data: it changes only when the store finds that data it had
+	// acknowledged is gone (see package embedded), so that no position of
+	// the lost data can be resumed.
 	Epoch() string
+
+	// Health returns nil while the store can take writes, and otherwise an
+	// error wrapping ErrUnavailable (or ErrClosed) that says why.
+	Health() error
 
 	// Close releases the store. Calls after Close return ErrClosed; Close
 	// itself may be called more than once.

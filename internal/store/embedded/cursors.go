@@ -42,7 +42,7 @@ func (d *DB) loadCursor(sh *cursorShard, key []byte) (uint64, error) {
 // storeCursor writes key's cursor and caches it. The caller holds the
 // shard's mu.
 func (d *DB) storeCursor(sh *cursorShard, key []byte, seq uint64) error {
-	if err := d.pdb.Set(key, encodeU64(seq), pebble.NoSync); err != nil {
+	if err := d.guard(func() error { return d.pdb.Set(key, encodeU64(seq), pebble.NoSync) }); err != nil {
 		delete(sh.m, string(key))
 		return err
 	}

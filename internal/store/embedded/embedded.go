@@ -71,7 +71,6 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"math"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -79,6 +78,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/herald-push/herald/internal/store"
 )
@@ -114,7 +114,16 @@ type Options struct {
 	// each (5 to 10 MB at the default). It is rounded up to a multiple of
 	// 64. 0 means DefaultMetaCacheSize; negative means none.
 	MetaCacheSize int
+	// FS is the file system the store lives on; nil means the operating
+	// system's. Tests inject faults through it.
+	FS vfs.FS
+	// RetryInterval is how often a failed store (see Health) tries to
+	// reopen its data; 0 means DefaultRetryInterval.
+	RetryInterval time.Duration
 }
+
+// DefaultRetryInterval is Options.RetryInterval's default.
+const DefaultRetryInterval = time.Second
 
 // DefaultCacheSize is the block cache size when Options.CacheSize is 0.
 const DefaultCacheSize = 64 << 20
@@ -131,23 +140,34 @@ const (
 // DB is an on-disk store.Store. Safe for concurrent use.
 type DB struct {
 	dir   string
-	pdb   *pebble.DB
+	opts  Options
+	log   *slog.Logger
 	now   func() time.Time
-	epoch string
 	wo    *pebble.WriteOptions // for appends
 	lazy  bool                 // SyncInterval: appends are not synced by their commit
 	seed  maphash.Seed
+	epoch atomic.Pointer[string]
 
-	// closeMu is held shared by every operation and exclusively by Close, so
-	// that Pebble is never used after it is closed.
+	// closeMu is held shared by every operation and exclusively by Close
+	// and by a reopen after a failure, so that Pebble is never used after
+	// it is closed. pdb and mark change only under it held exclusively.
 	closeMu sync.RWMutex
 	closed  bool
+	pdb     *pebble.DB // nil while a failed store has not reopened
+	mark    *mark
+
+	fault    atomic.Pointer[error] // why the store refuses operations; nil when healthy
+	bgErr    atomic.Pointer[error] // the last failed background job, until one succeeds
+	recovery Recovery              // what the last open found; under closeMu
+	reopened atomic.Uint64         // successful reopens after a failure
+	losses   atomic.Uint64         // opens that found acknowledged data missing
+	stop     chan struct{}         // closed by Close: stops the sync and heal loops
+	healing  sync.WaitGroup
 
 	shards  [numShards]shard
 	cursors [numCursors]cursorShard // cursor read cache (cursors.go)
 
 	dirty    atomic.Bool // an unsynced append was written (SyncInterval)
-	stopSync chan struct{}
 	syncDone chan struct{}
 }
 
@@ -189,35 +209,34 @@ var _ store.Store = (*DB)(nil)
 
 // Open opens the store in dir, creating dir and a new store with a new
 // epoch if it holds none.
+//
+// Open checks that Pebble recovered every write the store acknowledged
+// (see mark.go). If it did not, Open starts a new epoch, logs the loss and
+// reports it in Recovery: positions in the lost data cannot be resumed,
+// and no sequence number is handed out twice in one epoch. Data that
+// Pebble cannot open at all (a damaged log in the middle, a lost table)
+// makes Open fail with an error wrapping ErrCorrupt that says to run
+// Salvage.
 func Open(dir string, opts Options) (*DB, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = DefaultRetryInterval
+	}
+	if err := opts.FS.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("embedded: open %s: %w", dir, err)
 	}
 	logger := opts.Logger
 	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+		logger = discardLogger()
 	}
-	popts := &pebble.Options{
-		Logger:             pebbleLogger{logger},
-		FormatMajorVersion: pebble.FormatNewest,
-		CacheSize:          opts.CacheSize,
-	}
-	if popts.CacheSize <= 0 {
-		popts.CacheSize = DefaultCacheSize
-	}
-	// Bloom filters on every level: Append looks up each new message's id,
-	// which is usually absent, and a filter answers that without reading a
-	// data block.
-	for i := range popts.Levels {
-		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-	}
-	pdb, err := pebble.Open(dir, popts)
-	if err != nil {
-		return nil, fmt.Errorf("embedded: open %s: %w", dir, err)
-	}
-	d := &DB{dir: dir, pdb: pdb, now: opts.Now, seed: maphash.MakeSeed(), wo: pebble.Sync}
+	d := &DB{dir: dir, opts: opts, log: logger, now: opts.Now, seed: maphash.MakeSeed(), wo: pebble.Sync, stop: make(chan struct{})}
 	if d.now == nil {
 		d.now = time.Now
+	}
+	if opts.Sync > 0 {
+		d.wo, d.lazy = pebble.NoSync, true
 	}
 	metas := opts.MetaCacheSize
 	if metas == 0 {
@@ -231,61 +250,214 @@ func Open(dir string, opts Options) (*DB, error) {
 		d.shards[i].streams = make(map[string]*stream)
 		d.shards[i].metas.init(perShard)
 	}
-	if err := d.initEpoch(); err != nil {
-		return nil, errors.Join(fmt.Errorf("embedded: open %s: %w", dir, err), pdb.Close())
+	if err := d.openEngine(); err != nil {
+		return nil, fmt.Errorf("embedded: open %s: %w", dir, err)
 	}
-	if opts.Sync > 0 {
-		d.wo, d.lazy = pebble.NoSync, true
-		d.stopSync = make(chan struct{})
+	if d.lazy {
 		d.syncDone = make(chan struct{})
 		go d.syncLoop(time.Duration(opts.Sync))
 	}
 	return d, nil
 }
 
-// initEpoch reads the epoch, or creates it in a new database.
-func (d *DB) initEpoch() error {
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// pebbleOptions returns the options Pebble is opened with.
+func (d *DB) pebbleOptions() *pebble.Options {
+	popts := &pebble.Options{
+		FS:                 d.opts.FS,
+		Logger:             pebbleLogger{d.log},
+		FormatMajorVersion: pebble.FormatNewest,
+		CacheSize:          d.opts.CacheSize,
+		EventListener: &pebble.EventListener{
+			BackgroundError: func(err error) {
+				err = fmt.Errorf("%w: background job: %w", store.ErrUnavailable, err)
+				d.bgErr.Store(&err)
+			},
+			FlushEnd: func(info pebble.FlushInfo) {
+				if info.Err == nil {
+					d.bgErr.Store(nil)
+				}
+			},
+			CompactionEnd: func(info pebble.CompactionInfo) {
+				if info.Err == nil {
+					d.bgErr.Store(nil)
+				}
+			},
+		},
+	}
+	if popts.CacheSize <= 0 {
+		popts.CacheSize = DefaultCacheSize
+	}
+	// Bloom filters on every level: Append looks up each new message's id,
+	// which is usually absent, and a filter answers that without reading a
+	// data block.
+	for i := range popts.Levels {
+		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	return popts
+}
+
+// openEngine opens Pebble and the mark, reads or creates the epoch, and
+// checks what Pebble recovered against the mark. The caller holds closeMu
+// exclusively (or is Open).
+func (d *DB) openEngine() (err error) {
+	defer func() {
+		if r := recover(); r != nil { // pebbleLogger.Fatalf
+			err = fmt.Errorf("%w: %v", store.ErrUnavailable, r)
+		}
+	}()
+	pdb, err := pebble.Open(d.dir, d.pebbleOptions())
+	if err != nil {
+		if pebble.IsCorruptionError(err) {
+			return fmt.Errorf("%w: %w; the data cannot be opened as it is: see 'herald store salvage'", ErrCorrupt, err)
+		}
+		return err
+	}
+	mk, prev, found, err := openMark(d.opts.FS, d.dir, d.lazy)
+	if err != nil {
+		return errors.Join(err, pdb.Close())
+	}
+	d.pdb, d.mark = pdb, mk
+	if err := d.checkRecovery(prev, found); err != nil {
+		d.pdb, d.mark = nil, nil
+		return errors.Join(err, pdb.Close(), mk.close())
+	}
+	return nil
+}
+
+// checkRecovery reads or creates the epoch and compares how far Pebble
+// recovered with the mark prev (if found); on a loss it starts a new
+// epoch. It then moves the mark to where Pebble stands.
+func (d *DB) checkRecovery(prev markValue, found bool) error {
 	format, err := d.get([]byte(formatKey))
 	if err != nil {
 		return err
-	}
-	if format == nil {
-		b := d.pdb.NewBatch()
-		defer b.Close()
-		d.epoch = store.NewEpoch()
-		_ = b.Set([]byte(formatKey), []byte(formatVersion), nil)
-		_ = b.Set([]byte(epochKey), []byte(d.epoch), nil)
-		return b.Commit(pebble.Sync)
-	}
-	if string(format) != formatVersion {
-		return fmt.Errorf("unknown data format %q, want %q", format, formatVersion)
 	}
 	epoch, err := d.get([]byte(epochKey))
 	if err != nil {
 		return err
 	}
-	if len(epoch) == 0 {
+	if format != nil && string(format) != formatVersion {
+		return fmt.Errorf("unknown data format %q, want %q", format, formatVersion)
+	}
+	if format != nil && len(epoch) == 0 {
 		return fmt.Errorf("%w: no epoch", ErrCorrupt)
 	}
-	d.epoch = string(epoch)
+	// The probe's sequence number is where Pebble's recovered log ends.
+	probe := d.pdb.NewBatch()
+	defer probe.Close()
+	_ = probe.Set([]byte(openKey), encodeU64(uint64(d.now().UnixNano())), nil)
+	if err := probe.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	recovered := uint64(probe.SeqNum())
+	rec := Recovery{PrevEpoch: string(epoch), Acked: prev.seq, Recovered: recovered, NoMark: format != nil && !found}
+	switch {
+	case format == nil && found:
+		rec.Lost, rec.Reason = true, "the store's data is gone but its mark remains: acknowledged messages are lost"
+	case format == nil:
+	case found && recovered < prev.seq:
+		rec.Lost = true
+		rec.Reason = fmt.Sprintf("the write-ahead log ends at %d, before %d, the end of the acknowledged writes: acknowledged messages are lost", recovered, prev.seq)
+	case found && prev.flags&markLazy != 0 && prev.flags&markClean == 0 && prev.boot != d.markBoot():
+		rec.Lost = true
+		rec.Reason = "the store was syncing at intervals and the machine restarted without a clean close: messages accepted in the last interval may be lost"
+	}
+	after := recovered + 1
+	if format == nil || rec.Lost {
+		e := store.NewEpoch()
+		b := d.pdb.NewBatch()
+		defer b.Close()
+		_ = b.Set([]byte(formatKey), []byte(formatVersion), nil)
+		_ = b.Set([]byte(epochKey), []byte(e), nil)
+		if err := b.Commit(pebble.Sync); err != nil {
+			return err
+		}
+		after = uint64(b.SeqNum()) + uint64(b.Count())
+		epoch = []byte(e)
+	}
+	rec.Epoch = string(epoch)
+	var flags uint8
+	if d.lazy {
+		flags = markLazy
+	}
+	if err := d.mark.set(after, flags); err != nil {
+		return err
+	}
+	e := string(epoch)
+	d.epoch.Store(&e)
+	d.recovery = rec
+	if rec.Lost {
+		d.losses.Add(1)
+		d.log.Error("store lost acknowledged data: starting a new epoch; clients are told their positions cannot be recovered",
+			"dir", d.dir, "reason", rec.Reason, "previous_epoch", rec.PrevEpoch, "epoch", rec.Epoch)
+	}
 	return nil
 }
 
-// syncLoop fsyncs the log at most every interval while appends are written
-// without a sync (SyncInterval).
+func (d *DB) markBoot() [16]byte { return d.mark.boot }
+
+// Recovery is what Open (or the last reopen after a failure) found about
+// the data it opened.
+type Recovery struct {
+	// Lost: Pebble recovered less than the store had acknowledged (or the
+	// store cannot rule that out); a new epoch was started.
+	Lost bool
+	// Reason says what was found, when Lost.
+	Reason string
+	// PrevEpoch is the epoch the data had ("" for a new store); Epoch is
+	// the epoch now.
+	PrevEpoch, Epoch string
+	// Acked is the Pebble sequence number past the newest acknowledged
+	// write, as the mark recorded it; Recovered is where Pebble's log
+	// ended at open.
+	Acked, Recovered uint64
+	// NoMark: the data had no mark (a store written by an older version);
+	// losses are detected from this open on.
+	NoMark bool
+}
+
+// Losses returns how many opens (at Open, or reopening after a failure)
+// found acknowledged data missing and started a new epoch.
+func (d *DB) Losses() uint64 { return d.losses.Load() }
+
+// Recovery returns what the last open found.
+func (d *DB) Recovery() Recovery {
+	d.closeMu.RLock()
+	defer d.closeMu.RUnlock()
+	return d.recovery
+}
+
+// syncLoop fsyncs the log, then the mark, at most every interval while
+// appends are written without a sync (SyncInterval).
 func (d *DB) syncLoop(interval time.Duration) {
 	defer close(d.syncDone)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		select {
-		case <-d.stopSync:
+		case <-d.stop:
 			return
 		case <-tick.C:
 			if d.dirty.Swap(false) {
-				_ = d.pdb.LogData(nil, pebble.Sync) // an error recurs on the next write
+				d.syncLog()
 			}
 		}
+	}
+}
+
+// syncLog syncs the log and then the mark; a failure fails the store.
+func (d *DB) syncLog() {
+	if d.enter(context.Background()) != nil {
+		return
+	}
+	defer d.leave()
+	if err := d.guard(func() error { return d.pdb.LogData(nil, pebble.Sync) }); err != nil {
+		return
+	}
+	if err := d.mark.sync(); err != nil {
+		_ = d.fail(err)
 	}
 }
 
@@ -293,24 +465,33 @@ func (d *DB) syncLoop(interval time.Duration) {
 func (d *DB) Dir() string { return d.dir }
 
 // Epoch implements store.Store.
-func (d *DB) Epoch() string { return d.epoch }
+func (d *DB) Epoch() string { return *d.epoch.Load() }
 
-// Close implements store.Store. Under SyncInterval it fsyncs what is not yet
-// synced.
+// Close implements store.Store. It syncs what is not yet synced and marks
+// the store as closed cleanly.
 func (d *DB) Close() error {
 	d.closeMu.Lock()
-	defer d.closeMu.Unlock()
 	if d.closed {
+		d.closeMu.Unlock()
 		return nil
 	}
 	d.closed = true
-	var err error
-	if d.stopSync != nil {
-		close(d.stopSync)
+	close(d.stop)
+	d.closeMu.Unlock()
+	if d.syncDone != nil {
 		<-d.syncDone
-		err = d.pdb.LogData(nil, pebble.Sync)
 	}
-	if cerr := d.pdb.Close(); cerr != nil {
+	d.healing.Wait()
+	d.closeMu.Lock()
+	defer d.closeMu.Unlock()
+	if d.pdb == nil {
+		return nil // failed, and not reopened
+	}
+	var err error
+	if d.fault.Load() == nil {
+		err = d.closeClean()
+	}
+	if cerr := d.closeEngine(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
 	if err != nil {
@@ -319,8 +500,36 @@ func (d *DB) Close() error {
 	return nil
 }
 
+// closeClean syncs the log and records in the mark that the store was
+// closed cleanly at the log's end.
+func (d *DB) closeClean() error {
+	b := d.pdb.NewBatch()
+	defer b.Close()
+	_ = b.LogData(nil, nil)
+	if err := d.guard(func() error { return b.Commit(pebble.Sync) }); err != nil {
+		return err
+	}
+	flags := uint8(markClean)
+	if d.lazy {
+		flags |= markLazy
+	}
+	return d.mark.set(uint64(b.SeqNum()), flags)
+}
+
+// closeEngine closes Pebble and the mark, whatever state they are in.
+func (d *DB) closeEngine() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("close after failure: %v", r)
+		}
+		d.pdb, d.mark = nil, nil
+	}()
+	return errors.Join(d.pdb.Close(), d.mark.close())
+}
+
 // enter starts an operation: it checks ctx, holds closeMu shared and fails
-// with ErrClosed after Close. On success the caller must call d.leave.
+// with ErrClosed after Close, or with the failure while the store has
+// failed. On success the caller must call d.leave.
 func (d *DB) enter(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -329,6 +538,10 @@ func (d *DB) enter(ctx context.Context) error {
 	if d.closed {
 		d.closeMu.RUnlock()
 		return store.ErrClosed
+	}
+	if f := d.fault.Load(); f != nil {
+		d.closeMu.RUnlock()
+		return *f
 	}
 	return nil
 }
@@ -515,7 +728,7 @@ func (d *DB) commitAppends(s *stream, batch []*appendReq) {
 		return // only duplicates
 	}
 	_ = b.Set(metaKey(s.name), m.encode(), nil)
-	if err := b.Commit(d.wo); err != nil {
+	if err := d.commitAppend(b); err != nil {
 		s.forgetMeta() // reread the counters next time
 		fail(err)
 		return
@@ -524,6 +737,30 @@ func (d *DB) commitAppends(s *stream, batch []*appendReq) {
 	if d.lazy {
 		d.dirty.Store(true)
 	}
+}
+
+// commitAppend commits a batch of appends under the sync policy and makes
+// the mark cover it before the appends are acknowledged.
+func (d *DB) commitAppend(b *pebble.Batch) error {
+	if err := d.guard(func() error { return b.Commit(d.wo) }); err != nil {
+		return err
+	}
+	end := uint64(b.SeqNum()) + uint64(b.Count())
+	if b.SeqNum() == 0 {
+		// A large batch: Pebble drops its contents, header included, at
+		// commit. An empty record committed after it ends past it.
+		lb := d.pdb.NewBatch()
+		defer lb.Close()
+		_ = lb.LogData(nil, nil)
+		if err := d.guard(func() error { return lb.Commit(d.wo) }); err != nil {
+			return err
+		}
+		end = uint64(lb.SeqNum())
+	}
+	if err := d.mark.advance(end); err != nil {
+		return d.fail(err)
+	}
+	return nil
 }
 
 // stage adds to b the appends of msgs to stream, whose counters are *m
@@ -675,7 +912,7 @@ func (d *DB) Head(ctx context.Context, name string) (epoch string, first, last u
 			return "", 0, 0, fmt.Errorf("embedded: head %q: %w", name, err)
 		}
 	}
-	return d.epoch, m.mark + 1, m.last, nil
+	return d.Epoch(), m.mark + 1, m.last, nil
 }
 
 // knownMeta returns name's counters if they are in memory: in the state of
@@ -896,7 +1133,7 @@ func (d *DB) trimChunk(ctx context.Context, s *stream, keep int, maxAge time.Dur
 		return false, nil
 	}
 	_ = b.Set(metaKey(s.name), m.encode(), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := d.guard(func() error { return b.Commit(pebble.NoSync) }); err != nil {
 		s.forgetMeta()
 		return false, err
 	}
@@ -1005,7 +1242,7 @@ func (d *DB) expireStream(ctx context.Context, name string, entries []expiredEnt
 	if n == 0 {
 		return 0, nil
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := d.guard(func() error { return b.Commit(pebble.NoSync) }); err != nil {
 		return 0, err
 	}
 	return n, nil

@@ -21,6 +21,8 @@ import (
 //	'x' expires(BE u64) uvarint(len(name)) name seq(BE u64) → id  (expiry index)
 //	'g' "epoch"             → the store's epoch
 //	'g' "format"            → formatVersion
+//	'g' "open"              → when the store was last opened (its write tells
+//	                          where Pebble's recovered log ends; see mark.go)
 //
 // Range is one iterator over [prefix 'a', prefix 'n'): it reads the meta
 // key and then seeks to the first message, both from one consistent view.
@@ -46,6 +48,7 @@ var ErrCorrupt = errors.New("embedded: corrupt record")
 
 const (
 	epochKey  = string(tagGlobal) + "epoch"
+	openKey   = string(tagGlobal) + "open"
 	formatKey = string(tagGlobal) + "format"
 )
 

@@ -103,7 +103,7 @@ func (d *DB) commitMulti(appends []store.StreamAppend, byName map[string]*multiS
 	if !changed {
 		return nil // only duplicates
 	}
-	if err := b.Commit(d.wo); err != nil {
+	if err := d.commitAppend(b); err != nil {
 		for _, ms := range byName {
 			ms.s.forgetMeta() // reread the counters next time
 		}
