@@ -3,6 +3,7 @@
 //	herald serve         run a server (embedded defaults, no external services)
 //	herald token         mint a client token for trying it out
 //	herald check-config  validate a configuration file
+//	herald store         check or salvage the embedded message store
 //	herald bench         the load generator
 //	herald version       print the version
 package main
@@ -42,6 +43,7 @@ Usage:
   herald serve        [-config FILE] [flags]   run the server
   herald token        [-config FILE] -user ID [-app ID] [-topics a,b.*] [-ttl 24h]
   herald check-config [-config FILE] [flags]   report every problem in a configuration
+  herald store check|salvage [-config FILE]    check the message store; salvage a damaged one
   herald bench <scenario> [flags]              load generator: connect, fanout, unicast, storm, api
   herald version
 
@@ -60,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return token(args[1:], stdout, stderr)
 	case "check-config":
 		return checkConfig(args[1:], stdout, stderr)
+	case "store":
+		return storeCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":

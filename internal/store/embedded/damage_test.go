@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/herald-push/herald/internal/store"
 	"github.com/herald-push/herald/internal/store/embedded"
+	"github.com/herald-push/herald/internal/store/embedded/damage"
 )
 
 // damageStreams are the streams the damage tests append to.
@@ -44,50 +43,10 @@ func fillStore(t *testing.T, dir string, n int) string {
 	return epoch
 }
 
-// newestLog returns the path of the newest write-ahead log in dir.
-func newestLog(t *testing.T, dir string) string {
+// damageLog damages the newest log of dir.
+func damageLog(t *testing.T, dir, kind string) {
 	t.Helper()
-	logs, err := filepath.Glob(filepath.Join(dir, "*.log"))
-	if err != nil || len(logs) == 0 {
-		t.Fatalf("no write-ahead log in %s: %v", dir, err)
-	}
-	slices.Sort(logs)
-	return logs[len(logs)-1]
-}
-
-// damage changes the newest log of dir in one of three ways.
-func damage(t *testing.T, dir, how string) {
-	t.Helper()
-	path := newestLog(t, dir)
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	size := fi.Size()
-	rnd := rand.New(rand.NewPCG(1, 2))
-	garbage := func(n int64) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(rnd.Uint32())
-		}
-		return b
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	switch how {
-	case "truncated":
-		err = f.Truncate(size * 6 / 10)
-	case "tail":
-		_, err = f.WriteAt(garbage(size*3/10), size*7/10)
-	case "middle":
-		_, err = f.WriteAt(garbage(4096), size/2)
-	default:
-		t.Fatalf("unknown damage %q", how)
-	}
-	if err != nil {
+	if err := damage.Log(dir, kind, 1); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -126,11 +85,11 @@ func checkStreams(t *testing.T, db *embedded.DB) (lasts []uint64) {
 // with acknowledged messages missing.
 func TestDamagedLog(t *testing.T) {
 	const n = 400
-	for _, how := range []string{"truncated", "tail", "middle"} {
+	for _, how := range damage.Kinds {
 		t.Run(how, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
 			epoch := fillStore(t, dir, n)
-			damage(t, dir, how)
+			damageLog(t, dir, how)
 
 			db, err := embedded.Open(dir, embedded.Options{})
 			salvaged := false
@@ -224,7 +183,7 @@ func TestNoMark(t *testing.T) {
 		}
 	}
 	_ = db.Close()
-	damage(t, dir, "truncated")
+	damageLog(t, dir, damage.Truncated)
 	db = open(t, dir, embedded.Options{})
 	defer db.Close()
 	if rec := db.Recovery(); !rec.Lost || rec.NoMark {
