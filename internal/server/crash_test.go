@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -52,20 +53,48 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func startCrashChild(t *testing.T, dir, tcpAddr, apiAddr string) *exec.Cmd {
+// crashChild is a server process started by startCrashChild.
+type crashChild struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has ended
+	stderr lockedBuffer
+}
+
+// kill ends the process with SIGKILL and waits for it.
+func (c *crashChild) kill() {
+	_ = c.cmd.Process.Kill()
+	<-c.exited
+}
+
+// spawnCrashChild starts a server process on dir and waits until its API
+// answers. If the process ends first, it returns an error with what the
+// process printed.
+func spawnCrashChild(t *testing.T, dir, tcpAddr, apiAddr string) (*crashChild, error) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, crashChildArg)
-	cmd.Env = append(os.Environ(), "CRASH_DIR="+dir, "CRASH_TCP="+tcpAddr, "CRASH_API="+apiAddr)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	c := &crashChild{exited: make(chan struct{})}
+	c.cmd = exec.Command(exe, crashChildArg)
+	c.cmd.Env = append(os.Environ(), "CRASH_DIR="+dir, "CRASH_TCP="+tcpAddr, "CRASH_API="+apiAddr)
+	c.cmd.Stderr = io.MultiWriter(os.Stderr, &c.stderr)
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() {
+		_ = c.cmd.Wait()
+		close(c.exited)
+	}()
+	var exitErr error
 	waitFor(t, "crash child up", func() error {
+		select {
+		case <-c.exited:
+			exitErr = fmt.Errorf("server process ended: %s", c.stderr.String())
+			return nil
+		default:
+		}
 		resp, err := http.Get("http://" + apiAddr + "/healthz")
 		if err != nil {
 			return err
@@ -73,7 +102,38 @@ func startCrashChild(t *testing.T, dir, tcpAddr, apiAddr string) *exec.Cmd {
 		resp.Body.Close()
 		return nil
 	})
-	return cmd
+	return c, exitErr
+}
+
+// startCrashChild starts a server process on dir; it is killed when the
+// test ends.
+func startCrashChild(t *testing.T, dir, tcpAddr, apiAddr string) *crashChild {
+	t.Helper()
+	c, err := spawnCrashChild(t, dir, tcpAddr, apiAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.kill)
+	return c
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and readers on other
+// goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // crashLoad posts messages to a crash child's API from several goroutines
@@ -125,7 +185,7 @@ func startCrashLoad(apiAddr string, workers, each int, target func(w, i int) (id
 
 // killAfter waits until min messages were accepted, kills child with
 // SIGKILL, stops the load and returns what was accepted.
-func (l *crashLoad) killAfter(t *testing.T, child *exec.Cmd, min int) map[string]uint64 {
+func (l *crashLoad) killAfter(t *testing.T, child *crashChild, min int) map[string]uint64 {
 	t.Helper()
 	waitFor(t, "messages accepted", func() error {
 		l.mu.Lock()
@@ -135,8 +195,7 @@ func (l *crashLoad) killAfter(t *testing.T, child *exec.Cmd, min int) map[string
 		}
 		return nil
 	})
-	_ = child.Process.Kill()
-	_ = child.Wait()
+	child.kill()
 	close(l.stop)
 	l.wg.Wait()
 	return l.accepted
@@ -213,8 +272,7 @@ func TestCrashNothingLost(t *testing.T) {
 	}
 
 	// Restart on the same data directory; every user's device collects.
-	child = startCrashChild(t, dir, tcpAddr, apiAddr)
-	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	startCrashChild(t, dir, tcpAddr, apiAddr)
 	got := map[string]bool{}
 	dups := 0
 	for uIdx := range users {
@@ -326,8 +384,7 @@ func TestCrashTopicHistory(t *testing.T) {
 	})
 	accepted := load.killAfter(t, child, 300)
 
-	child = startCrashChild(t, dir, tcpAddr, apiAddr)
-	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	startCrashChild(t, dir, tcpAddr, apiAddr)
 	c, err = sub()
 	if err != nil {
 		t.Fatal(err)
