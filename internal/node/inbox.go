@@ -93,11 +93,29 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 	}
 	a := Accepted{ID: m.ID, Seq: res[0].Seq, Duplicate: res[0].Duplicate}
 	if a.Duplicate {
+		a.Connections = n.resend(actx, app, user, a.Seq)
 		return a, nil
 	}
 	f := inboxPush(user, n.store.Epoch(), store.Message{Seq: a.Seq, ID: m.ID, Payload: m.Payload, Time: now})
 	a.Connections = n.hub.PushUser(app, user, f)
 	return a, nil
+}
+
+// resend sends the stored message seq of user's inbox to the user's
+// connections again, and returns to how many. A push retried with the same
+// id is a duplicate, but the first attempt may have failed after its
+// append reached the store (a disk error, a timeout), and then no device
+// online got it: sending it again costs a duplicate the clients drop. The
+// caller holds the user's lock.
+func (n *Node) resend(ctx context.Context, app, user string, seq uint64) int {
+	if len(n.hub.UserConns(app, user)) == 0 {
+		return 0
+	}
+	msgs, err := n.store.Range(ctx, inboxStream(app, user), seq-1, 1)
+	if err != nil || len(msgs) == 0 || msgs[0].Seq != seq {
+		return 0 // expired or trimmed meanwhile, or the store failed: the devices get what is held when they reconnect
+	}
+	return n.hub.PushUser(app, user, inboxPush(user, n.store.Epoch(), msgs[0]))
 }
 
 // catchUpBudget bounds the bytes of stored messages one catch-up round

@@ -127,7 +127,9 @@ func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser
 	for k, u := range users {
 		for j, i := range byUser[u] {
 			a := Accepted{ID: msgs[i].ID, Seq: res[k][j].Seq, Duplicate: res[k][j].Duplicate}
-			if !a.Duplicate {
+			if a.Duplicate {
+				a.Connections = n.resend(actx, app, u, a.Seq)
+			} else {
 				m := appends[k].Msgs[j]
 				m.Seq = a.Seq
 				a.Connections = n.hub.PushUser(app, u, inboxPush(u, epoch, m))

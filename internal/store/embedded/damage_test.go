@@ -7,12 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/herald-push/herald/internal/store"
 	"github.com/herald-push/herald/internal/store/embedded"
@@ -214,23 +210,11 @@ func TestMarkTornWrite(t *testing.T) {
 	}
 }
 
-// newFaultFS returns a file system that fails every write while its
-// toggle is on: a full disk.
-func newFaultFS() (vfs.FS, *errorfs.Toggle) {
-	tg := &errorfs.Toggle{Injector: errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
-			return syscall.ENOSPC
-		}
-		return nil
-	})}
-	return errorfs.Wrap(vfs.Default, tg), tg
-}
-
 // TestWriteFailure: while the disk refuses writes, appends fail with
 // ErrUnavailable and Health says so; once it takes them again the store
 // reopens by itself, keeps everything it acknowledged, and takes appends.
 func TestWriteFailure(t *testing.T) {
-	fs, disk := newFaultFS()
+	fs, disk := damage.FullDisk()
 	dir := filepath.Join(t.TempDir(), "data")
 	db := open(t, dir, embedded.Options{FS: fs, RetryInterval: 5 * time.Millisecond})
 	ctx := context.Background()

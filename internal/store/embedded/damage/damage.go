@@ -1,7 +1,8 @@
-// Package damage deliberately damages the newest write-ahead log of an
-// embedded store's data directory, the way a failing disk or a careless
-// copy would. Tests use it to check that Herald never opens damaged data
-// as if nothing happened.
+// Package damage deliberately damages an embedded store: its newest
+// write-ahead log, the way a failing disk or a careless copy would, or its
+// disk, which can be made to refuse writes. Tests use it to check that
+// Herald never opens damaged data as if nothing happened and never
+// acknowledges what it could not store.
 package damage
 
 import (
@@ -10,6 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 )
 
 // Kinds of damage.
@@ -77,4 +82,16 @@ func Log(dir, kind string, seed uint64) error {
 		return fmt.Errorf("damage %s: %w", path, err)
 	}
 	return nil
+}
+
+// FullDisk returns a file system over the operating system's whose writes
+// fail with ENOSPC, as on a full disk, while the returned toggle is on.
+func FullDisk() (vfs.FS, *errorfs.Toggle) {
+	tg := &errorfs.Toggle{Injector: errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			return syscall.ENOSPC
+		}
+		return nil
+	})}
+	return errorfs.Wrap(vfs.Default, tg), tg
 }
