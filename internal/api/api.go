@@ -16,8 +16,10 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herald-push/herald/internal/auth"
+	"github.com/herald-push/herald/internal/jsonstr"
 	"github.com/herald-push/herald/internal/node"
 	"github.com/herald-push/herald/internal/registry"
 )
@@ -178,11 +180,14 @@ func badRequest(code, format string, args ...any) error {
 // errEmptyBody is returned by decode for a request without a body.
 var errEmptyBody = &httpError{status: http.StatusBadRequest, code: "bad_json", msg: "request body is empty; send a JSON object"}
 
-// messageBody is the JSON of a message in a request.
+// messageBody is the JSON of a message in a request. Its strings, like
+// every string of a request body, are jsonstr.Strings: a string that is not
+// valid text stays invalid and fails validation, where encoding/json would
+// have made it valid by rewriting it.
 type messageBody struct {
-	ID   string          `json:"id,omitempty"`
+	ID   jsonstr.String  `json:"id,omitempty"`
 	Data json.RawMessage `json:"data,omitempty"`
-	B64  string          `json:"b64,omitempty"`
+	B64  jsonstr.String  `json:"b64,omitempty"`
 	TTL  int64           `json:"ttl,omitempty"` // seconds an undelivered inbox message is kept; 0 = the server's default
 }
 
@@ -190,8 +195,8 @@ type messageBody struct {
 const maxTTL = 30 * 24 * 3600
 
 func (a *API) message(b messageBody) (node.Message, error) {
-	if b.ID != "" && !auth.ValidName(b.ID) {
-		return node.Message{}, badRequest("bad_id", "id must be 1-128 printable bytes without spaces")
+	if b.ID != "" && !auth.ValidName(string(b.ID)) {
+		return node.Message{}, badRequest("bad_id", "id must be 1-128 bytes of printable UTF-8 without spaces")
 	}
 	var payload []byte
 	switch {
@@ -201,9 +206,13 @@ func (a *API) message(b messageBody) (node.Message, error) {
 		if string(b.Data) == "null" {
 			return node.Message{}, badRequest("bad_payload", "data is null; send a value, or b64 for bytes")
 		}
+		// JSON clients get data as it is: it must be text they can read.
+		if err := jsonstr.Check(b.Data); err != nil {
+			return node.Message{}, badRequest("bad_payload", "data is not valid UTF-8 text: %v", err)
+		}
 		payload = []byte(b.Data)
 	case b.B64 != "":
-		p, err := base64.StdEncoding.DecodeString(b.B64)
+		p, err := base64.StdEncoding.DecodeString(string(b.B64))
 		if err != nil {
 			return node.Message{}, badRequest("bad_payload", "b64 is not valid base64: %v", err)
 		}
@@ -218,7 +227,7 @@ func (a *API) message(b messageBody) (node.Message, error) {
 	if b.TTL < 0 || b.TTL > maxTTL {
 		return node.Message{}, badRequest("bad_ttl", "ttl must be 0 to %d seconds", maxTTL)
 	}
-	return node.Message{ID: b.ID, Payload: payload, TTL: time.Duration(b.TTL) * time.Second}, nil
+	return node.Message{ID: string(b.ID), Payload: payload, TTL: time.Duration(b.TTL) * time.Second}, nil
 }
 
 // maxBulkBody bounds the request body of a bulk push.
@@ -250,7 +259,7 @@ func (a *API) decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit i
 
 func validName(kind, s string) error {
 	if !auth.ValidName(s) {
-		return badRequest("bad_name", "%s %q must be 1-128 printable bytes without spaces", kind, s)
+		return badRequest("bad_name", "%s %q must be 1-128 bytes of printable UTF-8 without spaces", kind, s)
 	}
 	return nil
 }
@@ -277,7 +286,7 @@ func (a *API) pushUser(w http.ResponseWriter, r *http.Request, app string) error
 }
 
 type pushUsersBody struct {
-	Users []string `json:"users"`
+	Users []jsonstr.String `json:"users"`
 	messageBody
 }
 
@@ -325,8 +334,9 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 		return err
 	}
 	seen := make(map[string]bool, len(b.Users))
-	users := b.Users[:0]
-	for _, u := range b.Users {
+	users := make([]string, 0, len(b.Users))
+	for _, js := range b.Users {
+		u := string(js)
 		if err := validName("user", u); err != nil {
 			return err
 		}
@@ -335,17 +345,16 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 			users = append(users, u)
 		}
 	}
-	b.Users = users
 	m, err := a.message(b.messageBody)
 	if err != nil {
 		return err
 	}
-	accs, err := a.svc.PushUsers(r.Context(), app, b.Users, m)
+	accs, err := a.svc.PushUsers(r.Context(), app, users, m)
 	if err != nil {
 		return storeError(err)
 	}
-	results := make([]userResult, len(b.Users))
-	for i, u := range b.Users {
+	results := make([]userResult, len(users))
+	for i, u := range users {
 		results[i] = userResult{User: u, Seq: accs[i].Seq, Duplicate: accs[i].Duplicate, Connections: accs[i].Connections}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": accs[0].ID, "results": results})
@@ -354,7 +363,7 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 
 // bulkMessage is one entry of a bulk push: a message for one user.
 type bulkMessage struct {
-	User string `json:"user"`
+	User jsonstr.String `json:"user"`
 	messageBody
 }
 
@@ -381,7 +390,7 @@ func (a *API) pushBulk(w http.ResponseWriter, r *http.Request, app string) error
 	}
 	msgs := make([]node.Message, len(b.Messages))
 	for i, bm := range b.Messages {
-		if err := validName("user", bm.User); err != nil {
+		if err := validName("user", string(bm.User)); err != nil {
 			return err
 		}
 		m, err := a.message(bm.messageBody)
@@ -396,7 +405,7 @@ func (a *API) pushBulk(w http.ResponseWriter, r *http.Request, app string) error
 	}
 	users := make([]string, len(msgs))
 	for i := range b.Messages {
-		users[i] = b.Messages[i].User
+		users[i] = string(b.Messages[i].User)
 	}
 	accs, err := a.svc.PushMany(r.Context(), app, users, msgs)
 	if err != nil {
@@ -483,7 +492,7 @@ func (a *API) presence(w http.ResponseWriter, r *http.Request, app string) error
 
 func (a *API) presenceMany(w http.ResponseWriter, r *http.Request, app string) error {
 	var b struct {
-		Users []string `json:"users"`
+		Users []jsonstr.String `json:"users"`
 	}
 	if err := a.decode(w, r, &b); err != nil {
 		return err
@@ -493,10 +502,10 @@ func (a *API) presenceMany(w http.ResponseWriter, r *http.Request, app string) e
 	}
 	out := make([]presenceResult, 0, len(b.Users))
 	for _, u := range b.Users {
-		if err := validName("user", u); err != nil {
+		if err := validName("user", string(u)); err != nil {
 			return err
 		}
-		out = append(out, a.presenceOf(app, u))
+		out = append(out, a.presenceOf(app, string(u)))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": out})
 	return nil
@@ -530,7 +539,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request, app string) error {
 		return err
 	}
 	if !auth.ValidName(id) {
-		return badRequest("bad_id", "id must be 1-128 printable bytes without spaces")
+		return badRequest("bad_id", "id must be 1-128 bytes of printable UTF-8 without spaces")
 	}
 	if device != "" {
 		if err := validName("device", device); err != nil {
@@ -558,21 +567,24 @@ func (a *API) kick(w http.ResponseWriter, r *http.Request, app string) error {
 		return err
 	}
 	var b struct {
-		Device string `json:"device,omitempty"`
-		Reason string `json:"reason,omitempty"`
+		Device jsonstr.String `json:"device,omitempty"`
+		Reason jsonstr.String `json:"reason,omitempty"`
 	}
 	if err := a.decode(w, r, &b); err != nil && !errors.Is(err, errEmptyBody) {
 		return err
 	}
 	if b.Device != "" {
-		if err := validName("device", b.Device); err != nil {
+		if err := validName("device", string(b.Device)); err != nil {
 			return err
 		}
 	}
 	if len(b.Reason) > 256 {
 		return badRequest("bad_reason", "reason is longer than 256 bytes")
 	}
-	n := a.svc.Kick(app, user, b.Device, b.Reason)
+	if !utf8.ValidString(string(b.Reason)) {
+		return badRequest("bad_reason", "reason is not valid UTF-8 text")
+	}
+	n := a.svc.Kick(app, user, string(b.Device), string(b.Reason))
 	writeJSON(w, http.StatusOK, map[string]any{"kicked": n})
 	return nil
 }
