@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 	"testing"
+
+	"github.com/herald-push/herald/protocol"
 )
 
 // Ids and names that encoding/json would rewrite to U+FFFD: a raw byte
@@ -104,5 +106,60 @@ func TestStrictBodies(t *testing.T) {
 	h.apiOK("POST", "/v1/apps/app-a/users/alice/messages", keyA, `{"id":"\u00e9\ud83d\ude00","data":"\ud83d\ude00"}`, &r)
 	if f := alice.expectPush("u:alice", []byte(`"\ud83d\ude00"`)); f.MsgID != "é😀" || r.ID != "é😀" {
 		t.Fatalf("alice got %s; answer %+v", describe(f), r)
+	}
+}
+
+// TestStrictJSONFrames sends JSON frames whose strings are not valid text:
+// a CONNECT whose device holds a lone surrogate escape, a SUBSCRIBE whose
+// topic does, and one whose topic has a raw byte that is not UTF-8. None is
+// taken with its text rewritten: the CONNECT gets ERROR malformed and no
+// session, the SUBSCRIBE ERROR malformed and no subscription.
+func TestStrictJSONFrames(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	tok := h.token(appA, "alice", "*")
+
+	c := h.dial(wsJSON, "connect")
+	connect := `{"type":"connect","version":1,"token":"` + tok + `","device":"phone\ud800"}`
+	if err := c.WriteRaw([]byte(connect), true); err != nil {
+		t.Fatal(err)
+	}
+	c.expectError(protocol.CodeMalformed, 0)
+	c.expectDisconnect(protocol.DisconnectProtocolError)
+	if p := h.presence(appA, "alice"); p.Online {
+		t.Fatalf("a session was made from a refused CONNECT: %+v", p)
+	}
+
+	// A lone surrogate in a SUBSCRIBE.
+	sub := h.connect(wsJSON, "subscribe", tok, "phone")
+	if err := sub.WriteRaw([]byte(`{"type":"subscribe","id":1,"topic":"news\ud800"}`), true); err != nil {
+		t.Fatal(err)
+	}
+	sub.expectError(protocol.CodeMalformed, 0)
+	sub.expectDisconnect(protocol.DisconnectProtocolError)
+
+	// A raw byte that is not UTF-8: the text message itself is invalid,
+	// and the WebSocket layer closes the connection before any frame is
+	// decoded.
+	raw := h.connect(wsJSON, "raw", tok, "tablet")
+	if err := raw.WriteRaw([]byte("{\"type\":\"subscribe\",\"id\":1,\"topic\":\"news\xff\"}"), true); err != nil {
+		t.Fatal(err)
+	}
+	raw.expectClosed()
+
+	// Nobody is subscribed to what the topics would have become.
+	h.waitOpen(0)
+	if r := h.publish(appA, "news\ufffd", 1); r.Subscribers != 0 {
+		t.Fatalf("publish to %q: %d subscribers; want 0", "news\ufffd", r.Subscribers)
+	}
+	// A valid CONNECT with an escaped device id is the same device as
+	// the plain one.
+	ok := h.dial(wsJSON, "escaped")
+	if err := ok.WriteRaw([]byte(`{"type":"connect","version":1,"token":"`+tok+`","device":"ph\u00f6ne"}`), true); err != nil {
+		t.Fatal(err)
+	}
+	ok.expect(protocol.TypeConnected)
+	if p := h.presence(appA, "alice"); len(p.Devices) != 1 || p.Devices[0].Device != "phöne" {
+		t.Fatalf("presence %+v; want device %q", p, "phöne")
 	}
 }
