@@ -14,6 +14,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"path"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -44,6 +46,9 @@ type Keys interface {
 
 // Config configures the API handler.
 type Config struct {
+	// Prefix, if set, is a path prefix such as "/herald" under which the
+	// API is served: /herald/v1/stats. Requests outside it get 404.
+	Prefix        string
 	Apps          []string // known app ids
 	MaxPayload    int      // bytes of a message payload
 	MaxRecipients int      // users in one call
@@ -52,7 +57,9 @@ type Config struct {
 	// Observe, if set, is called after each request with its route pattern,
 	// status and duration.
 	Observe func(route string, status int, d time.Duration)
-	// Extra handlers mounted as they are (for example /metrics).
+	// Extra handlers mounted as they are (for example /metrics), by
+	// ServeMux pattern. Give exact paths: a subtree pattern ("/debug/")
+	// would make the mux redirect "/debug" to it.
 	Extra  map[string]http.Handler
 	Logger *slog.Logger
 }
@@ -93,14 +100,84 @@ func New(cfg Config, svc Service, keys Keys) *API {
 	for p, h := range cfg.Extra {
 		a.mux.Handle(p, h)
 	}
-	a.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint; see docs/api.md")
-	})
+	a.mux.HandleFunc("/", a.noRoute)
 	return a
 }
 
 // ServeHTTP implements http.Handler.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+//
+// It never redirects. http.ServeMux answers a path that is not clean
+// (with "." or ".." segments, empty segments, or "/tree" for a pattern
+// "/tree/") with a redirect to the cleaned path, and HTTP clients follow
+// it with the method, the body and the key: a push to
+// /v1/apps/a/users/x/../../topics/news/messages would become a publish to
+// the topic news. Such paths get 404 here, before the mux sees them.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !cleanPath(r.URL.Path) || !cleanPath(r.URL.EscapedPath()) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: paths have no empty, \".\" or \"..\" segments and no trailing slash; see docs/api.md")
+		return
+	}
+	if a.cfg.Prefix != "" {
+		stripped, ok := stripPrefix(r, a.cfg.Prefix)
+		if !ok {
+			writeError(w, http.StatusNotFound, "not_found", "no such endpoint: the API is served under "+a.cfg.Prefix+"/; see docs/api.md")
+			return
+		}
+		r = stripped
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// cleanPath reports whether p is an absolute path without empty, "." or
+// ".." segments and without a trailing slash (unless it is "/"): a path
+// that ServeMux neither cleans nor redirects. Decoded, a percent-encoded
+// dot or slash counts as what it encodes.
+func cleanPath(p string) bool {
+	return p != "" && p[0] == '/' && path.Clean(p) == p
+}
+
+// stripPrefix returns r for the path under prefix, or false when r's path,
+// decoded and as sent, is not under prefix.
+func stripPrefix(r *http.Request, prefix string) (*http.Request, bool) {
+	p, ok := strings.CutPrefix(r.URL.Path, prefix)
+	if !ok || !strings.HasPrefix(p, "/") {
+		return nil, false
+	}
+	raw, ok := strings.CutPrefix(r.URL.EscapedPath(), prefix)
+	if !ok || !strings.HasPrefix(raw, "/") {
+		return nil, false
+	}
+	r2 := new(http.Request)
+	*r2 = *r
+	r2.URL = new(url.URL)
+	*r2.URL = *r.URL
+	r2.URL.Path, r2.URL.RawPath = p, ""
+	if r.URL.RawPath != "" {
+		r2.URL.RawPath = raw
+	}
+	return r2, true
+}
+
+// noRoute answers a path no route takes: 405 with Allow when the path is
+// a route's with another method, 404 otherwise.
+func (a *API) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost} { // the methods of the routes
+		probe := new(http.Request)
+		*probe = *r
+		probe.Method = m
+		if _, pattern := a.mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed",
+			fmt.Sprintf("%s takes %s, not %s; see docs/api.md", r.URL.Path, strings.Join(allow, " or "), r.Method))
+		return
+	}
+	writeError(w, http.StatusNotFound, "not_found", "no such endpoint; see docs/api.md")
+}
 
 type appHandler func(w http.ResponseWriter, r *http.Request, app string) error
 

@@ -511,7 +511,7 @@ func TestAPIErrors(t *testing.T) {
 		{"long kick reason", "POST", "/v1/apps/app-a/users/alice/kick", keyA, map[string]string{"reason": strings.Repeat("r", 257)}, 400, "bad_reason"},
 		{"bad kick body", "POST", "/v1/apps/app-a/users/alice/kick", keyA, `{"device":`, 400, "bad_json"},
 		{"unknown endpoint", "GET", "/v1/nothing", keyA, nil, 404, "not_found"},
-		{"wrong method", "GET", "/v1/apps/app-a/broadcast", keyA, nil, 404, "not_found"},
+		{"wrong method", "GET", "/v1/apps/app-a/broadcast", keyA, nil, 405, "method_not_allowed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -123,6 +123,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, metrics: m, apiDone: make(chan error, 1)}
 	handler := api.New(api.Config{
+		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),
 		Apps:          apps,
 		MaxPayload:    cfg.MaxPayload,
 		MaxRecipients: cfg.MaxRecipients,
@@ -131,14 +132,8 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Extra:         map[string]http.Handler{"GET /metrics": m.Handler()},
 		Logger:        log,
 	}, n, auth.NewKeys(cfg.APIKeys()))
-	var root http.Handler = handler
-	if prefix := strings.TrimSuffix(cfg.API.Path, "/"); prefix != "" {
-		mux := http.NewServeMux()
-		mux.Handle(prefix+"/", http.StripPrefix(prefix, handler))
-		root = mux
-	}
 	s.apiSrv = &http.Server{
-		Handler:           root,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/herald-push/herald/internal/config"
+)
+
+// noRedirects returns a copy of h whose HTTP client does not follow
+// redirects, so that a redirect is seen as the answer it is.
+func (h *harness) noRedirects() *harness {
+	hh := *h
+	hh.http = &http.Client{
+		Transport:     h.http.Transport,
+		Timeout:       waitTime,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return &hh
+}
+
+// TestAPIPathsNoRedirect sends requests whose paths http.ServeMux would
+// clean and redirect: dot segments, plain or percent-encoded, empty
+// segments and trailing slashes. A redirect is followed by clients with
+// the body and the key, so that a push to a user became a publish to a
+// topic. Each gets a JSON 404 instead, and nothing is published.
+func TestAPIPathsNoRedirect(t *testing.T) {
+	t.Parallel()
+	h := startServer(t).noRedirects()
+	sub := h.connect(wsJSON, "sub", h.token(appA, "alice", "news"), "d")
+	sub.subscribe(1, "news")
+
+	for _, path := range []string{
+		"/v1/apps/app-a/users/x/../../topics/news/messages",
+		"/v1/apps/app-a/users/x/%2e%2e/%2E%2E/topics/news/messages",
+		"/v1/apps/app-a/users/x/.%2e/..%2F/topics/news/messages",
+		"/v1/apps/app-a/users/x%2F..%2F..%2Ftopics/news/messages",
+		"/v1/apps/app-a/topics/./news/messages",
+		"/v1/apps/app-a//topics/news/messages",
+		"/v1/apps/app-a/topics/news//messages",
+		"/v1/apps/app-a/topics/news/messages/",
+		"//v1/apps/app-a/topics/news/messages",
+		"/v1/apps/app-a/broadcast/",
+		"/v1/stats/",
+		"/v1/apps/app-a/users/alice/presence/",
+	} {
+		t.Run(path, func(t *testing.T) {
+			h.withT(t).apiError("POST", path, keyA, `{"data":"redirected"}`, http.StatusNotFound, "not_found")
+		})
+	}
+	// The subscriber's first message is the one published after.
+	h.publish(appA, "news", "after")
+	if f := sub.expectPush("t:news", []byte(`"after"`)); f.Seq != 1 {
+		t.Fatalf("first topic message has seq %d; want 1", f.Seq)
+	}
+	// A user name with an encoded slash is still a user name.
+	var r durablePush
+	h.apiOK("POST", "/v1/apps/app-a/users/team%2Fops/messages", keyA, `{"data":1}`, &r)
+	if r.Seq != 1 {
+		t.Fatalf("push to team/ops: %+v", r)
+	}
+	if p := h.presence(appA, "team%2Fops"); p.User != "team/ops" {
+		t.Fatalf("presence of team/ops: %+v", p)
+	}
+}
+
+// TestAPIPrefix serves the API under a path prefix: requests outside it,
+// or to the prefix without a slash, get a JSON 404 and no redirect.
+func TestAPIPrefix(t *testing.T) {
+	t.Parallel()
+	h := startServer(t, func(c *config.Config) { c.API.Path = "/herald" }).noRedirects()
+	var st map[string]any
+	h.apiOK("GET", "/herald/v1/stats", keyA, nil, &st)
+	for _, path := range []string{"/herald", "/herald/", "/v1/stats", "/heraldv1/stats", "/herald/../herald/v1/stats", "/herald//v1/stats", "/%68erald/v1/stats"} {
+		t.Run(path, func(t *testing.T) {
+			h.withT(t).apiError("GET", path, keyA, nil, http.StatusNotFound, "not_found")
+		})
+	}
+}
+
+// TestAPIMethodNotAllowed: a known path with a method it does not take is
+// a JSON 405 that says in Allow which methods it takes.
+func TestAPIMethodNotAllowed(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	for _, tc := range []struct{ method, path, allow string }{
+		{"GET", "/v1/apps/app-a/broadcast", "POST"},
+		{"PUT", "/v1/apps/app-a/users/alice/messages", "POST"},
+		{"POST", "/v1/stats", "GET, HEAD"},
+		{"DELETE", "/healthz", "GET, HEAD"},
+		{"POST", "/v1/apps/app-a/users/alice/presence", "GET, HEAD"},
+		{"OPTIONS", "/metrics", "GET, HEAD"},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			h := h.withT(t)
+			h.apiError(tc.method, tc.path, keyA, nil, http.StatusMethodNotAllowed, "method_not_allowed")
+			req, _ := http.NewRequest(tc.method, h.srv.APIURL()+tc.path, nil)
+			resp, err := h.http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("Allow"); got != tc.allow {
+				t.Fatalf("Allow %q; want %q", got, tc.allow)
+			}
+		})
+	}
+	h.apiError("GET", "/v1/nothing", keyA, nil, http.StatusNotFound, "not_found")
+}
