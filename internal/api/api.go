@@ -6,6 +6,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -316,22 +317,51 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (a *API) decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	br := bufio.NewReader(http.MaxBytesReader(w, r.Body, limit))
+	// The body must be an object: encoding/json would decode null into
+	// the zero value, an empty request.
+	if c, err := firstByte(br); err != nil {
+		return bodyError(err)
+	} else if c != '{' {
+		return badRequest("bad_json", "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(br)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return errEmptyBody
-		}
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", msg: fmt.Sprintf("request body over %d bytes", mbe.Limit)}
-		}
-		return badRequest("bad_json", "request body is not the expected JSON: %v", err)
+		return bodyError(err)
 	}
 	if dec.More() {
 		return badRequest("bad_json", "request body has data after the JSON object")
 	}
 	return nil
+}
+
+// firstByte returns the first byte of br after JSON whitespace, and leaves
+// it unread.
+func firstByte(br *bufio.Reader) (byte, error) {
+	for {
+		c, err := br.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c, br.UnreadByte()
+	}
+}
+
+// bodyError is the answer to a request body that could not be decoded.
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.Is(err, io.EOF):
+		return errEmptyBody
+	case errors.As(err, &mbe):
+		return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", msg: fmt.Sprintf("request body over %d bytes", mbe.Limit)}
+	}
+	return badRequest("bad_json", "request body is not the expected JSON: %v", err)
 }
 
 func validName(kind, s string) error {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/herald-push/herald/internal/config"
@@ -106,4 +107,27 @@ func TestAPIMethodNotAllowed(t *testing.T) {
 		})
 	}
 	h.apiError("GET", "/v1/nothing", keyA, nil, http.StatusNotFound, "not_found")
+}
+
+// TestAPINullBody: a body of JSON null, or anything but an object, is
+// bad_json, not an empty request.
+func TestAPINullBody(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	alice := h.connect(wsBinary, "alice", h.token(appA, "alice"), "phone")
+	for _, tc := range []struct{ path, body string }{
+		{"/v1/apps/app-a/users/alice/kick", `null`},
+		{"/v1/apps/app-a/users/alice/kick", " \n null "},
+		{"/v1/apps/app-a/users/alice/kick", `"x"`},
+		{"/v1/apps/app-a/users/alice/messages", `null`},
+		{"/v1/apps/app-a/messages", `null`},
+		{"/v1/apps/app-a/push", `null`},
+		{"/v1/apps/app-a/presence", `null`},
+		{"/v1/apps/app-a/broadcast", `null`},
+	} {
+		t.Run(tc.path+" "+strings.TrimSpace(tc.body), func(t *testing.T) {
+			h.withT(t).apiError("POST", tc.path, keyA, tc.body, http.StatusBadRequest, "bad_json")
+		})
+	}
+	alice.ping(1) // not kicked
 }
