@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"strings"
 	"time"
@@ -53,6 +54,10 @@ type Config struct {
 	Apps          []string // known app ids
 	MaxPayload    int      // bytes of a message payload
 	MaxRecipients int      // users in one call
+	// BodyTimeout bounds the time a request has to send its body, from
+	// when the handler starts; 0 means no bound. A body cut by it gets 408
+	// and the connection is closed.
+	BodyTimeout time.Duration
 	// Stats returns the server's counters for GET /v1/stats.
 	Stats func() any
 	// Observe, if set, is called after each request with its route pattern,
@@ -125,6 +130,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r = stripped
+	}
+	if a.cfg.BodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
+		// Cleared once the body is decoded (decodeLimit). A body that is
+		// never read keeps it: the server then cannot discard the rest
+		// after the answer, and closes the connection.
+		if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(a.cfg.BodyTimeout)); err != nil {
+			a.log.Warn("api: cannot bound the request body's time", "err", err)
+		}
 	}
 	a.mux.ServeHTTP(w, r)
 }
@@ -222,6 +235,9 @@ func (s *statusWriter) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (a *API) observe(route string, h http.HandlerFunc) http.HandlerFunc {
 	if a.cfg.Observe == nil {
@@ -321,17 +337,24 @@ func (a *API) decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit i
 	// The body must be an object: encoding/json would decode null into
 	// the zero value, an empty request.
 	if c, err := firstByte(br); err != nil {
-		return bodyError(err)
+		return bodyError(w, err)
 	} else if c != '{' {
 		return badRequest("bad_json", "request body must be a JSON object")
 	}
 	dec := json.NewDecoder(br)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return bodyError(err)
+		return bodyError(w, err)
 	}
 	if dec.More() {
 		return badRequest("bad_json", "request body has data after the JSON object")
+	}
+	if a.cfg.BodyTimeout > 0 {
+		// The body is read: the server's own reads (which notice a client
+		// that goes away) must not time out while the request is handled.
+		if err := http.NewResponseController(w).SetReadDeadline(time.Time{}); err != nil {
+			return fmt.Errorf("api: clear the body's read deadline: %w", err)
+		}
 	}
 	return nil
 }
@@ -353,13 +376,16 @@ func firstByte(br *bufio.Reader) (byte, error) {
 }
 
 // bodyError is the answer to a request body that could not be decoded.
-func bodyError(err error) error {
+func bodyError(w http.ResponseWriter, err error) error {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.Is(err, io.EOF):
 		return errEmptyBody
 	case errors.As(err, &mbe):
 		return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", msg: fmt.Sprintf("request body over %d bytes", mbe.Limit)}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		w.Header().Set("Connection", "close")
+		return &httpError{status: http.StatusRequestTimeout, code: "request_timeout", msg: "the request body did not arrive in time"}
 	}
 	return badRequest("bad_json", "request body is not the expected JSON: %v", err)
 }

@@ -1,9 +1,17 @@
 package server
 
 import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-push/herald/internal/config"
 )
@@ -130,4 +138,75 @@ func TestAPINullBody(t *testing.T) {
 		})
 	}
 	alice.ping(1) // not kicked
+}
+
+// rawHTTP opens a plain TCP connection to the API, for requests that no
+// HTTP client would send. Reads on it end after waitTime at the latest.
+func (h *harness) rawHTTP() net.Conn {
+	h.t.Helper()
+	nc, err := net.DialTimeout("tcp", strings.TrimPrefix(h.srv.APIURL(), "http://"), waitTime)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = nc.Close() })
+	_ = nc.SetReadDeadline(time.Now().Add(waitTime))
+	return nc
+}
+
+// readAnswer reads one HTTP response from nc and checks that it is a JSON
+// error with status and code, and that the server then closes the
+// connection. It returns how long that took from start.
+func readAnswer(t *testing.T, nc net.Conn, start time.Time, status int, code string) time.Duration {
+	t.Helper()
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer after %v: %v", time.Since(start), err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	if resp.StatusCode != status || resp.Header.Get("Content-Type") != "application/json" ||
+		json.Unmarshal(body, &e) != nil || e.Error.Code != code || e.Error.Message == "" {
+		t.Fatalf("got %d %q %q; want a JSON error %d %s", resp.StatusCode, resp.Header.Get("Content-Type"), body, status, code)
+	}
+	if n, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the connection stays open after the answer (read %v, %v)", n, err)
+	}
+	return time.Since(start)
+}
+
+// TestAPISlowBody: a request body that stops coming is cut after
+// api_body_timeout, with a JSON 408, and the connection is closed; a body
+// the handler does not read (the key is wrong) does not hold the
+// connection either.
+func TestAPISlowBody(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	h := startServer(t, func(c *config.Config) { c.APIBodyTimeout = timeout })
+	alice := h.connect(wsBinary, "alice", h.token(appA, "alice"), "phone")
+	head := "POST /v1/apps/app-a/users/alice/messages HTTP/1.1\r\nHost: herald\r\nContent-Length: 100\r\nAuthorization: Bearer %s\r\n\r\n{\"data\":"
+
+	nc := h.rawHTTP()
+	start := time.Now()
+	fmt.Fprintf(nc, head, keyA)
+	if d := readAnswer(t, nc, start, http.StatusRequestTimeout, "request_timeout"); d < timeout {
+		t.Fatalf("cut after %v, before the timeout of %v", d, timeout)
+	}
+
+	nc = h.rawHTTP()
+	start = time.Now()
+	fmt.Fprintf(nc, head, "not-a-key-0123456789")
+	readAnswer(t, nc, start, http.StatusUnauthorized, "unauthorized")
+
+	// Nothing was pushed; the next push is alice's first.
+	if r := h.pushID(appA, "alice", "after", 1); r.Seq != 1 {
+		t.Fatalf("push after the cut: %+v", r)
+	}
+	alice.expectPush("u:alice", []byte("1"))
 }

@@ -29,6 +29,10 @@ import (
 	"github.com/herald-push/herald/protocol"
 )
 
+// apiMaxHeaderBytes bounds the request line and headers of a server API
+// request (net/http allows 4096 bytes more); a request over it gets 431.
+const apiMaxHeaderBytes = 16 << 10
+
 // Options are what the process supplies besides the configuration.
 type Options struct {
 	Logger      *slog.Logger
@@ -127,6 +131,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Apps:          apps,
 		MaxPayload:    cfg.MaxPayload,
 		MaxRecipients: cfg.MaxRecipients,
+		BodyTimeout:   cfg.APIBodyTimeout,
 		Stats:         s.Stats,
 		Observe:       m.ObserveAPI,
 		Extra:         map[string]http.Handler{"GET /metrics": m.Handler()},
@@ -135,6 +140,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	s.apiSrv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    apiMaxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
