@@ -210,3 +210,50 @@ func TestAPISlowBody(t *testing.T) {
 	}
 	alice.expectPush("u:alice", []byte("1"))
 }
+
+// TestAPIServerErrorsJSON sends requests that Go's HTTP server refuses
+// before any handler runs, with an answer of its own in plain text. They
+// get the API's JSON error body instead, and the connection is closed.
+func TestAPIServerErrorsJSON(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	for _, tc := range []struct {
+		name, req string
+		status    int
+		code      string
+	}{
+		{"malformed request line", "GARBAGE\r\n\r\n", 400, "bad_request"},
+		{"request line without version", "GET /v1/stats\r\nHost: x\r\n\r\n", 400, "bad_request"},
+		{"missing Host", "GET /healthz HTTP/1.1\r\n\r\n", 400, "bad_request"},
+		{"invalid header name", "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400, "bad_request"},
+		{"headers over the limit", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("b", 24<<10) + "\r\n\r\n", 431, "headers_too_large"},
+		{"unknown transfer encoding", "POST /v1/apps/app-a/broadcast HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501, "not_implemented"},
+		{"unknown HTTP version", "GET /healthz HTTP/2.5\r\nHost: x\r\n\r\n", 505, "http_version_not_supported"},
+		{"unknown expectation", "POST /v1/apps/app-a/broadcast HTTP/1.1\r\nHost: x\r\nExpect: a-pony\r\nContent-Length: 2\r\n\r\n{}", 417, "expectation_failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc := h.withT(t).rawHTTP()
+			start := time.Now()
+			if _, err := io.WriteString(nc, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			readAnswer(t, nc, start, tc.status, tc.code)
+		})
+	}
+	// Requests on a kept-alive connection, and answers of the API with
+	// the same statuses, are untouched.
+	nc := h.rawHTTP()
+	br := bufio.NewReader(nc)
+	for range 2 {
+		fmt.Fprintf(nc, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != `{"status":"ok"}` {
+			t.Fatalf("healthz: %d %s", resp.StatusCode, body)
+		}
+	}
+	h.apiError("POST", "/v1/apps/app-a/broadcast", keyA, `{"data":`, 400, "bad_json")
+}

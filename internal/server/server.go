@@ -168,6 +168,7 @@ func (s *Server) Start() error {
 		s.node.RunExpiry(ectx, time.Minute)
 	}()
 	s.apiLn = ln
+	ln = api.JSONErrors(ln) // the answers net/http writes itself are JSON too
 	if s.cfg.PprofAddr != "" {
 		if err := s.startPprof(); err != nil {
 			_ = ln.Close()
