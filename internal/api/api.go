@@ -60,6 +60,10 @@ type Config struct {
 	BodyTimeout time.Duration
 	// Stats returns the server's counters for GET /v1/stats.
 	Stats func() any
+	// Health, if set, reports whether the server can do its work (for
+	// example, whether the message store is usable). GET /healthz answers
+	// 200 while it returns nil, and 503 with its error otherwise.
+	Health func() error
 	// Observe, if set, is called after each request with its route pattern,
 	// status and duration.
 	Observe func(route string, status int, d time.Duration)
@@ -100,9 +104,7 @@ func New(cfg Config, svc Service, keys Keys) *API {
 	a.route("POST /v1/apps/{app}/presence", a.presenceMany)
 	a.route("POST /v1/apps/{app}/users/{user}/kick", a.kick)
 	a.mux.HandleFunc("GET /v1/stats", a.observe("GET /v1/stats", a.stats))
-	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	a.mux.HandleFunc("GET /healthz", a.health)
 	for p, h := range cfg.Extra {
 		a.mux.Handle(p, h)
 	}
@@ -720,6 +722,17 @@ func (a *API) kick(w http.ResponseWriter, r *http.Request, app string) error {
 	n := a.svc.Kick(app, user, string(b.Device), string(b.Reason))
 	writeJSON(w, http.StatusOK, map[string]any{"kicked": n})
 	return nil
+}
+
+// health answers GET /healthz from the Health hook.
+func (a *API) health(w http.ResponseWriter, _ *http.Request) {
+	if a.cfg.Health != nil {
+		if err := a.cfg.Health(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "error": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (a *API) stats(w http.ResponseWriter, r *http.Request) {
