@@ -1,8 +1,13 @@
 package server
 
 import (
+	"encoding/base64"
+	"fmt"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/herald-push/herald/protocol"
 )
@@ -161,5 +166,46 @@ func TestStrictJSONFrames(t *testing.T) {
 	ok.expect(protocol.TypeConnected)
 	if p := h.presence(appA, "alice"); len(p.Devices) != 1 || p.Devices[0].Device != "phöne" {
 		t.Fatalf("presence %+v; want device %q", p, "phöne")
+	}
+}
+
+// forgeToken signs the JSON text of claims as a client token of app, for
+// claims that auth.Mint would not write.
+func forgeToken(t *testing.T, app, claims string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding
+	signing := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims))
+	sig, err := jwt.SigningMethodHS256.Sign(signing, []byte(secretOf(app)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signing + "." + enc.EncodeToString(sig)
+}
+
+// TestStrictTokenNames: a validly signed token whose user is not valid
+// text is refused (bad token), not taken as the user with U+FFFD.
+func TestStrictTokenNames(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	exp := fmt.Sprint(time.Now().Add(time.Hour).Unix())
+	for _, sub := range []string{`alice\ud800`, `alice\udfff`, "alice\xff"} {
+		c := h.dial(wsJSON, "forged")
+		_, err := c.handshake(forgeToken(t, appA, `{"app":"app-a","sub":"`+sub+`","exp":`+exp+`}`), "d")
+		pe, d, hasD := asRefusal(err)
+		if pe == nil || pe.Code != protocol.CodeBadToken || !hasD || d.Code != protocol.DisconnectAuthFailed {
+			t.Fatalf("sub %q: handshake error %v; want ERROR %d and DISCONNECT %d", sub, err, protocol.CodeBadToken, protocol.DisconnectAuthFailed)
+		}
+		c.expectClosed()
+	}
+	if p := h.presence(appA, "alice\ufffd"); p.Online {
+		t.Fatalf("a forged user is online: %+v", p)
+	}
+	// The same token with a valid user is fine.
+	ok := h.dial(wsJSON, "valid")
+	if _, err := ok.handshake(forgeToken(t, appA, `{"app":"app-a","sub":"alice\ud83d\ude00","exp":`+exp+`}`), "d"); err != nil {
+		t.Fatal(err)
+	}
+	if p := h.presence(appA, "alice%F0%9F%98%80"); !p.Online {
+		t.Fatalf("alice😀 is not online: %+v", p)
 	}
 }
