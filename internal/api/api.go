@@ -348,8 +348,15 @@ func (a *API) decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit i
 	if err := dec.Decode(v); err != nil {
 		return bodyError(w, err)
 	}
-	if dec.More() {
+	// Only whitespace may follow. (dec.More would miss a stray "}" or
+	// "]", which it takes for the end of an enclosing value.)
+	var se *json.SyntaxError
+	switch _, err := dec.Token(); {
+	case errors.Is(err, io.EOF):
+	case err == nil || errors.As(err, &se):
 		return badRequest("bad_json", "request body has data after the JSON object")
+	default:
+		return bodyError(w, err)
 	}
 	if a.cfg.BodyTimeout > 0 {
 		// The body is read: the server's own reads (which notice a client
