@@ -2,8 +2,9 @@
 // and a server exchange, their binary and JSON encodings, size limits, and
 // the error and disconnect codes. It is specified in docs/protocol.md.
 //
-// The package uses only the standard library, starts no goroutines and does
-// no network I/O, so devices, SDKs and the server share one implementation.
+// The package uses only the standard library (and the module's own
+// internal/jsonstr), starts no goroutines and does no network I/O, so
+// devices, SDKs and the server share one implementation.
 package protocol
 
 import (

@@ -38,12 +38,29 @@ func jsonNormalPayload(p []byte) []byte {
 	return p
 }
 
+// stringsValid reports whether every string field of f is valid UTF-8.
+func stringsValid(f *Frame) bool {
+	for _, s := range []string{f.Token, f.Device, f.Client, f.Session, f.Node, f.Stream, f.Topic, f.Epoch, f.MsgID, f.Reason, f.Alt} {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	for _, p := range f.Resume {
+		if !utf8.ValidString(p.Stream) || !utf8.ValidString(p.Epoch) {
+			return false
+		}
+	}
+	return true
+}
+
 func FuzzDecodeBinary(f *testing.F) {
 	for _, fr := range sampleFrames() {
 		f.Add(AppendBinary(nil, fr))
 	}
 	f.Add([]byte{})
 	f.Add([]byte{EncodingVersion, byte(TypePing), 0xff, 0xff})
+	// JSON text that a JSON client could not get as "data": it goes as b64
+	f.Add(AppendBinary(nil, &Frame{Type: TypePush, Stream: "b", Payload: []byte(`"\ud800"`)}))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		lim := fuzzLimits()
 		var got Frame
@@ -161,6 +178,11 @@ func FuzzDecodeJSON(f *testing.F) {
 				t.Fatalf("error %q wraps no sentinel", err)
 			}
 			return
+		}
+		// nothing was rewritten: the message was valid UTF-8 without lone
+		// surrogate escapes, so every string is valid UTF-8 too
+		if !utf8.Valid(in) || !stringsValid(&first) {
+			t.Fatalf("accepted %q, decoded to invalid UTF-8: %+v", in, first)
 		}
 		enc := AppendJSON(nil, &first)
 		if !utf8.Valid(enc) || !json.Valid(enc) {

@@ -8,11 +8,19 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/herald-push/herald/internal/jsonstr"
 )
 
 // The JSON encoding carries one frame as an object, or several as an array
 // of objects, in one WebSocket text message. A payload that is valid JSON is
 // embedded as "data"; any other payload is base64 in "b64".
+//
+// A message must be valid UTF-8 without \u escapes of lone surrogates, in
+// its strings and in "data" alike: encoding/json would decode such text to
+// U+FFFD, so that different names sent by a client would become one. The
+// decoders check the whole message once (jsonstr.Check) before they parse
+// it, and refuse it as malformed.
 
 type jsonPosition struct {
 	Stream string `json:"stream"`
@@ -112,6 +120,9 @@ func DecodeJSON(data []byte, f *Frame, lim Limits) error {
 	if len(data) > lim.MaxFrame {
 		return fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrTooLarge, len(data), lim.MaxFrame)
 	}
+	if err := jsonstr.Check(data); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
 	var j jsonFrame
 	if err := json.Unmarshal(data, &j); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -132,6 +143,9 @@ func DecodeJSONBatch(data []byte, lim Limits) ([]Frame, error) {
 			return nil, err
 		}
 		return []Frame{f}, nil
+	}
+	if err := jsonstr.Check(data); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	var js []jsonFrame
 	if err := json.Unmarshal(data, &js); err != nil {
@@ -217,10 +231,11 @@ func jsonString(dst []byte, key, s string) []byte {
 }
 
 // isJSONData reports whether payload can travel as "data": it is valid JSON,
-// valid UTF-8 (as a WebSocket text message must be) and not null (which
-// DecodeJSON reads as "no payload").
+// valid UTF-8 (as a WebSocket text message must be) without lone surrogate
+// escapes (which DecodeJSON refuses) and not null (which DecodeJSON reads as
+// "no payload").
 func isJSONData(payload []byte) bool {
-	return utf8.Valid(payload) && json.Valid(payload) &&
+	return jsonstr.Check(payload) == nil && json.Valid(payload) &&
 		string(bytes.Trim(payload, " \t\r\n")) != "null"
 }
 

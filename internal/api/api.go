@@ -6,6 +6,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -14,10 +15,15 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"os"
+	"path"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herald-push/herald/internal/auth"
+	"github.com/herald-push/herald/internal/jsonstr"
 	"github.com/herald-push/herald/internal/node"
 	"github.com/herald-push/herald/internal/registry"
 )
@@ -42,15 +48,28 @@ type Keys interface {
 
 // Config configures the API handler.
 type Config struct {
+	// Prefix, if set, is a path prefix such as "/herald" under which the
+	// API is served: /herald/v1/stats. Requests outside it get 404.
+	Prefix        string
 	Apps          []string // known app ids
 	MaxPayload    int      // bytes of a message payload
 	MaxRecipients int      // users in one call
+	// BodyTimeout bounds the time a request has to send its body, from
+	// when the handler starts; 0 means no bound. A body cut by it gets 408
+	// and the connection is closed.
+	BodyTimeout time.Duration
 	// Stats returns the server's counters for GET /v1/stats.
 	Stats func() any
+	// Health, if set, reports whether the server can do its work (for
+	// example, whether the message store is usable). GET /healthz answers
+	// 200 while it returns nil, and 503 with its error otherwise.
+	Health func() error
 	// Observe, if set, is called after each request with its route pattern,
 	// status and duration.
 	Observe func(route string, status int, d time.Duration)
-	// Extra handlers mounted as they are (for example /metrics).
+	// Extra handlers mounted as they are (for example /metrics), by
+	// ServeMux pattern. Give exact paths: a subtree pattern ("/debug/")
+	// would make the mux redirect "/debug" to it.
 	Extra  map[string]http.Handler
 	Logger *slog.Logger
 }
@@ -85,20 +104,96 @@ func New(cfg Config, svc Service, keys Keys) *API {
 	a.route("POST /v1/apps/{app}/presence", a.presenceMany)
 	a.route("POST /v1/apps/{app}/users/{user}/kick", a.kick)
 	a.mux.HandleFunc("GET /v1/stats", a.observe("GET /v1/stats", a.stats))
-	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	a.mux.HandleFunc("GET /healthz", a.health)
 	for p, h := range cfg.Extra {
 		a.mux.Handle(p, h)
 	}
-	a.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint; see docs/api.md")
-	})
+	a.mux.HandleFunc("/", a.noRoute)
 	return a
 }
 
 // ServeHTTP implements http.Handler.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+//
+// It never redirects. http.ServeMux answers a path that is not clean
+// (with "." or ".." segments, empty segments, or "/tree" for a pattern
+// "/tree/") with a redirect to the cleaned path, and HTTP clients follow
+// it with the method, the body and the key: a push to
+// /v1/apps/a/users/x/../../topics/news/messages would become a publish to
+// the topic news. Such paths get 404 here, before the mux sees them.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !cleanPath(r.URL.Path) || !cleanPath(r.URL.EscapedPath()) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: paths have no empty, \".\" or \"..\" segments and no trailing slash; see docs/api.md")
+		return
+	}
+	if a.cfg.Prefix != "" {
+		stripped, ok := stripPrefix(r, a.cfg.Prefix)
+		if !ok {
+			writeError(w, http.StatusNotFound, "not_found", "no such endpoint: the API is served under "+a.cfg.Prefix+"/; see docs/api.md")
+			return
+		}
+		r = stripped
+	}
+	if a.cfg.BodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
+		// Cleared once the body is decoded (decodeLimit). A body that is
+		// never read keeps it: the server then cannot discard the rest
+		// after the answer, and closes the connection.
+		if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(a.cfg.BodyTimeout)); err != nil {
+			a.log.Warn("api: cannot bound the request body's time", "err", err)
+		}
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// cleanPath reports whether p is an absolute path without empty, "." or
+// ".." segments and without a trailing slash (unless it is "/"): a path
+// that ServeMux neither cleans nor redirects. Decoded, a percent-encoded
+// dot or slash counts as what it encodes.
+func cleanPath(p string) bool {
+	return p != "" && p[0] == '/' && path.Clean(p) == p
+}
+
+// stripPrefix returns r for the path under prefix, or false when r's path,
+// decoded and as sent, is not under prefix.
+func stripPrefix(r *http.Request, prefix string) (*http.Request, bool) {
+	p, ok := strings.CutPrefix(r.URL.Path, prefix)
+	if !ok || !strings.HasPrefix(p, "/") {
+		return nil, false
+	}
+	raw, ok := strings.CutPrefix(r.URL.EscapedPath(), prefix)
+	if !ok || !strings.HasPrefix(raw, "/") {
+		return nil, false
+	}
+	r2 := new(http.Request)
+	*r2 = *r
+	r2.URL = new(url.URL)
+	*r2.URL = *r.URL
+	r2.URL.Path, r2.URL.RawPath = p, ""
+	if r.URL.RawPath != "" {
+		r2.URL.RawPath = raw
+	}
+	return r2, true
+}
+
+// noRoute answers a path no route takes: 405 with Allow when the path is
+// a route's with another method, 404 otherwise.
+func (a *API) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost} { // the methods of the routes
+		probe := new(http.Request)
+		*probe = *r
+		probe.Method = m
+		if _, pattern := a.mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed",
+			fmt.Sprintf("%s takes %s, not %s; see docs/api.md", r.URL.Path, strings.Join(allow, " or "), r.Method))
+		return
+	}
+	writeError(w, http.StatusNotFound, "not_found", "no such endpoint; see docs/api.md")
+}
 
 type appHandler func(w http.ResponseWriter, r *http.Request, app string) error
 
@@ -143,6 +238,9 @@ func (s *statusWriter) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
 func (a *API) observe(route string, h http.HandlerFunc) http.HandlerFunc {
 	if a.cfg.Observe == nil {
 		return h
@@ -178,11 +276,14 @@ func badRequest(code, format string, args ...any) error {
 // errEmptyBody is returned by decode for a request without a body.
 var errEmptyBody = &httpError{status: http.StatusBadRequest, code: "bad_json", msg: "request body is empty; send a JSON object"}
 
-// messageBody is the JSON of a message in a request.
+// messageBody is the JSON of a message in a request. Its strings, like
+// every string of a request body, are jsonstr.Strings: a string that is not
+// valid text stays invalid and fails validation, where encoding/json would
+// have made it valid by rewriting it.
 type messageBody struct {
-	ID   string          `json:"id,omitempty"`
+	ID   jsonstr.String  `json:"id,omitempty"`
 	Data json.RawMessage `json:"data,omitempty"`
-	B64  string          `json:"b64,omitempty"`
+	B64  jsonstr.String  `json:"b64,omitempty"`
 	TTL  int64           `json:"ttl,omitempty"` // seconds an undelivered inbox message is kept; 0 = the server's default
 }
 
@@ -190,8 +291,8 @@ type messageBody struct {
 const maxTTL = 30 * 24 * 3600
 
 func (a *API) message(b messageBody) (node.Message, error) {
-	if b.ID != "" && !auth.ValidName(b.ID) {
-		return node.Message{}, badRequest("bad_id", "id must be 1-128 printable bytes without spaces")
+	if b.ID != "" && !auth.ValidName(string(b.ID)) {
+		return node.Message{}, badRequest("bad_id", "id must be 1-128 bytes of printable UTF-8 without spaces")
 	}
 	var payload []byte
 	switch {
@@ -201,9 +302,13 @@ func (a *API) message(b messageBody) (node.Message, error) {
 		if string(b.Data) == "null" {
 			return node.Message{}, badRequest("bad_payload", "data is null; send a value, or b64 for bytes")
 		}
+		// JSON clients get data as it is: it must be text they can read.
+		if err := jsonstr.Check(b.Data); err != nil {
+			return node.Message{}, badRequest("bad_payload", "data is not valid UTF-8 text: %v", err)
+		}
 		payload = []byte(b.Data)
 	case b.B64 != "":
-		p, err := base64.StdEncoding.DecodeString(b.B64)
+		p, err := base64.StdEncoding.DecodeString(string(b.B64))
 		if err != nil {
 			return node.Message{}, badRequest("bad_payload", "b64 is not valid base64: %v", err)
 		}
@@ -218,7 +323,7 @@ func (a *API) message(b messageBody) (node.Message, error) {
 	if b.TTL < 0 || b.TTL > maxTTL {
 		return node.Message{}, badRequest("bad_ttl", "ttl must be 0 to %d seconds", maxTTL)
 	}
-	return node.Message{ID: b.ID, Payload: payload, TTL: time.Duration(b.TTL) * time.Second}, nil
+	return node.Message{ID: string(b.ID), Payload: payload, TTL: time.Duration(b.TTL) * time.Second}, nil
 }
 
 // maxBulkBody bounds the request body of a bulk push.
@@ -230,27 +335,73 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (a *API) decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	br := bufio.NewReader(http.MaxBytesReader(w, r.Body, limit))
+	// The body must be an object: encoding/json would decode null into
+	// the zero value, an empty request.
+	if c, err := firstByte(br); err != nil {
+		return bodyError(w, err)
+	} else if c != '{' {
+		return badRequest("bad_json", "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(br)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return errEmptyBody
-		}
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", msg: fmt.Sprintf("request body over %d bytes", mbe.Limit)}
-		}
-		return badRequest("bad_json", "request body is not the expected JSON: %v", err)
+		return bodyError(w, err)
 	}
-	if dec.More() {
+	// Only whitespace may follow. (dec.More would miss a stray "}" or
+	// "]", which it takes for the end of an enclosing value.)
+	var se *json.SyntaxError
+	switch _, err := dec.Token(); {
+	case errors.Is(err, io.EOF):
+	case err == nil || errors.As(err, &se):
 		return badRequest("bad_json", "request body has data after the JSON object")
+	default:
+		return bodyError(w, err)
+	}
+	if a.cfg.BodyTimeout > 0 {
+		// The body is read: the server's own reads (which notice a client
+		// that goes away) must not time out while the request is handled.
+		if err := http.NewResponseController(w).SetReadDeadline(time.Time{}); err != nil {
+			return fmt.Errorf("api: clear the body's read deadline: %w", err)
+		}
 	}
 	return nil
 }
 
+// firstByte returns the first byte of br after JSON whitespace, and leaves
+// it unread.
+func firstByte(br *bufio.Reader) (byte, error) {
+	for {
+		c, err := br.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c, br.UnreadByte()
+	}
+}
+
+// bodyError is the answer to a request body that could not be decoded.
+func bodyError(w http.ResponseWriter, err error) error {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.Is(err, io.EOF):
+		return errEmptyBody
+	case errors.As(err, &mbe):
+		return &httpError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", msg: fmt.Sprintf("request body over %d bytes", mbe.Limit)}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		w.Header().Set("Connection", "close")
+		return &httpError{status: http.StatusRequestTimeout, code: "request_timeout", msg: "the request body did not arrive in time"}
+	}
+	return badRequest("bad_json", "request body is not the expected JSON: %v", err)
+}
+
 func validName(kind, s string) error {
 	if !auth.ValidName(s) {
-		return badRequest("bad_name", "%s %q must be 1-128 printable bytes without spaces", kind, s)
+		return badRequest("bad_name", "%s %q must be 1-128 bytes of printable UTF-8 without spaces", kind, s)
 	}
 	return nil
 }
@@ -277,7 +428,7 @@ func (a *API) pushUser(w http.ResponseWriter, r *http.Request, app string) error
 }
 
 type pushUsersBody struct {
-	Users []string `json:"users"`
+	Users []jsonstr.String `json:"users"`
 	messageBody
 }
 
@@ -325,8 +476,9 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 		return err
 	}
 	seen := make(map[string]bool, len(b.Users))
-	users := b.Users[:0]
-	for _, u := range b.Users {
+	users := make([]string, 0, len(b.Users))
+	for _, js := range b.Users {
+		u := string(js)
 		if err := validName("user", u); err != nil {
 			return err
 		}
@@ -335,17 +487,16 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 			users = append(users, u)
 		}
 	}
-	b.Users = users
 	m, err := a.message(b.messageBody)
 	if err != nil {
 		return err
 	}
-	accs, err := a.svc.PushUsers(r.Context(), app, b.Users, m)
+	accs, err := a.svc.PushUsers(r.Context(), app, users, m)
 	if err != nil {
 		return storeError(err)
 	}
-	results := make([]userResult, len(b.Users))
-	for i, u := range b.Users {
+	results := make([]userResult, len(users))
+	for i, u := range users {
 		results[i] = userResult{User: u, Seq: accs[i].Seq, Duplicate: accs[i].Duplicate, Connections: accs[i].Connections}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": accs[0].ID, "results": results})
@@ -354,7 +505,7 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 
 // bulkMessage is one entry of a bulk push: a message for one user.
 type bulkMessage struct {
-	User string `json:"user"`
+	User jsonstr.String `json:"user"`
 	messageBody
 }
 
@@ -381,7 +532,7 @@ func (a *API) pushBulk(w http.ResponseWriter, r *http.Request, app string) error
 	}
 	msgs := make([]node.Message, len(b.Messages))
 	for i, bm := range b.Messages {
-		if err := validName("user", bm.User); err != nil {
+		if err := validName("user", string(bm.User)); err != nil {
 			return err
 		}
 		m, err := a.message(bm.messageBody)
@@ -396,7 +547,7 @@ func (a *API) pushBulk(w http.ResponseWriter, r *http.Request, app string) error
 	}
 	users := make([]string, len(msgs))
 	for i := range b.Messages {
-		users[i] = b.Messages[i].User
+		users[i] = string(b.Messages[i].User)
 	}
 	accs, err := a.svc.PushMany(r.Context(), app, users, msgs)
 	if err != nil {
@@ -483,7 +634,7 @@ func (a *API) presence(w http.ResponseWriter, r *http.Request, app string) error
 
 func (a *API) presenceMany(w http.ResponseWriter, r *http.Request, app string) error {
 	var b struct {
-		Users []string `json:"users"`
+		Users []jsonstr.String `json:"users"`
 	}
 	if err := a.decode(w, r, &b); err != nil {
 		return err
@@ -493,10 +644,10 @@ func (a *API) presenceMany(w http.ResponseWriter, r *http.Request, app string) e
 	}
 	out := make([]presenceResult, 0, len(b.Users))
 	for _, u := range b.Users {
-		if err := validName("user", u); err != nil {
+		if err := validName("user", string(u)); err != nil {
 			return err
 		}
-		out = append(out, a.presenceOf(app, u))
+		out = append(out, a.presenceOf(app, string(u)))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": out})
 	return nil
@@ -530,7 +681,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request, app string) error {
 		return err
 	}
 	if !auth.ValidName(id) {
-		return badRequest("bad_id", "id must be 1-128 printable bytes without spaces")
+		return badRequest("bad_id", "id must be 1-128 bytes of printable UTF-8 without spaces")
 	}
 	if device != "" {
 		if err := validName("device", device); err != nil {
@@ -558,23 +709,37 @@ func (a *API) kick(w http.ResponseWriter, r *http.Request, app string) error {
 		return err
 	}
 	var b struct {
-		Device string `json:"device,omitempty"`
-		Reason string `json:"reason,omitempty"`
+		Device jsonstr.String `json:"device,omitempty"`
+		Reason jsonstr.String `json:"reason,omitempty"`
 	}
 	if err := a.decode(w, r, &b); err != nil && !errors.Is(err, errEmptyBody) {
 		return err
 	}
 	if b.Device != "" {
-		if err := validName("device", b.Device); err != nil {
+		if err := validName("device", string(b.Device)); err != nil {
 			return err
 		}
 	}
 	if len(b.Reason) > 256 {
 		return badRequest("bad_reason", "reason is longer than 256 bytes")
 	}
-	n := a.svc.Kick(app, user, b.Device, b.Reason)
+	if !utf8.ValidString(string(b.Reason)) {
+		return badRequest("bad_reason", "reason is not valid UTF-8 text")
+	}
+	n := a.svc.Kick(app, user, string(b.Device), string(b.Reason))
 	writeJSON(w, http.StatusOK, map[string]any{"kicked": n})
 	return nil
+}
+
+// health answers GET /healthz from the Health hook.
+func (a *API) health(w http.ResponseWriter, _ *http.Request) {
+	if a.cfg.Health != nil {
+		if err := a.cfg.Health(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unhealthy", "error": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (a *API) stats(w http.ResponseWriter, r *http.Request) {

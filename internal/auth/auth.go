@@ -14,6 +14,7 @@
 package auth
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -22,6 +23,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/herald-push/herald/internal/jsonstr"
 )
 
 // Sentinel errors returned (wrapped) by Verify and Mint; test with errors.Is.
@@ -130,6 +133,9 @@ func NewVerifier(secrets map[string][]byte, now func() time.Time) *Verifier {
 // error wraps exactly one of ErrExpired, ErrInvalid or ErrUnknownApp. An
 // expired token is reported as ErrExpired only if its signature is valid.
 func (v *Verifier) Verify(token string) (Claims, error) {
+	if err := checkClaimsText(token); err != nil {
+		return Claims{}, err
+	}
 	var tc tokenClaims
 	_, err := v.parser.ParseWithClaims(token, &tc, v.key)
 	switch {
@@ -151,6 +157,26 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 		Topics: tc.Topics,
 		Expiry: tc.ExpiresAt.Time,
 	}, nil
+}
+
+// checkClaimsText refuses a token whose claims are not valid text: invalid
+// UTF-8 or a \u escape of a lone surrogate. The jwt parser decodes the
+// claims with encoding/json, which would rewrite those to U+FFFD, so that
+// the users "alice\ud800" and "alice\xff" would both be "alice\uFFFD". A
+// token the parser cannot split or decode is left to it.
+func checkClaimsText(token string) error {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	claims, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil
+	}
+	if err := jsonstr.Check(claims); err != nil {
+		return fmt.Errorf("%w: claims: %w", ErrInvalid, err)
+	}
+	return nil
 }
 
 // key is the jwt.Keyfunc: it selects the secret by the (not yet verified)

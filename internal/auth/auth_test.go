@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,41 @@ func forge(header string, claims jwt.MapClaims) string {
 	signing := enc.EncodeToString([]byte(header)) + "." + body
 	sig, _ := jwt.SigningMethodHS256.Sign(signing, testSecret)
 	return signing + "." + enc.EncodeToString(sig)
+}
+
+// forgeClaims builds a validly signed token from the JSON text of its
+// claims, for claims that json.Marshal would not write.
+func forgeClaims(claims string) string {
+	enc := base64.RawURLEncoding
+	signing := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims))
+	sig, _ := jwt.SigningMethodHS256.Sign(signing, testSecret)
+	return signing + "." + enc.EncodeToString(sig)
+}
+
+// TestVerifyClaimsText: claims that are not valid text are refused, not
+// rewritten to U+FFFD, which would make "alice\ud800" and "alice\xff" the
+// user "alice\uFFFD".
+func TestVerifyClaimsText(t *testing.T) {
+	exp := fmt.Sprint(testNow.Add(time.Hour).Unix())
+	for _, tc := range []struct{ name, claims string }{
+		{"sub with lone surrogate", `{"sub":"alice\ud800","app":"demo","exp":` + exp + `}`},
+		{"sub with lone low surrogate", `{"sub":"\udc00","app":"demo","exp":` + exp + `}`},
+		{"sub with invalid utf-8", "{\"sub\":\"alice\xff\",\"app\":\"demo\",\"exp\":" + exp + "}"},
+		{"topic with lone surrogate", `{"sub":"alice","app":"demo","exp":` + exp + `,"topics":["news\udbff"]}`},
+		{"app with lone surrogate", `{"sub":"alice","app":"demo\ud800","exp":` + exp + `}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := testVerifier(testNow).Verify(forgeClaims(tc.claims))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Verify = %+v, %v; want ErrInvalid", c, err)
+			}
+		})
+	}
+	// Escaped valid text is fine.
+	c, err := testVerifier(testNow).Verify(forgeClaims(`{"sub":"al\u00efce\ud83d\ude00","app":"demo","exp":` + exp + `,"topics":["\\ud800"]}`))
+	if err != nil || c.User != "alïce😀" || len(c.Topics) != 1 || c.Topics[0] != `\ud800` {
+		t.Fatalf("Verify = %+v, %v", c, err)
+	}
 }
 
 func TestMintVerifyRoundTrip(t *testing.T) {

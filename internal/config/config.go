@@ -40,6 +40,10 @@ type Config struct {
 	Heartbeat      time.Duration `yaml:"heartbeat"`       // interval announced to clients
 	HeartbeatGrace time.Duration `yaml:"heartbeat_grace"` // a connection silent for Heartbeat+HeartbeatGrace is closed
 	AuthTimeout    time.Duration `yaml:"auth_timeout"`    // time allowed between accept and a valid CONNECT
+	// APIBodyTimeout bounds the time a server API request has to send its
+	// body; a body still coming after it is cut (408) and the connection
+	// closed.
+	APIBodyTimeout time.Duration `yaml:"api_body_timeout"`
 
 	MaxFrameSize     int    `yaml:"max_frame_size"`    // bytes
 	MaxPayload       int    `yaml:"max_payload"`       // bytes, less than MaxFrameSize
@@ -115,6 +119,7 @@ func Default() Config {
 		Heartbeat:      180 * time.Second,
 		HeartbeatGrace: 30 * time.Second,
 		AuthTimeout:    10 * time.Second,
+		APIBodyTimeout: 10 * time.Second,
 
 		MaxFrameSize:     64 << 10,
 		MaxPayload:       32 << 10,

@@ -56,6 +56,10 @@ heartbeat_grace: 30s
 # Time allowed between accepting a connection and a valid CONNECT; at most
 # heartbeat.
 auth_timeout: 10s
+# Time a server API request has to send its body, from when its headers
+# are read; a body still coming after it is cut with 408 and the
+# connection closed.
+api_body_timeout: 10s
 
 # Largest frame in bytes (1024 to 16777216).
 max_frame_size: 65536

@@ -88,6 +88,7 @@ func settings() []setting {
 		{"heartbeat", "heartbeat interval announced to clients", func(c *Config) any { return &c.Heartbeat }},
 		{"heartbeat-grace", "extra silence allowed after a missed heartbeat", func(c *Config) any { return &c.HeartbeatGrace }},
 		{"auth-timeout", "time allowed between accept and CONNECT", func(c *Config) any { return &c.AuthTimeout }},
+		{"api-body-timeout", "time a server API request has to send its body", func(c *Config) any { return &c.APIBodyTimeout }},
 		{"max-frame-size", "largest frame in bytes", func(c *Config) any { return &c.MaxFrameSize }},
 		{"max-payload", "largest message payload in bytes", func(c *Config) any { return &c.MaxPayload }},
 		{"outbound-limit", "bytes queued per connection before disconnecting it", func(c *Config) any { return &c.OutboundLimit }},

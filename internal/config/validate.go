@@ -63,6 +63,10 @@ func (c Config) Validate() error {
 		p.add("auth_timeout", "must not exceed heartbeat (%v)", c.Heartbeat)
 	}
 
+	if c.APIBodyTimeout <= 0 {
+		p.add("api_body_timeout", "must be positive")
+	}
+
 	if c.MaxFrameSize < MinFrameSize || c.MaxFrameSize > MaxFrameSizeCap {
 		p.add("max_frame_size", "must be between %d and %d", MinFrameSize, MaxFrameSizeCap)
 	}

@@ -481,6 +481,8 @@ func TestAPIErrors(t *testing.T) {
 		{"not an object", "POST", "/v1/apps/app-a/topics/news/messages", keyA, `[1,2]`, 400, "bad_json"},
 		{"unknown field", "POST", "/v1/apps/app-a/broadcast", keyA, `{"dta":1}`, 400, "bad_json"},
 		{"trailing data", "POST", "/v1/apps/app-a/broadcast", keyA, `{"data":1} {"data":2}`, 400, "bad_json"},
+		{"trailing brace", "POST", "/v1/apps/app-a/broadcast", keyA, `{"data":1}}`, 400, "bad_json"},
+		{"trailing bracket", "POST", "/v1/apps/app-a/users/alice/kick", keyA, `{} ]`, 400, "bad_json"},
 		{"empty body", "POST", "/v1/apps/app-a/broadcast", keyA, ``, 400, "bad_json"},
 		{"no payload", "POST", "/v1/apps/app-a/users/alice/messages", keyA, `{}`, 400, "bad_payload"},
 		{"data and b64", "POST", "/v1/apps/app-a/users/alice/messages", keyA, `{"data":1,"b64":"AA=="}`, 400, "bad_payload"},
@@ -511,7 +513,7 @@ func TestAPIErrors(t *testing.T) {
 		{"long kick reason", "POST", "/v1/apps/app-a/users/alice/kick", keyA, map[string]string{"reason": strings.Repeat("r", 257)}, 400, "bad_reason"},
 		{"bad kick body", "POST", "/v1/apps/app-a/users/alice/kick", keyA, `{"device":`, 400, "bad_json"},
 		{"unknown endpoint", "GET", "/v1/nothing", keyA, nil, 404, "not_found"},
-		{"wrong method", "GET", "/v1/apps/app-a/broadcast", keyA, nil, 404, "not_found"},
+		{"wrong method", "GET", "/v1/apps/app-a/broadcast", keyA, nil, 405, "method_not_allowed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -31,6 +31,10 @@ import (
 	"github.com/herald-push/herald/protocol"
 )
 
+// apiMaxHeaderBytes bounds the request line and headers of a server API
+// request (net/http allows 4096 bytes more); a request over it gets 431.
+const apiMaxHeaderBytes = 16 << 10
+
 // Options are what the process supplies besides the configuration.
 type Options struct {
 	Logger      *slog.Logger
@@ -132,23 +136,20 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, metrics: m, apiDone: make(chan error, 1)}
 	handler := api.New(api.Config{
+		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),
 		Apps:          apps,
 		MaxPayload:    cfg.MaxPayload,
 		MaxRecipients: cfg.MaxRecipients,
+		BodyTimeout:   cfg.APIBodyTimeout,
 		Stats:         s.Stats,
 		Observe:       m.ObserveAPI,
 		Extra:         map[string]http.Handler{"GET /metrics": m.Handler()},
 		Logger:        log,
 	}, n, auth.NewKeys(cfg.APIKeys()))
-	var root http.Handler = handler
-	if prefix := strings.TrimSuffix(cfg.API.Path, "/"); prefix != "" {
-		mux := http.NewServeMux()
-		mux.Handle(prefix+"/", http.StripPrefix(prefix, handler))
-		root = mux
-	}
 	s.apiSrv = &http.Server{
-		Handler:           root,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    apiMaxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -176,6 +177,7 @@ func (s *Server) Start() error {
 		s.node.RunExpiry(ectx, time.Minute)
 	}()
 	s.apiLn = ln
+	ln = api.JSONErrors(ln) // the answers net/http writes itself are JSON too
 	if s.cfg.PprofAddr != "" {
 		if err := s.startPprof(); err != nil {
 			_ = ln.Close()
