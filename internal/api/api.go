@@ -464,7 +464,7 @@ func (a *API) checkCount(n int, what string) error {
 // caller may retry with the same ids.
 func storeError(err error) error {
 	return &httpError{status: http.StatusServiceUnavailable, code: "store_unavailable",
-		msg: "the message store failed; nothing was accepted, retry with the same id: " + err.Error()}
+		msg: "the message store cannot take writes now; the message may not be stored: retry with the same id (it is stored at most once): " + err.Error()}
 }
 
 func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) error {

@@ -114,6 +114,13 @@ func testConfig(t testing.TB) config.Config {
 // down when the test ends.
 func startServer(t testing.TB, mutate ...func(*config.Config)) *harness {
 	t.Helper()
+	return startServerWith(t, Options{}, mutate...)
+}
+
+// startServerWith is startServer with server options (the logger is
+// always discarded).
+func startServerWith(t testing.TB, opt Options, mutate ...func(*config.Config)) *harness {
+	t.Helper()
 	cfg := testConfig(t)
 	for _, f := range mutate {
 		f(&cfg)
@@ -121,7 +128,8 @@ func startServer(t testing.TB, mutate ...func(*config.Config)) *harness {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("invalid test config: %v", err)
 	}
-	srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	opt.Logger = slog.New(slog.DiscardHandler)
+	srv, err := New(cfg, opt)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}

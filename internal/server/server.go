@@ -142,6 +142,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxRecipients: cfg.MaxRecipients,
 		BodyTimeout:   cfg.APIBodyTimeout,
 		Stats:         s.Stats,
+		Health:        s.health,
 		Observe:       m.ObserveAPI,
 		Extra:         map[string]http.Handler{"GET /metrics": m.Handler()},
 		Logger:        log,
@@ -321,6 +322,15 @@ func (s *Server) startPprof() error {
 	s.pprofSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.pprofSrv.Serve(ln) }()
 	s.log.Info("pprof listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// health is what /healthz reports: the server is healthy while its store
+// takes writes.
+func (s *Server) health() error {
+	if err := s.store.Health(); err != nil {
+		return fmt.Errorf("message store: %w", err)
+	}
 	return nil
 }
 
