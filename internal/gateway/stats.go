@@ -19,7 +19,7 @@ type Stats struct {
 	Disconnects map[protocol.DisconnectCode]uint64
 }
 
-const firstCode, lastCode = protocol.DisconnectNormal, protocol.DisconnectServerError
+const firstCode, lastCode = protocol.DisconnectNormal, protocol.DisconnectPolicyViolation
 
 type counters struct {
 	open         atomic.Int64
