@@ -697,3 +697,18 @@ func TestResubscribe128(t *testing.T) {
 		t.Fatalf("rate limited %d, protocol errors %d", st.RateLimited, st.Disconnects[protocol.DisconnectProtocolError])
 	}
 }
+
+// TestUnsubscribeBadName sends UNSUBSCRIBE with names no topic can have:
+// each is answered ERROR bad name at once, not queued behind the
+// connection's other subscription requests, and the connection stays.
+func TestUnsubscribeBadName(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	c := h.connect(wsBinary, "c", h.token(appA, "u", "news"), "d")
+	for i, name := range []string{"has space", strings.Repeat("t", 4000)} {
+		c.write(&protocol.Frame{Type: protocol.TypeUnsubscribe, ID: uint32(i + 1), Topic: name})
+		c.expectError(protocol.CodeBadName, uint32(i+1))
+	}
+	c.subscribe(3, "news")
+	c.ping(1)
+}
