@@ -65,10 +65,12 @@ type Config struct {
 	// Topics are subscribed after every (re)connect, together with the
 	// topics added by Subscribe.
 	Topics []string
-	// AutoAck sends ACK for every PUSH of the user's inbox ("u:<user>"),
-	// after it has been handed to the application (OnMessage returned or
-	// the message was queued on Messages). Topic and broadcast positions
-	// are kept by the Client and need no ACK.
+	// AutoAck acknowledges the PUSHes of the user's inbox ("u:<user>")
+	// after they have been handed to the application (OnMessage returned
+	// or the message was queued on Messages): one cumulative ACK for the
+	// last of the pushes that arrived together (one server message or
+	// read), so a device catching up on a backlog sends few. Topic and
+	// broadcast positions are kept by the Client and need no ACK.
 	AutoAck bool
 
 	// DialOptions apply to every connection.

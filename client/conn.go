@@ -97,6 +97,9 @@ func (o DialOptions) withDefaults() DialOptions {
 	if o.Limits.MaxResume <= 0 {
 		o.Limits.MaxResume = def.MaxResume
 	}
+	if o.Limits.MaxConnect <= 0 {
+		o.Limits.MaxConnect = def.MaxConnect
+	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
@@ -416,6 +419,20 @@ func (c *Conn) ReadFrame() (*protocol.Frame, error) {
 	return f, nil
 }
 
+// Buffered reports whether ReadFrame has a frame to return without reading
+// from the network: the rest of a WebSocket message or of a TCP read that
+// carried several frames. Call it from the goroutine that calls ReadFrame.
+func (c *Conn) Buffered() bool {
+	if c.rerr != nil {
+		return false
+	}
+	if c.ws != nil {
+		return len(c.batch) > 0 || len(c.msg) > 0
+	}
+	_, n, err := protocol.NextFramed(c.rbuf[c.rpos:c.rend], c.lim)
+	return n > 0 || err != nil
+}
+
 func (c *Conn) readWS() (*protocol.Frame, error) {
 	for {
 		if len(c.batch) > 0 {
@@ -570,14 +587,16 @@ func (c *Conn) Handshake(ctx context.Context, token, device string, resume []pro
 }
 
 func (c *Conn) handshake(token, device string, resume []protocol.Position) (*protocol.Frame, error) {
-	err := c.WriteFrame(&protocol.Frame{
+	connect := &protocol.Frame{
 		Type:    protocol.TypeConnect,
 		Version: protocol.Version,
 		Token:   token,
 		Device:  device,
 		Client:  UserAgent,
 		Resume:  resume,
-	})
+	}
+	c.fitConnect(connect)
+	err := c.WriteFrame(connect)
 	if err != nil {
 		return nil, fmt.Errorf("herald: handshake: %w", err)
 	}
@@ -621,3 +640,30 @@ type refusal struct {
 
 func (r *refusal) Error() string   { return r.perr.Error() + "; " + r.disc.Error() }
 func (r *refusal) Unwrap() []error { return []error{r.perr, r.disc} }
+
+// fitConnect drops the last resume positions of f, a CONNECT, until it fits
+// in Limits.MaxConnect: a server reads nothing larger before it has
+// accepted CONNECT. Callers put the positions that matter most first.
+func (c *Conn) fitConnect(f *protocol.Frame) {
+	size := func(n int) int {
+		g := *f
+		g.Resume = f.Resume[:n]
+		if c.enc == JSON {
+			return len(protocol.AppendJSON(nil, &g))
+		}
+		return len(protocol.AppendBinary(nil, &g))
+	}
+	if size(len(f.Resume)) <= c.lim.MaxConnect {
+		return
+	}
+	// The most positions that fit: lo fits (or is 0), hi does not.
+	lo, hi := 0, len(f.Resume)
+	for hi-lo > 1 {
+		if mid := (lo + hi) / 2; size(mid) <= c.lim.MaxConnect {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	f.Resume = f.Resume[:lo]
+}

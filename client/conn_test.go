@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"reflect"
 	"strings"
@@ -341,5 +342,43 @@ func TestWriteRawBinaryWS(t *testing.T) {
 	}
 	if got := sc.next(t); !reflect.DeepEqual(got, f) {
 		t.Fatalf("server read %+v", *got)
+	}
+}
+
+// TestConnHandshakeFitsMaxConnect gives Handshake more resume positions
+// than fit in a CONNECT a server reads before authentication
+// (Limits.MaxConnect): it sends the first ones, as many as fit.
+func TestConnHandshakeFitsMaxConnect(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			srv := tr.server(t)
+			c := dialTest(t, srv.url, DialOptions{Encoding: tr.enc})
+			var resume []protocol.Position
+			for i := range 256 {
+				resume = append(resume, protocol.Position{Stream: fmt.Sprintf("t:topic-with-a-longish-name-%03d", i),
+					Epoch: "0123456789abcdef0123456789abcdef", Seq: 1000000 + uint64(i)})
+			}
+			ctx := testCtx(t)
+			go func() { _, _ = c.Handshake(ctx, "tok", "phone", resume) }()
+			sc := srv.accept(t)
+			connect := sc.handshake(t, "sess-1", 25*time.Second)
+			size := len(protocol.AppendBinary(nil, connect))
+			if tr.enc == JSON {
+				size = len(protocol.AppendJSON(nil, connect))
+			}
+			n := len(connect.Resume)
+			if size > protocol.DefaultMaxConnect || n == 0 || !reflect.DeepEqual(connect.Resume, resume[:n]) {
+				t.Fatalf("CONNECT of %d bytes with %d positions; want at most %d bytes, with the first positions given", size, n, protocol.DefaultMaxConnect)
+			}
+			connect.Resume = append(connect.Resume, resume[n])
+			if tr.enc == JSON {
+				size = len(protocol.AppendJSON(nil, connect))
+			} else {
+				size = len(protocol.AppendBinary(nil, connect))
+			}
+			if size <= protocol.DefaultMaxConnect {
+				t.Fatalf("%d positions sent; one more would have fitted", n)
+			}
+		})
 	}
 }

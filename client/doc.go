@@ -23,8 +23,9 @@
 // Messages of one stream arrive in order. A message the server sends again
 // after a reconnect (same stream and epoch, sequence not after the last one
 // delivered) is dropped; across a change of epoch, drop duplicates by
-// Message.ID. With Config.AutoAck the Client acknowledges each inbox
-// message once the application has it; otherwise call Client.Ack.
+// Message.ID. With Config.AutoAck the Client acknowledges the inbox
+// messages once the application has them, with one cumulative ACK per
+// batch that arrived together; otherwise call Client.Ack.
 //
 // After a reconnect the server resends the inbox from the device's stored
 // position, and the Client resubscribes to each topic (and rejoins the

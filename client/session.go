@@ -30,6 +30,11 @@ type session struct {
 	pings   map[int64]chan<- struct{} // PING Time → waiter; nil for heartbeats
 	fatal   *protocol.Error           // fatal ERROR without ID: explains the DISCONNECT that follows
 
+	// The inbox position to acknowledge (AutoAck) once the frames at hand
+	// are handled; read loop only.
+	ackStream string
+	ackSeq    uint64
+
 	hb   sync.WaitGroup // the heartbeat goroutine
 	stop chan struct{}  // closed to stop the heartbeat
 	done chan struct{}  // closed when the session has ended
@@ -148,6 +153,9 @@ func (c *Client) serve(s *session) error {
 		if err == nil {
 			s.touch()
 			err = c.handle(s, f)
+			if err == nil && !s.conn.Buffered() {
+				err = s.flushAck()
+			}
 		} else {
 			s.mu.Lock()
 			if s.fatal != nil {
@@ -273,11 +281,29 @@ func (c *Client) push(s *session, f *protocol.Frame) error {
 		c.track(f)
 	}
 	// Only inboxes have server-side positions: a topic's or the broadcast
-	// stream's position is the client's, sent when it comes back.
+	// stream's position is the client's, sent when it comes back. ACK is
+	// cumulative: one for the last push of what arrived together (a
+	// server message, a TCP read) acknowledges them all.
 	if c.cfg.AutoAck && f.Seq > 0 && strings.HasPrefix(f.Stream, "u:") {
-		return s.conn.WriteFrame(&protocol.Frame{Type: protocol.TypeAck, Stream: f.Stream, Seq: f.Seq})
+		if s.ackStream != f.Stream {
+			if err := s.flushAck(); err != nil {
+				return err
+			}
+			s.ackStream = f.Stream
+		}
+		s.ackSeq = max(s.ackSeq, f.Seq)
 	}
 	return nil
+}
+
+// flushAck sends the pending AutoAck ACK, if any.
+func (s *session) flushAck() error {
+	if s.ackSeq == 0 {
+		return nil
+	}
+	seq := s.ackSeq
+	s.ackSeq = 0
+	return s.conn.WriteFrame(&protocol.Frame{Type: protocol.TypeAck, Stream: s.ackStream, Seq: seq})
 }
 
 // deliver hands m to the application. Time spent here does not count as

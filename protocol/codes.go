@@ -50,6 +50,10 @@ const (
 	CodeBadToken ErrorCode = 2004
 	// CodeTokenExpired: the token has expired. Fatal.
 	CodeTokenExpired ErrorCode = 2005
+	// CodeRateLimited: the client went over a per-connection bound (frames
+	// per second, subscription requests per second). Fatal: the server
+	// then sends DISCONNECT DisconnectPolicyViolation.
+	CodeRateLimited ErrorCode = 2006
 	// CodeInternal: the server failed; retry later. Fatal.
 	CodeInternal ErrorCode = 2500
 )
@@ -82,6 +86,8 @@ func (c ErrorCode) String() string {
 		return "bad token"
 	case CodeTokenExpired:
 		return "token expired"
+	case CodeRateLimited:
+		return "rate limited"
 	case CodeInternal:
 		return "internal error"
 	}
@@ -126,7 +132,14 @@ const (
 	DisconnectConnectionLost DisconnectCode = 3010
 	// DisconnectServerError: the server failed; reconnect.
 	DisconnectServerError DisconnectCode = 3011
+	// DisconnectPolicyViolation: the client went over a per-connection
+	// bound (after ERROR CodeRateLimited); reconnect with backoff, and
+	// send less.
+	DisconnectPolicyViolation DisconnectCode = 3012
 )
+
+// lastDisconnectCode is the highest disconnect code of this version.
+const lastDisconnectCode = DisconnectPolicyViolation
 
 // String returns the reason in a form fit for logs and metric labels.
 func (c DisconnectCode) String() string {
@@ -155,6 +168,8 @@ func (c DisconnectCode) String() string {
 		return "connection lost"
 	case DisconnectServerError:
 		return "server error"
+	case DisconnectPolicyViolation:
+		return "policy violation"
 	}
 	return fmt.Sprintf("disconnect(%d)", uint32(c))
 }
@@ -163,7 +178,8 @@ func (c DisconnectCode) String() string {
 func (c DisconnectCode) Reconnect() bool {
 	switch c {
 	case DisconnectShutdown, DisconnectSlowConsumer, DisconnectIdleTimeout,
-		DisconnectAuthTimeout, DisconnectConnectionLost, DisconnectServerError:
+		DisconnectAuthTimeout, DisconnectConnectionLost, DisconnectServerError,
+		DisconnectPolicyViolation:
 		return true
 	}
 	return false
@@ -172,8 +188,8 @@ func (c DisconnectCode) Reconnect() bool {
 // AllDisconnectCodes lists every disconnect code, for metrics that want a
 // series per reason from the start.
 func AllDisconnectCodes() []DisconnectCode {
-	out := make([]DisconnectCode, 0, 12)
-	for c := DisconnectNormal; c <= DisconnectServerError; c++ {
+	out := make([]DisconnectCode, 0, lastDisconnectCode-DisconnectNormal+1)
+	for c := DisconnectNormal; c <= lastDisconnectCode; c++ {
 		out = append(out, c)
 	}
 	return out

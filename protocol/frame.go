@@ -190,9 +190,17 @@ type Limits struct {
 	MaxPayload int // bytes of Payload
 	MaxString  int // bytes of any string field
 	MaxResume  int // entries in Resume
+	// MaxConnect bounds what a server reads before it has accepted CONNECT:
+	// one binary frame body (TCP and WebSocket) and one WebSocket message,
+	// in bytes. A CONNECT with a token and a few hundred bytes of resume
+	// positions fits in the default, DefaultMaxConnect.
+	MaxConnect int
 }
+
+// DefaultMaxConnect is the default of Limits.MaxConnect: 8 KiB.
+const DefaultMaxConnect = 8 << 10
 
 // DefaultLimits returns the limits a server applies unless configured otherwise.
 func DefaultLimits() Limits {
-	return Limits{MaxFrame: 64 << 10, MaxPayload: 32 << 10, MaxString: 4096, MaxResume: 256}
+	return Limits{MaxFrame: 64 << 10, MaxPayload: 32 << 10, MaxString: 4096, MaxResume: 256, MaxConnect: DefaultMaxConnect}
 }

@@ -447,6 +447,10 @@ type LoadConn struct {
 	partial []byte    // unparsed tail of the stream
 	msg     []byte    // WebSocket: payload of a fragmented message so far
 	msgOp   ws.OpCode // WebSocket: opcode of that message; OpContinuation when none
+	// ACK to send once the frames of the current read are handled
+	// (AckAfterRead).
+	ackStream string
+	ackSeq    uint64
 }
 
 // valueBox lets atomic.Value hold any value, nil included.
@@ -512,6 +516,30 @@ func (c *LoadConn) Ack(stream string, seq uint64) error {
 		return fmt.Errorf("bench: ack: %w: ack needs stream and seq", protocol.ErrMissingField)
 	}
 	return c.Write(&protocol.Frame{Type: protocol.TypeAck, Stream: stream, Seq: seq})
+}
+
+// AckAfterRead acknowledges every message of stream up to seq once the
+// frames of the read being handled are: one cumulative ACK per read, as
+// the Go SDK's AutoAck does, rather than one per PUSH, which a server's
+// frame rate limit would refuse for a device catching up on a backlog.
+// Call it only from OnPush (or OnReply), on the poller goroutine.
+func (c *LoadConn) AckAfterRead(stream string, seq uint64) {
+	if stream == "" || seq == 0 {
+		return
+	}
+	if c.ackStream != stream {
+		c.flushAck()
+		c.ackStream = stream
+	}
+	c.ackSeq = max(c.ackSeq, seq)
+}
+
+// flushAck sends the ACK AckAfterRead asked for, if any.
+func (c *LoadConn) flushAck() {
+	if c.ackSeq != 0 {
+		_ = c.Ack(c.ackStream, c.ackSeq)
+		c.ackSeq = 0
+	}
 }
 
 // Close sends DISCONNECT normal (and, on WebSocket, a close frame) and
@@ -803,6 +831,7 @@ func (c *LoadConn) onData(data []byte, now time.Time) {
 	}
 	*f = protocol.Frame{}
 	loadFrames.Put(f)
+	c.flushAck()
 	if err != nil {
 		c.partial, c.msg = nil, nil
 		c.fail(err)

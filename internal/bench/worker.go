@@ -389,7 +389,7 @@ func (w *worker) onPush(c *LoadConn, f *protocol.Frame, received time.Time) {
 		}
 	}
 	if f.Seq > 0 && strings.HasPrefix(f.Stream, "u:") {
-		_ = c.Ack(f.Stream, f.Seq) // as a client with auto-ACK does: the server moves the device's inbox position; topic positions are the client's
+		c.AckAfterRead(f.Stream, f.Seq) // as a client with auto-ACK does: the server moves the device's inbox position; topic positions are the client's
 	}
 	seq, sched, ok := parsePayload(f.Payload)
 	if !ok {
@@ -540,7 +540,8 @@ func (w *worker) onInboxPush(c *LoadConn, r int, f *protocol.Frame, received tim
 	if w.inbox.receive(r, j, c.ID(), received) {
 		w.inboxDone()
 	}
-	if f.Seq > 0 && c.Ack(f.Stream, f.Seq) == nil {
+	if f.Seq > 0 {
+		c.AckAfterRead(f.Stream, f.Seq) // sent when this read is handled
 		w.inbox.acked(r, j, c.ID(), time.Now())
 	}
 }

@@ -46,6 +46,7 @@ type Config struct {
 	APIBodyTimeout time.Duration `yaml:"api_body_timeout"`
 
 	MaxFrameSize     int    `yaml:"max_frame_size"`    // bytes
+	MaxConnectSize   int    `yaml:"max_connect_size"`  // bytes of a frame or WebSocket message before CONNECT is accepted
 	MaxPayload       int    `yaml:"max_payload"`       // bytes, less than MaxFrameSize
 	OutboundLimit    int    `yaml:"outbound_limit"`    // bytes queued per connection before a slow-consumer disconnect
 	MaxSubscriptions int    `yaml:"max_subscriptions"` // per connection
@@ -69,6 +70,17 @@ type Config struct {
 	// HistoryTTL is how long a topic or broadcast message stays in that
 	// history.
 	HistoryTTL time.Duration `yaml:"history_ttl"`
+
+	// Per-connection bounds on what one client can make the server do.
+	// Over the frame or subscription rate the client gets ERROR 2006 rate
+	// limited and DISCONNECT 3012 policy violation; over the replay rate,
+	// a recovery is answered "cannot recover".
+	FrameRate      int `yaml:"frame_rate"`      // frames per second, every frame of a batch and WebSocket control frames included
+	FrameBurst     int `yaml:"frame_burst"`     // frames at once, above frame_rate
+	SubscribeRate  int `yaml:"subscribe_rate"`  // SUBSCRIBE and UNSUBSCRIBE requests per second
+	SubscribeBurst int `yaml:"subscribe_burst"` // SUBSCRIBE and UNSUBSCRIBE requests at once; at least max_subscriptions
+	ReplayRate     int `yaml:"replay_rate"`     // bytes of topic and broadcast history replayed per second
+	ReplayBurst    int `yaml:"replay_burst"`    // bytes replayed at once (one recovery of up to outbound_limit/4 is always allowed when the bucket is full)
 
 	Log Log `yaml:"log"`
 }
@@ -122,6 +134,7 @@ func Default() Config {
 		APIBodyTimeout: 10 * time.Second,
 
 		MaxFrameSize:     64 << 10,
+		MaxConnectSize:   8 << 10,
 		MaxPayload:       32 << 10,
 		OutboundLimit:    1 << 20,
 		MaxSubscriptions: 128,
@@ -134,6 +147,13 @@ func Default() Config {
 		MaxRedeliveries:  10,
 		HistorySize:      1000,
 		HistoryTTL:       time.Hour,
+
+		FrameRate:      1000,
+		FrameBurst:     4000,
+		SubscribeRate:  10,
+		SubscribeBurst: 256,
+		ReplayRate:     256 << 10,
+		ReplayBurst:    4 << 20,
 
 		Log: Log{Level: "info", Format: "text", Buffer: 4096},
 	}

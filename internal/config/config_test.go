@@ -87,6 +87,9 @@ heartbeat_grace: -1s
 auth_timeout: 10s
 max_frame_size: 512
 max_payload: 0
+max_connect_size: 100
+frame_rate: 0
+subscribe_burst: 5000000
 outbound_limit: 100
 max_subscriptions: 0
 max_recipients: -1
@@ -126,6 +129,10 @@ apps:
 		"auth_timeout: must not exceed heartbeat (5s)",
 		"max_frame_size: must be between 1024 and 16777216",
 		"max_payload: must be positive",
+		"max_connect_size: must be at least 1024",
+		"frame_rate: must be at least 1",
+		"frame_burst: must be at least subscribe_burst (5000000)",
+		"subscribe_burst: must be between 1 and 4000000",
 		"outbound_limit: must be at least 65536",
 		"max_subscriptions: must be at least 1",
 		"max_recipients: must be at least 1",
@@ -185,6 +192,14 @@ func TestValidateRules(t *testing.T) {
 		{"frame too large", func(c *Config) { c.MaxFrameSize, c.OutboundLimit = 32<<20, 64<<20 }, "max_frame_size:"},
 		{"outbound below frame", func(c *Config) { c.MaxFrameSize, c.MaxPayload, c.OutboundLimit = 1<<20, 1<<19, 512<<10 }, "outbound_limit: must be at least max_frame_size"},
 		{"refuse", func(c *Config) { c.DuplicateLogin = DuplicateRefuse }, ""},
+		{"connect over frame", func(c *Config) { c.MaxConnectSize = c.MaxFrameSize + 1 }, "max_connect_size: must not exceed max_frame_size (65536)"},
+		{"connect equals frame", func(c *Config) { c.MaxConnectSize = c.MaxFrameSize }, ""},
+		{"subscribe burst below subscriptions", func(c *Config) { c.SubscribeBurst = c.MaxSubscriptions - 1 }, "subscribe_burst: must be at least max_subscriptions (128)"},
+		{"frame burst below subscribe burst", func(c *Config) { c.FrameBurst = c.SubscribeBurst - 1 }, "frame_burst: must be at least subscribe_burst (256)"},
+		{"frame burst too large", func(c *Config) { c.FrameBurst = MaxBurst + 1 }, "frame_burst: must be between 1 and 4000000"},
+		{"subscribe rate zero", func(c *Config) { c.SubscribeRate = 0 }, "subscribe_rate: must be at least 1"},
+		{"replay rate zero", func(c *Config) { c.ReplayRate = 0 }, "replay_rate: must be at least 1"},
+		{"replay burst zero", func(c *Config) { c.ReplayBurst = 0 }, "replay_burst: must be at least 1"},
 		{"log level upper case", func(c *Config) { c.Log.Level = "DEBUG" }, ""},
 		{"tls pair", func(c *Config) { c.WS.TLSCert, c.WS.TLSKey = certFile, keyFile }, ""},
 		{"tls key only", func(c *Config) { c.API.TLSKey = keyFile }, "api.tls_cert: must be set when tls_key is"},

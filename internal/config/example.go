@@ -65,6 +65,11 @@ api_body_timeout: 10s
 max_frame_size: 65536
 # Largest message payload in bytes; less than max_frame_size.
 max_payload: 32768
+# Largest frame, or WebSocket message, a client may send before its CONNECT
+# is accepted (1024 to max_frame_size). A CONNECT with a token and resume
+# positions fits; an unauthenticated client can make the server hold no
+# more than this.
+max_connect_size: 8192
 # Bytes queued to one connection before it is disconnected as a slow
 # consumer; at least 65536 and at least max_frame_size.
 outbound_limit: 1048576
@@ -103,6 +108,22 @@ max_redeliveries: 10
 # for at most history_ttl. history_size 0: topics and broadcasts are live only.
 history_size: 1000
 history_ttl: 1h
+# Per-connection bounds on what one client can make the server do; healthy
+# clients stay far below them. Over frame_rate (every frame of a batch and
+# WebSocket pings count) or subscribe_rate the client gets ERROR 2006 rate
+# limited and DISCONNECT 3012 policy violation. A *_burst is how many may
+# come at once before the rate applies; subscribe_burst must be at least
+# max_subscriptions, frame_burst at least subscribe_burst.
+frame_rate: 1000
+frame_burst: 4000
+subscribe_rate: 10
+subscribe_burst: 256
+# Bytes of topic and broadcast history one connection may recover per
+# second, and at once (with a full bucket, one recovery of up to
+# outbound_limit/4, the largest there is, is always allowed).
+# Past them a recovery is answered "cannot recover" instead of replayed.
+replay_rate: 262144
+replay_burst: 4194304
 # Serve Go profiling endpoints (net/http/pprof) on this address, for
 # diagnosis. Keep it on loopback. Empty (the default) disables it.
 # pprof_addr: 127.0.0.1:6060

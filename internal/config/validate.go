@@ -23,6 +23,8 @@ const (
 	DefaultGCPercent = 50
 	MinOutboundLimit = 64 << 10 // smallest OutboundLimit: one merged write of several frames
 	MinAPIKeyLen     = 16       // shortest API key, in bytes
+	MinConnectSize   = 1 << 10  // smallest MaxConnectSize
+	MaxBurst         = 4000000  // largest FrameBurst and SubscribeBurst
 )
 
 // problems collects validation errors, each prefixed by the field it names.
@@ -75,6 +77,12 @@ func (c Config) Validate() error {
 	} else if c.MaxPayload >= c.MaxFrameSize {
 		p.add("max_payload", "must be less than max_frame_size (%d)", c.MaxFrameSize)
 	}
+	if c.MaxConnectSize < MinConnectSize {
+		p.add("max_connect_size", "must be at least %d", MinConnectSize)
+	} else if c.MaxConnectSize > c.MaxFrameSize && c.MaxFrameSize >= MinFrameSize {
+		p.add("max_connect_size", "must not exceed max_frame_size (%d)", c.MaxFrameSize)
+	}
+	c.checkRates(&p)
 	if c.OutboundLimit < MinOutboundLimit {
 		p.add("outbound_limit", "must be at least %d", MinOutboundLimit)
 	} else if c.OutboundLimit < c.MaxFrameSize {
@@ -131,6 +139,31 @@ func (c Config) Validate() error {
 
 	checkApps(&p, c.Apps)
 	return errors.Join(p...)
+}
+
+// checkRates validates the per-connection rates.
+func (c Config) checkRates(p *problems) {
+	for _, r := range []struct {
+		field string
+		v     int
+	}{{"frame_rate", c.FrameRate}, {"subscribe_rate", c.SubscribeRate}, {"replay_rate", c.ReplayRate}} {
+		if r.v < 1 {
+			p.add(r.field, "must be at least 1")
+		}
+	}
+	if c.FrameBurst < 1 || c.FrameBurst > MaxBurst {
+		p.add("frame_burst", "must be between 1 and %d", MaxBurst)
+	} else if c.FrameBurst < c.SubscribeBurst {
+		p.add("frame_burst", "must be at least subscribe_burst (%d)", c.SubscribeBurst)
+	}
+	if c.SubscribeBurst < 1 || c.SubscribeBurst > MaxBurst {
+		p.add("subscribe_burst", "must be between 1 and %d", MaxBurst)
+	} else if c.SubscribeBurst < c.MaxSubscriptions {
+		p.add("subscribe_burst", "must be at least max_subscriptions (%d): a reconnecting client subscribes again at once", c.MaxSubscriptions)
+	}
+	if c.ReplayBurst < 1 {
+		p.add("replay_burst", "must be at least 1")
+	}
 }
 
 // pathRule says what a listener's Path may be.

@@ -58,12 +58,20 @@ const (
 // concurrent use. An idle connection costs this struct, the WebSocket or
 // TCP state of the event loop, and nothing else: no goroutine, no buffer.
 type Conn struct {
-	id        uint64          // immutable
-	g         *Gateway        // immutable
-	transport Transport       // immutable
-	ws        *websocket.Conn // immutable; set for WebSocket
-	nc        *nbio.Conn      // immutable; set for TCP
-	tc        *tls.Conn       // immutable; set for TCP with TLS
+	id        uint64    // immutable
+	g         *Gateway  // immutable
+	transport Transport // immutable
+
+	// WebSocket frame guard state (see wsScan), in what would otherwise
+	// be padding. Only the event loop goroutine that reads this
+	// connection touches these and the buckets below.
+	wsHN    uint8
+	wsFlags uint8
+	wsLeft  uint32
+
+	ws *websocket.Conn // immutable; set for WebSocket
+	nc *nbio.Conn      // immutable; set for TCP
+	tc *tls.Conn       // immutable; set for TCP with TLS
 
 	state    atomic.Uint32
 	encoding atomic.Uint32 // Encoding; set from the first message
@@ -82,6 +90,11 @@ type Conn struct {
 	// Timing wheel membership, guarded by Gateway.wheel.mu.
 	prev, next *Conn
 	slot       int32
+
+	wsMsg uint32 // WebSocket frame guard state, with wsHN above
+
+	frames bucket // frames per second, control frames included
+	subs   bucket // SUBSCRIBE and UNSUBSCRIBE requests per second
 }
 
 // ID returns the connection's id, unique within the process.
@@ -149,6 +162,11 @@ func (c *Conn) Send(frames ...*protocol.Encoded) error {
 // Close sends the client a DISCONNECT with d and closes the connection. It
 // is idempotent; the first reason wins.
 func (c *Conn) Close(d protocol.Disconnect) {
+	c.close(d, wsCloseCode(d.Code))
+}
+
+// close is Close with the WebSocket close status to send.
+func (c *Conn) close(d protocol.Disconnect, wsStatus int) {
 	for {
 		s := c.state.Load()
 		if s >= stateClosing {
@@ -175,7 +193,7 @@ func (c *Conn) Close(d protocol.Disconnect) {
 	} else {
 		_ = c.ws.WriteMessage(websocket.BinaryMessage, e.Framed())
 	}
-	_ = c.ws.WriteClose(wsCloseCode(d.Code), d.Code.String())
+	_ = c.ws.WriteClose(wsStatus, d.Code.String())
 	if nc, ok := c.ws.Conn.(*nbio.Conn); ok {
 		closeSocket(nc) // not c.ws.Close(): see closeSocket
 		return

@@ -45,8 +45,17 @@ type Config struct {
 	TCPAddr string // raw TCP listen address; empty disables
 	TCPTLS  TLS    // certificate files; TLS is on when both are set
 
-	Limits        protocol.Limits // decoder limits; default protocol.DefaultLimits()
+	Limits        protocol.Limits // decoder limits; default protocol.DefaultLimits(); MaxConnect bounds frames and WebSocket messages before CONNECT is accepted
 	OutboundLimit int             // bytes queued per connection before it is a slow consumer; default 1 MiB
+
+	// FrameRate bounds the frames one connection may send: every decoded
+	// frame (each frame of a batch) and WebSocket control frames; default
+	// DefaultFrameRate. Over it the client gets ERROR rate limited and
+	// DISCONNECT policy violation.
+	FrameRate Rate
+	// SubscribeRate bounds the SUBSCRIBE and UNSUBSCRIBE requests of one
+	// connection, likewise; default DefaultSubscribeRate.
+	SubscribeRate Rate
 
 	Heartbeat   time.Duration // interval announced to clients; default 180 s
 	Grace       time.Duration // silence allowed past Heartbeat before closing; default 30 s
@@ -57,12 +66,29 @@ type Config struct {
 	Now     func() time.Time
 }
 
+// Default rates: far above what a healthy client sends (a PING per
+// heartbeat, an ACK per batch of pushes, its subscriptions again after a
+// reconnect), far below what a flood does.
+var (
+	DefaultFrameRate     = Rate{PerSecond: 1000, Burst: 4000}
+	DefaultSubscribeRate = Rate{PerSecond: 10, Burst: 256}
+)
+
 func (c *Config) setDefaults() {
 	if c.WSPath == "" {
 		c.WSPath = "/ws"
 	}
 	if c.Limits == (protocol.Limits{}) {
 		c.Limits = protocol.DefaultLimits()
+	}
+	if c.Limits.MaxConnect <= 0 {
+		c.Limits.MaxConnect = protocol.DefaultMaxConnect
+	}
+	if c.FrameRate == (Rate{}) {
+		c.FrameRate = DefaultFrameRate
+	}
+	if c.SubscribeRate == (Rate{}) {
+		c.SubscribeRate = DefaultSubscribeRate
 	}
 	if c.OutboundLimit <= 0 {
 		c.OutboundLimit = 1 << 20
@@ -110,6 +136,9 @@ type Gateway struct {
 	wheel  *wheel
 	stats  counters
 
+	// What the WebSocket frame guard allows before and after CONNECT.
+	wsPreAuth, wsLimits wsLimits
+
 	draining atomic.Bool
 	stop     chan struct{}
 	done     chan struct{}
@@ -125,12 +154,23 @@ func New(cfg Config, h Handler) (*Gateway, error) {
 	if cfg.OutboundLimit < cfg.Limits.MaxFrame || cfg.OutboundLimit < maxBatch {
 		return nil, fmt.Errorf("gateway: outbound limit %d must be at least the frame limit %d and %d", cfg.OutboundLimit, cfg.Limits.MaxFrame, maxBatch)
 	}
+	if cfg.Limits.MaxConnect > cfg.Limits.MaxFrame {
+		return nil, fmt.Errorf("gateway: connect limit %d is over the frame limit %d", cfg.Limits.MaxConnect, cfg.Limits.MaxFrame)
+	}
+	if !cfg.FrameRate.valid() || !cfg.SubscribeRate.valid() {
+		return nil, fmt.Errorf("gateway: rates %+v and %+v must be positive, with bursts of at most %d", cfg.FrameRate, cfg.SubscribeRate, MaxBurst)
+	}
 	g := &Gateway{
 		cfg:     cfg,
 		handler: h,
 		log:     cfg.Logger,
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
+		wsPreAuth: wsLimits{text: uint32(cfg.Limits.MaxConnect), binary: uint32(cfg.Limits.MaxConnect),
+			stopAtMessageEnd: true},
+		// A text message over MaxFrame is read whole and refused by the
+		// JSON decoder, as a binary message with a frame over it is.
+		wsLimits: wsLimits{text: uint32(maxWSMessage(cfg.Limits)), binary: uint32(maxWSMessage(cfg.Limits))},
 	}
 	g.wheel = newWheel(g.tick(), max(cfg.AuthTimeout, cfg.Heartbeat+cfg.Grace), cfg.Now())
 	return g, nil
@@ -261,6 +301,8 @@ func (g *Gateway) opened(t Transport, attach func(*Conn)) *Conn {
 	}
 	attach(c)
 	c.lastRead.Store(now.UnixNano())
+	c.frames.fill(g.cfg.FrameRate, now.UnixMilli())
+	c.subs.fill(g.cfg.SubscribeRate, now.UnixMilli())
 	// Publish c to the event loop. nbio calls the TCP OnOpen on its
 	// acceptor goroutine and OnData on a poller goroutine, and hands the
 	// connection over through epoll: the kernel orders the two, but the Go
@@ -292,8 +334,13 @@ func (g *Gateway) closedConn(c *Conn, err error) {
 
 // frame handles one decoded frame from c.
 func (g *Gateway) frame(c *Conn, f *protocol.Frame) {
-	c.lastRead.Store(g.cfg.Now().UnixNano())
+	now := g.cfg.Now()
+	c.lastRead.Store(now.UnixNano())
 	g.stats.framesIn.Add(1)
+	if !g.allowFrame(c, now.UnixMilli()) {
+		g.rateLimited(c, "frames")
+		return
+	}
 	switch f.Type {
 	case protocol.TypePing:
 		_ = c.SendFrame(&protocol.Frame{Type: protocol.TypePong, Time: f.Time})
@@ -304,6 +351,10 @@ func (g *Gateway) frame(c *Conn, f *protocol.Frame) {
 	if c.state.Load() == stateOpen && f.Type != protocol.TypeConnect {
 		c.Fail(&protocol.Error{Code: protocol.CodeNotAuthenticated, Text: "the first frame must be CONNECT"},
 			protocol.NewDisconnect(protocol.DisconnectProtocolError))
+		return
+	}
+	if (f.Type == protocol.TypeSubscribe || f.Type == protocol.TypeUnsubscribe) && !c.subs.take(g.cfg.SubscribeRate, now.UnixMilli()) {
+		g.rateLimited(c, "subscriptions")
 		return
 	}
 	g.handler.OnFrame(c, f)

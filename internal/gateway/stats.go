@@ -15,11 +15,12 @@ type Stats struct {
 	BytesOut     uint64 // bytes of frames written to clients
 	Writes       uint64 // write calls (messages) to clients; FramesOut/Writes is the batching factor
 	DecodeErrors uint64 // frames that failed to decode
+	RateLimited  uint64 // connections closed for going over a rate (frames, subscriptions)
 	// Disconnects counts closed connections by reason.
 	Disconnects map[protocol.DisconnectCode]uint64
 }
 
-const firstCode, lastCode = protocol.DisconnectNormal, protocol.DisconnectServerError
+const firstCode, lastCode = protocol.DisconnectNormal, protocol.DisconnectPolicyViolation
 
 type counters struct {
 	open         atomic.Int64
@@ -29,6 +30,7 @@ type counters struct {
 	bytesOut     atomic.Uint64
 	writes       atomic.Uint64
 	decodeErrors atomic.Uint64
+	rateLimited  atomic.Uint64
 	disconnects  [lastCode - firstCode + 2]atomic.Uint64 // last slot: unknown codes
 }
 
@@ -50,6 +52,7 @@ func (g *Gateway) Stats() Stats {
 		BytesOut:     g.stats.bytesOut.Load(),
 		Writes:       g.stats.writes.Load(),
 		DecodeErrors: g.stats.decodeErrors.Load(),
+		RateLimited:  g.stats.rateLimited.Load(),
 		Disconnects:  make(map[protocol.DisconnectCode]uint64),
 	}
 	for code := firstCode; code <= lastCode; code++ {

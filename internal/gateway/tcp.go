@@ -75,7 +75,11 @@ func (g *Gateway) onTCPData(c *Conn, data []byte) {
 		buf = *c.partial
 	}
 	for len(buf) > 0 && !c.Closed() {
-		body, n, err := protocol.NextFramed(buf, g.cfg.Limits)
+		lim := g.cfg.Limits
+		if c.state.Load() == stateOpen {
+			lim.MaxFrame = lim.MaxConnect // nothing larger is buffered before CONNECT
+		}
+		body, n, err := protocol.NextFramed(buf, lim)
 		if err != nil {
 			c.partial = nil
 			g.decodeError(c, err)

@@ -21,9 +21,9 @@ func (g *Gateway) startWS() error {
 	up := websocket.NewUpgrader()
 	up.KeepaliveTime = 0 // deadlines are the wheel's job; no timer per connection
 	up.CheckOrigin = func(*http.Request) bool { return true }
-	// Let messages somewhat over the frame limit through, so the client gets
-	// a protocol error saying why; far over it, nbio drops the connection.
-	up.MessageLengthLimit = 4 * g.cfg.Limits.MaxFrame
+	// The frame guard (wsReader) refuses larger messages with a protocol
+	// error before nbio buffers them; this is a backstop.
+	up.MessageLengthLimit = maxWSMessage(g.cfg.Limits)
 	up.OnMessage(g.onWSMessage)
 	up.OnClose(func(wc *websocket.Conn, err error) {
 		if c, ok := wc.Session().(*Conn); ok {
@@ -45,6 +45,10 @@ func (g *Gateway) startWS() error {
 		}
 		c := g.opened(WebSocket, func(c *Conn) { c.ws = wc })
 		wc.SetSession(c)
+		if err := guardWS(c, wc); err != nil {
+			g.log.Error("websocket upgrade", "err", err)
+			c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
+		}
 	})
 
 	conf := nbhttp.Config{
@@ -57,7 +61,12 @@ func (g *Gateway) startWS() error {
 			}
 			return &wsListener{Listener: ln, setup: setup}, nil
 		},
-		NPoller:                 g.cfg.Pollers,
+		NPoller: g.cfg.Pollers,
+		// What nbhttp may buffer of one connection: the rest of an HTTP
+		// request before the upgrade, a partial WebSocket frame after it.
+		// The default is 64 MiB; a message the guard lets through and
+		// one read more is enough.
+		ReadLimit:               maxWSMessage(g.cfg.Limits) + wsMaxHeader + nbio.DefaultReadBufferSize,
 		MaxWriteBufferSize:      g.cfg.OutboundLimit,
 		ReleaseWebsocketPayload: true,
 		KeepaliveTime:           g.cfg.AuthTimeout, // only until the upgrade
@@ -104,6 +113,13 @@ func (g *Gateway) startWS() error {
 	}
 	return nil
 }
+
+// maxWSMessage is the largest WebSocket message a client may send once
+// connected: several binary frames back to back.
+func maxWSMessage(lim protocol.Limits) int { return 4 * lim.MaxFrame }
+
+// wsMaxHeader is the longest WebSocket frame header.
+const wsMaxHeader = 14
 
 // onWSMessage decodes one WebSocket message: text carries JSON frames,
 // binary carries length-prefixed binary frames.

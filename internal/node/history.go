@@ -199,18 +199,29 @@ func (n *Node) positionReply(id uint32, app, stream string, askedRecovery bool) 
 // replay returns the stored messages of stream after (epoch, after) as PUSH
 // frames, and the REPLY that ends them: Recovered, or not with the reason.
 // The caller holds the stream's lock, so the head cannot move.
-func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint64) ([]*protocol.Encoded, *protocol.Frame, error) {
+//
+// allowance is what the connection may still replay (see
+// replayAllowance); a replay that costs more is refused too. cost is what
+// the replay costs, to charge the connection.
+func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint64, allowance int) (frames []*protocol.Encoded, reply *protocol.Frame, cost int, err error) {
 	key := historyStream(app, stream)
 	ep, first, last, err := n.store.Head(ctx, key)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
-	reply := &protocol.Frame{Type: protocol.TypeReply, Stream: stream, Epoch: ep, Seq: last}
-	fail := func(reason string) ([]*protocol.Encoded, *protocol.Frame, error) {
+	reply = &protocol.Frame{Type: protocol.TypeReply, Stream: stream, Epoch: ep, Seq: last}
+	fail := func(reason string) ([]*protocol.Encoded, *protocol.Frame, int, error) {
 		reply.Reason = reason
 		n.unrecovered.Add(1)
-		return nil, reply, nil
+		return nil, reply, 0, nil
 	}
+	tooMuch := func(cost int) string {
+		if cost > n.cfg.ReplayBudget {
+			return fmt.Sprintf("more than %d bytes missed: too many to replay", n.cfg.ReplayBudget)
+		}
+		return fmt.Sprintf("replay limit: this connection may recover %d bytes at once and %d bytes per second", n.cfg.ReplayBurst, n.cfg.ReplayRate)
+	}
+	limit := min(n.cfg.ReplayBudget, allowance)
 	switch {
 	case epoch != ep:
 		return fail("epoch changed: the server's history was reset")
@@ -220,12 +231,12 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 		return fail("history no longer holds the position")
 	}
 	if frames, cost, ok := n.replays.get(key, ep, last, after, n.cfg.Now()); ok {
-		if cost > n.cfg.ReplayBudget {
-			return fail(fmt.Sprintf("more than %d bytes missed: too many to replay", n.cfg.ReplayBudget))
+		if cost > limit {
+			return fail(tooMuch(cost))
 		}
 		reply.Recovered = true
 		n.recovered.Add(uint64(len(frames)))
-		return frames, reply, nil
+		return frames, reply, cost, nil
 	}
 	e := replayEntry{key: key, epoch: ep, last: last, from: after + 1, built: n.cfg.Now()}
 	budget := n.cfg.ReplayBudget
@@ -235,7 +246,7 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 			return fail("history no longer holds the position")
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		if len(msgs) == 0 {
 			return fail("history no longer holds the position") // expired
@@ -244,8 +255,8 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 			if m.Seq != after+1 {
 				return fail("history no longer holds the position") // expired
 			}
-			if budget -= len(m.Payload) + 64; budget < 0 {
-				return fail(fmt.Sprintf("more than %d bytes missed: too many to replay", n.cfg.ReplayBudget))
+			if budget -= len(m.Payload) + 64; n.cfg.ReplayBudget-budget > limit {
+				return fail(tooMuch(n.cfg.ReplayBudget - budget))
 			}
 			e.frames = append(e.frames, protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: stream, Epoch: ep,
 				Seq: m.Seq, MsgID: m.ID, Payload: m.Payload, Time: m.Time.UnixMilli()}))
@@ -256,7 +267,25 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 	n.replays.put(e)
 	reply.Recovered = true
 	n.recovered.Add(uint64(len(e.frames)))
-	return slices.Clip(e.frames), reply, nil // shared with the cache
+	return slices.Clip(e.frames), reply, n.cfg.ReplayBudget - budget, nil // shared with the cache
+}
+
+// replayAllowance returns the bytes s may replay at now. Each connection
+// has a bucket of ReplayBurst bytes that refills at ReplayRate bytes per
+// second, kept as one number: the time at which the bytes replayed so far
+// will have been paid for (s.replayed). The caller holds s.mu.
+func (n *Node) replayAllowance(s *session, now time.Time) int {
+	owed := s.replayed - now.UnixNano()
+	if owed <= 0 {
+		return n.cfg.ReplayBurst
+	}
+	return max(0, n.cfg.ReplayBurst-int(owed*int64(n.cfg.ReplayRate)/int64(time.Second)))
+}
+
+// chargeReplay takes cost bytes from s's replay bucket. The caller holds
+// s.mu and checked cost against replayAllowance.
+func (n *Node) chargeReplay(s *session, cost int, now time.Time) {
+	s.replayed = max(s.replayed, now.UnixNano()) + int64(cost)*int64(time.Second)/int64(n.cfg.ReplayRate)
 }
 
 // replayCache shares the frames of recent recoveries. In a reconnect
@@ -335,7 +364,10 @@ func (n *Node) recoverStream(c *gateway.Conn, s *session, id uint32, stream, epo
 	defer sh.lead.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	frames, reply, err := n.replay(ctx, s.reg.App, stream, epoch, after)
+	s.mu.Lock()
+	allowance := n.replayAllowance(s, n.cfg.Now())
+	s.mu.Unlock()
+	frames, reply, cost, err := n.replay(ctx, s.reg.App, stream, epoch, after, allowance)
 	if err != nil {
 		n.log.Warn("recovery failed", "conn_id", c.ID(), "stream", stream, "err", err)
 		reply = &protocol.Frame{Type: protocol.TypeReply, Stream: stream, Reason: "history unavailable"}
@@ -348,6 +380,9 @@ func (n *Node) recoverStream(c *gateway.Conn, s *session, id uint32, stream, epo
 	var refusal *protocol.Frame
 	if !released && refuse != nil {
 		refusal = refuse()
+	}
+	if !released && refusal == nil && cost > 0 {
+		n.chargeReplay(s, cost, n.cfg.Now())
 	}
 	s.mu.Unlock()
 	if refusal != nil {
@@ -437,6 +472,10 @@ func (n *Node) indexTopic(c *gateway.Conn, s *session, topic string) {
 // unsubscribe handles UNSUBSCRIBE, in order with the connection's
 // subscriptions.
 func (n *Node) unsubscribe(c *gateway.Conn, s *session, f *protocol.Frame) {
+	if !auth.ValidName(f.Topic) { // nothing to unsubscribe from, and nothing long to queue
+		_ = c.SendFrame((&protocol.Error{ID: f.ID, Code: protocol.CodeBadName, Text: "topic must be 1-128 printable bytes without spaces"}).Frame())
+		return
+	}
 	n.serialize(c, s, f.ID, func() {
 		s.mu.Lock()
 		if i := slices.Index(s.topics, f.Topic); i >= 0 && !s.released {

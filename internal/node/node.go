@@ -53,6 +53,8 @@ type Config struct {
 	HistorySize      int           // messages kept per topic and broadcast stream for recovery; 0 = live only
 	HistoryTTL       time.Duration // age limit of topic and broadcast history; default 1h
 	ReplayBudget     int           // bytes one recovery may replay before it reports "cannot recover"; default 256 KiB
+	ReplayRate       int           // bytes one connection may replay per second, over all its recoveries; default 256 KiB
+	ReplayBurst      int           // bytes one connection may replay at once; default 4 MiB, and never less than ReplayBudget
 	Logger           *slog.Logger
 	Now              func() time.Time
 }
@@ -101,6 +103,13 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 	if cfg.ReplayBudget <= 0 {
 		cfg.ReplayBudget = 256 << 10
 	}
+	if cfg.ReplayRate <= 0 {
+		cfg.ReplayRate = 256 << 10
+	}
+	if cfg.ReplayBurst <= 0 {
+		cfg.ReplayBurst = 4 << 20
+	}
+	cfg.ReplayBurst = max(cfg.ReplayBurst, cfg.ReplayBudget)
 	return &Node{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -128,7 +137,8 @@ type session struct {
 	topics   []string // subscribed topics
 	released bool     // removed from hub and registry; no more subscriptions
 	busy     bool     // a goroutine is running the subscription operations (serialize)
-	ops      []func() // subscription operations waiting behind it
+	ops      []func() // subscription operations waiting behind it; at most maxQueuedOps
+	replayed int64    // the replay budget's theoretical arrival time, unix nanoseconds (see replayAllowance)
 }
 
 // OnFrame implements gateway.Handler.

@@ -125,6 +125,13 @@ func TestBadFrames(t *testing.T) {
 	for _, s := range suites {
 		for _, tc := range s.cases {
 			for _, authenticated := range []bool{true, false} {
+				if !authenticated && len(tc.msg(lim)) > h.cfg.MaxConnectSize {
+					// Refused from its header, before CONNECT: the server
+					// closes while the rest is still being written, so
+					// the write may fail. TestPreAuthLimits covers these
+					// over raw sockets.
+					continue
+				}
 				n++
 				name := fmt.Sprintf("%s/%s/auth=%v", s.tr.name, tc.name, authenticated)
 				t.Run(name, func(t *testing.T) {

@@ -234,8 +234,9 @@ func (h *harness) dial(tr transport, name string) *tconn {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
 	defer cancel()
 	c, err := client.DialConn(ctx, h.url(tr), client.DialOptions{
-		Encoding: tr.enc,
-		Limits:   protocol.Limits{MaxFrame: h.cfg.MaxFrameSize, MaxPayload: h.cfg.MaxPayload},
+		Encoding:  tr.enc,
+		Limits:    protocol.Limits{MaxFrame: h.cfg.MaxFrameSize, MaxPayload: h.cfg.MaxPayload},
+		TLSConfig: h.clientTLS(),
 	})
 	if err != nil {
 		h.t.Fatalf("%s: dial %s: %v", name, tr.name, err)

@@ -96,6 +96,8 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		HistorySize:      cfg.HistorySize,
 		HistoryTTL:       cfg.HistoryTTL,
 		ReplayBudget:     cfg.OutboundLimit / 4,
+		ReplayRate:       cfg.ReplayRate,
+		ReplayBurst:      cfg.ReplayBurst,
 		Logger:           log,
 		Now:              opt.Now,
 	}, verifier, h, reg, st)
@@ -103,6 +105,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	lim := protocol.DefaultLimits()
 	lim.MaxFrame = cfg.MaxFrameSize
 	lim.MaxPayload = cfg.MaxPayload
+	lim.MaxConnect = cfg.MaxConnectSize
 	gw, err := gateway.New(gateway.Config{
 		WSAddr:        cfg.WS.Addr,
 		WSPath:        cfg.WS.Path,
@@ -111,6 +114,8 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		TCPTLS:        gateway.TLS{CertFile: cfg.TCP.TLSCert, KeyFile: cfg.TCP.TLSKey},
 		Limits:        lim,
 		OutboundLimit: cfg.OutboundLimit,
+		FrameRate:     gateway.Rate{PerSecond: cfg.FrameRate, Burst: cfg.FrameBurst},
+		SubscribeRate: gateway.Rate{PerSecond: cfg.SubscribeRate, Burst: cfg.SubscribeBurst},
 		Heartbeat:     cfg.Heartbeat,
 		Grace:         cfg.HeartbeatGrace,
 		AuthTimeout:   cfg.AuthTimeout,
