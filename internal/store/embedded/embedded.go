@@ -253,10 +253,12 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err := d.openEngine(); err != nil {
 		return nil, fmt.Errorf("embedded: open %s: %w", dir, err)
 	}
+	interval := markSyncInterval
 	if d.lazy {
-		d.syncDone = make(chan struct{})
-		go d.syncLoop(time.Duration(opts.Sync))
+		interval = time.Duration(opts.Sync)
 	}
+	d.syncDone = make(chan struct{})
+	go d.syncLoop(interval)
 	return d, nil
 }
 
@@ -429,8 +431,8 @@ func (d *DB) Recovery() Recovery {
 	return d.recovery
 }
 
-// syncLoop fsyncs the log, then the mark, at most every interval while
-// appends are written without a sync (SyncInterval).
+// syncLoop syncs the mark (and under SyncInterval first the log) at most
+// every interval while there is something to sync.
 func (d *DB) syncLoop(interval time.Duration) {
 	defer close(d.syncDone)
 	tick := time.NewTicker(interval)
@@ -440,21 +442,22 @@ func (d *DB) syncLoop(interval time.Duration) {
 		case <-d.stop:
 			return
 		case <-tick.C:
-			if d.dirty.Swap(false) {
-				d.syncLog()
-			}
+			d.syncLog(d.dirty.Swap(false))
 		}
 	}
 }
 
-// syncLog syncs the log and then the mark; a failure fails the store.
-func (d *DB) syncLog() {
+// syncLog syncs the log, if log is set, and then the mark; a failure fails
+// the store.
+func (d *DB) syncLog(log bool) {
 	if d.enter(context.Background()) != nil {
 		return
 	}
 	defer d.leave()
-	if err := d.guard(func() error { return d.pdb.LogData(nil, pebble.Sync) }); err != nil {
-		return
+	if log {
+		if err := d.guard(func() error { return d.pdb.LogData(nil, pebble.Sync) }); err != nil {
+			return
+		}
 	}
 	if err := d.mark.sync(); err != nil {
 		_ = d.fail(err)
@@ -478,9 +481,7 @@ func (d *DB) Close() error {
 	d.closed = true
 	close(d.stop)
 	d.closeMu.Unlock()
-	if d.syncDone != nil {
-		<-d.syncDone
-	}
+	<-d.syncDone
 	d.healing.Wait()
 	d.closeMu.Lock()
 	defer d.closeMu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -25,18 +26,26 @@ import (
 //
 // So the store keeps, outside Pebble's files, the Pebble sequence number
 // just past its newest acknowledged write: the mark. Every write the store
-// acknowledges as durable is first covered by the mark on disk (written and
-// synced after the write's own sync; concurrent writes share one mark
-// write). At Open the store compares the mark with how far Pebble actually
-// recovered: if Pebble is behind, acknowledged data is gone, and the store
-// starts a new epoch (see DB.Recovery).
+// acknowledges is first covered by the mark in the file (a write system
+// call, no sync), and a background loop syncs the mark at most
+// markSyncInterval later. At Open the store compares the mark with how
+// far Pebble actually recovered: if Pebble is behind, acknowledged data is
+// gone, and the store starts a new epoch (see DB.Recovery).
 //
-// Under SyncInterval nothing is synced per write, so the mark is written
-// (not synced) after each write and synced with the log. A process crash
-// loses neither, and the comparison is exact. A crash of the machine can
-// lose both; the mark also records the machine's boot id and whether the
-// store was closed cleanly, so that a lazily synced store that was not
-// closed and finds the machine rebooted starts a new epoch too.
+// The mark is not synced before the acknowledgement because what it must
+// catch does not need it, and a second sync on every commit would cost a
+// sync's latency on every push. A crash of the process loses nothing the
+// kernel has been given, neither log nor mark, so the comparison is exact;
+// so it is for damage done to the files while Herald is stopped (a
+// truncated copy, a bad restore). A crash of the machine loses no synced
+// log data on a disk that keeps its promises; on one that does not, loss
+// confined to the last markSyncInterval before the crash goes unnoticed.
+//
+// Under SyncInterval the log itself is synced only every interval, so a
+// crash of the machine can lose acknowledged writes by design. The mark
+// also records the machine's boot id and whether the store was closed
+// cleanly, so that a lazily synced store that was not closed and finds the
+// machine rebooted starts a new epoch.
 //
 // The file holds two 64-byte slots written in turn; each carries a
 // generation and a checksum, and the valid slot with the higher generation
@@ -45,6 +54,8 @@ const (
 	markFile  = "ACKED"
 	markSlot  = 64
 	markMagic = "HWM1"
+	// markSyncInterval bounds how long a written mark waits for its sync.
+	markSyncInterval = 50 * time.Millisecond
 )
 
 // Mark flags.
@@ -95,10 +106,8 @@ type mark struct {
 	boot [16]byte
 
 	mu      sync.Mutex
-	cond    sync.Cond
-	written markValue // the newest value written (and synced unless lazy)
-	want    uint64    // the highest seq asked for
-	busy    bool      // a goroutine is writing
+	written markValue // the newest value written
+	dirty   bool      // written and not synced since
 	err     error     // a failed write: the mark is stuck until reopened
 }
 
@@ -130,7 +139,6 @@ func openMark(fs vfs.FS, dir string, lazy bool) (*mark, markValue, bool, error) 
 		}
 	}
 	m := &mark{f: f, lazy: lazy, boot: bootID(), written: prev}
-	m.cond.L = &m.mu
 	return m, prev, found, nil
 }
 
@@ -142,13 +150,10 @@ func syncDir(fs vfs.FS, dir string) error {
 	return errors.Join(d.Sync(), d.Close())
 }
 
-// set writes v as the mark now, with the given flags, and syncs it.
+// set writes seq as the mark now, with the given flags, and syncs it.
 func (m *mark) set(seq uint64, flags uint8) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for m.busy {
-		m.cond.Wait()
-	}
 	if m.err != nil {
 		return m.err
 	}
@@ -157,54 +162,45 @@ func (m *mark) set(seq uint64, flags uint8) error {
 		m.err = err
 		return err
 	}
-	m.written = v
-	m.want = max(m.want, seq)
+	m.written, m.dirty = v, false
 	return nil
 }
 
 // advance makes the mark cover seq: it returns once a mark >= seq is
-// written (and, unless the store is lazy, synced). Concurrent callers
-// share writes: one writes the highest value asked for so far while the
-// others wait for it.
+// written (not synced: see sync).
 func (m *mark) advance(seq uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.want = max(m.want, seq)
-	for m.written.seq < seq {
-		if m.err != nil {
-			return m.err
-		}
-		if m.busy {
-			m.cond.Wait()
-			continue
-		}
-		v := markValue{gen: m.written.gen + 1, seq: m.want, boot: m.boot}
-		if m.lazy {
-			v.flags = markLazy
-		}
-		m.busy = true
-		m.mu.Unlock()
-		err := m.write(v, !m.lazy)
-		m.mu.Lock()
-		m.busy = false
-		m.cond.Broadcast()
-		if err != nil {
-			m.err = err
-			return err
-		}
-		m.written = v
+	if m.err != nil {
+		return m.err
 	}
-	return m.err
-}
-
-// sync syncs the mark file (SyncInterval's loop, after the log's sync).
-func (m *mark) sync() error {
-	if err := m.f.SyncData(); err != nil {
-		m.mu.Lock()
-		m.err = fmt.Errorf("sync %s: %w", markFile, err)
-		m.mu.Unlock()
+	if m.written.seq >= seq {
+		return nil
+	}
+	v := markValue{gen: m.written.gen + 1, seq: seq, boot: m.boot}
+	if m.lazy {
+		v.flags = markLazy
+	}
+	if err := m.write(v, false); err != nil {
+		m.err = err
 		return err
 	}
+	m.written, m.dirty = v, true
+	return nil
+}
+
+// sync syncs the mark file if a mark was written since the last sync.
+func (m *mark) sync() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil || !m.dirty {
+		return m.err
+	}
+	if err := m.f.SyncData(); err != nil {
+		m.err = fmt.Errorf("sync %s: %w", markFile, err)
+		return m.err
+	}
+	m.dirty = false
 	return nil
 }
 
