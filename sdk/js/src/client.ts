@@ -431,6 +431,7 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
         delay = Math.random() * cap;
       }
     }
+    if (!delay) return void this._open();
     const gen = this._gen;
     this._retry = setTimeout(() => gen === this._gen && this._open(), delay);
   }
