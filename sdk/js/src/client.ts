@@ -15,11 +15,13 @@ export const VERSION = '0.1.0';
 /** Options of Herald.subscribe. */
 export interface SubscribeOptions {
   /**
-   * Recover from this position: the server replays the publications after
-   * since.seq in epoch since.epoch, then the live ones. Default: the
-   * position kept in storage for the topic, if any; null: start live.
+   * Recover from this position (the last publication processed, as
+   * Subscription.position tells it): the server replays the publications
+   * after since.seq in epoch since.epoch, then the live ones. Without it
+   * the subscription starts live. Either way, after a reconnect it
+   * recovers from its last position by itself.
    */
-  since?: StreamPosition | null;
+  since?: StreamPosition;
 }
 
 interface Pos {
@@ -125,7 +127,7 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
       const saved = JSON.parse(this._sget('pos') || '{}') as Record<string, [string, number, number]>;
       for (const s in saved) {
         const [epoch, seq, t] = saved[s];
-        this._pos.set(s, { epoch, seq, t });
+        if (s.startsWith('u:')) this._pos.set(s, { epoch, seq, t });
         this._tick = Math.max(this._tick, t);
       }
     } catch {
@@ -189,8 +191,7 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
     sub = new Subscription(this, topic);
     this._subs.set(topic, sub);
     const since = options.since;
-    if (since === null) this._pos.delete(sub.stream);
-    else if (since) this._pos.set(sub.stream, { epoch: since.epoch, seq: since.seq, t: ++this._tick });
+    if (since) this._pos.set(sub.stream, { epoch: since.epoch, seq: since.seq, t: ++this._tick });
     sub._set('subscribing', { code: 0, reason: 'subscribe called' });
     const c = this._conn;
     if (c?._ok) this._send(c, [this._subFrame(c, sub)]);
@@ -240,7 +241,7 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
   _unsubscribe(sub: Subscription): void {
     if (this._subs.get(sub.topic) !== sub) return;
     this._subs.delete(sub.topic);
-    this._forget(sub.stream);
+    this._pos.delete(sub.stream);
     const c = this._conn;
     if (c?._ok) {
       const id = this._nextId();
@@ -551,9 +552,11 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
     }
     if (!m.seq || (m.subscription && this._subs.get(m.subscription.topic) !== m.subscription)) return;
     this._pos.set(m.stream, { epoch: m.epoch, seq: m.seq, t: ++this._tick });
-    this._dirty = true;
-    if (this._o.autoAck && m.stream.startsWith('u:')) this.ack(m.stream, m.seq);
-    else this._schedule();
+    if (m.stream.startsWith('u:')) {
+      this._dirty = true; // stored with the next flush
+      if (this._o.autoAck) this.ack(m.stream, m.seq);
+      else this._schedule();
+    }
   }
 
   private _reply(c: Conn, f: Frame): void {
@@ -562,7 +565,7 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
       c._pending.delete(f.id);
       if (!req) return;
       if (req._kind !== 'sub') {
-        if (req._kind === 'unsub' && !this._subs.has(req._sub.topic)) this._forget(req._sub.stream);
+        if (req._kind === 'unsub' && !this._subs.has(req._sub.topic)) this._pos.delete(req._sub.stream);
         return;
       }
       if (this._subs.get(req._sub.topic) !== req._sub) return;
@@ -575,8 +578,6 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
       if (unrecovered || !p || p.epoch !== f.epoch || p.seq < (f.seq || 0)) {
         if (p && p.epoch !== f.epoch) this._acks.delete(stream);
         this._pos.set(stream, { epoch: f.epoch, seq: f.seq || 0, t: ++this._tick });
-        this._dirty = true;
-        this._schedule();
       }
     }
     if (unrecovered && stream) {
@@ -630,12 +631,6 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
 
   // ---- ACKs and stored positions ----
 
-  private _forget(stream: string): void {
-    this._pos.delete(stream);
-    this._dirty = true;
-    this._schedule();
-  }
-
   private _schedule(): void {
     this._flushT ||= setTimeout(() => this._flush(), this._o.ackDelay);
   }
@@ -653,7 +648,9 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
     if (this._dirty) {
       this._dirty = false;
       const out: Record<string, [string, number, number]> = {};
-      const ps = [...this._pos].sort((a, b) => b[1].t - a[1].t).slice(0, 256);
+      // only inboxes: topic and broadcast positions belong with the state
+      // the application derives from them (see SubscribeOptions.since)
+      const ps = [...this._pos].filter(([s]) => s.startsWith('u:')).sort((a, b) => b[1].t - a[1].t).slice(0, 256);
       for (const [s, p] of ps) out[s] = [p.epoch, p.seq, p.t];
       this._sput('pos', JSON.stringify(out));
     }

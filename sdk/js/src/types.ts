@@ -123,7 +123,7 @@ export interface HeraldOptions {
   getToken?: () => Promise<string>;
   /** A stable id of this device or installation; default: generated once and kept in storage. */
   device?: string;
-  /** Where positions, the device id and the last endpoint are kept; default localStorage when usable, else memory. */
+  /** Where the device id, the inbox positions and the last endpoint are kept; default localStorage when usable, else memory. */
   storage?: StorageLike;
   /** Prefix of the storage keys; default "herald:". */
   storagePrefix?: string;
