@@ -44,7 +44,7 @@ describe.skipIf(!haveChromium || !heraldBin)('browser bundle in headless Chromiu
     ctx = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
       viewport: { width: 800, height: 500 },
     });
     page = ctx.pages()[0] || (await ctx.newPage());
