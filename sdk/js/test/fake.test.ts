@@ -164,7 +164,7 @@ describe('with a fake server', () => {
 
   test('PINGs at the announced heartbeat; silence past heartbeat + grace is a dead connection', async () => {
     const s = await fake();
-    const h = makeClient({ endpoints: s.url, token: 't', device: 'd', heartbeatGrace: 150 });
+    const h = makeClient({ endpoints: s.url, token: 't', device: 'd', heartbeatGrace: 300 });
     h.connect();
     const c0 = await s.conn(0);
     const t0 = Date.now();
@@ -178,6 +178,20 @@ describe('with a fake server', () => {
     expect(d).toEqual({ code: 3010, reason: 'heartbeat timeout', reconnect: true });
     await (await s.conn(1)).accept();
     await h.ready(5000);
+  });
+
+  test('disconnect() sends the pending ACK, then DISCONNECT normal, and closes', async () => {
+    const s = await fake();
+    const h = makeClient({ endpoints: s.url, token: 't', device: 'd', ackDelay: 60_000 });
+    h.connect();
+    const c = await s.conn(0);
+    await c.accept();
+    c.send(push('u:al', 'e', 1));
+    await next(h, 'push');
+    const closed = new Promise((r) => c.ws.once('close', r));
+    h.disconnect();
+    await closed;
+    expect(c.frames.slice(1)).toEqual([{ type: 'ack', stream: 'u:al', seq: 1 }, { type: 'disconnect', code: 3000 }]);
   });
 
   test('a PING from the server is answered with a PONG echoing its time', async () => {
@@ -233,7 +247,7 @@ describe('with a fake server', () => {
   test('no CONNECTED within connectTimeout: the next endpoint is tried', async () => {
     const mute = await fake();
     const b = await fake();
-    const h = makeClient({ endpoints: [mute.url, b.url], token: 't', device: 'd', connectTimeout: 200 });
+    const h = makeClient({ endpoints: [mute.url, b.url], token: 't', device: 'd', connectTimeout: 500 });
     const errors = new Recorder<ErrorContext>(h, 'error');
     h.connect();
     await (await mute.conn(0)).next('connect'); // and never answers

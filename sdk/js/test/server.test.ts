@@ -355,7 +355,13 @@ describe.skipIf(!heraldBin)('against a real herald server', () => {
 
   test('disconnect() says goodbye with DISCONNECT normal', async () => {
     const user = unique('olga');
-    const before = (await srv.stats()).connections.disconnects.normal;
+    // the clients of the tests before have gone, and been counted
+    const stats = await eventually(async () => {
+      const st = await srv.stats();
+      expect(st.connections.open).toBe(0);
+      return st;
+    });
+    const before = stats.connections.disconnects.normal;
     const h = makeClient({ endpoints: srv.ws, token: srv.token(user), device: 'o' });
     h.connect();
     await h.ready(5000);
