@@ -30,10 +30,11 @@ chromium=${CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$chromium" ]; then
 	echo "test-js: $chromium is missing; installing Debian's chromium"
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 &&
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; then
-		echo "test-js: installed $("$chromium" --version 2>/dev/null || echo chromium)"
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null &&
+		[ -x "$chromium" ]; then
+		echo "test-js: installed $chromium"
 	elif [ -n "${CI:-}" ]; then
-		fail "could not install chromium (apt-get install -y chromium, as root); the browser test needs it"
+		fail "could not install chromium at $chromium (apt-get install -y chromium, as root); the browser test needs it"
 	else
 		echo "test-js: could not install chromium; the browser test will be skipped" >&2
 	fi
