@@ -338,6 +338,11 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
       }
     }
     this._pump();
+    if (c._disc && !c._closed) {
+      // the server closes next: no need to wait for it
+      c._t?.close();
+      this._closed(c, 1000, '');
+    }
   }
 
   private _connected(c: Conn, f: Frame): void {
