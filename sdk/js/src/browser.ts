@@ -1,0 +1,9 @@
+// The browser bundle's entry: the global Herald is the client class, with
+// the other exports as its properties (Herald.memoryStorage, ...).
+import { Herald, VERSION } from './client';
+import { Subscription } from './subscription';
+import { webSocketTransport } from './transport';
+import { memoryStorage } from './storage';
+import { ErrorCode, DisconnectCode } from './protocol';
+
+(globalThis as any).Herald = Object.assign(Herald, { Herald, VERSION, Subscription, webSocketTransport, memoryStorage, ErrorCode, DisconnectCode });
