@@ -385,38 +385,8 @@ func TestCrashTopicHistory(t *testing.T) {
 	accepted := load.killAfter(t, child, 300)
 
 	startCrashChild(t, dir, tcpAddr, apiAddr)
-	c, err = sub()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.WriteFrame(&protocol.Frame{Type: protocol.TypeSubscribe, ID: 2, Topic: "crash", Epoch: epoch}); err != nil {
-		t.Fatal(err)
-	}
-	timer := time.AfterFunc(waitTime, func() { c.Close() })
-	defer timer.Stop()
 	got := map[string]uint64{}
-	var last uint64
-	for {
-		f, err := c.ReadFrame()
-		if err != nil {
-			t.Fatalf("recovery after restart: %v", err)
-		}
-		if f.Type == protocol.TypeReply && f.ID == 2 {
-			if !f.Recovered || f.Epoch != epoch || f.Seq != last {
-				t.Fatalf("REPLY %s after %d replayed up to seq %d; want recovered at that seq", describe(f), len(got), last)
-			}
-			break
-		}
-		if f.Type != protocol.TypePush {
-			continue
-		}
-		if f.Seq != last+1 {
-			t.Fatalf("replayed seq %d after %d: a gap or a repeat", f.Seq, last)
-		}
-		last = f.Seq
-		got[f.MsgID] = f.Seq
-	}
+	last := recoverTopic(t, tcpAddr, "crash", epoch, got)
 	for id, seq := range accepted {
 		if got[id] != seq {
 			t.Fatalf("accepted publish %s (seq %d) recovered as seq %d", id, seq, got[id])

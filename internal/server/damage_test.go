@@ -189,10 +189,10 @@ func collectInbox(t *testing.T, tcpAddr, apiAddr, user, epoch string, got map[st
 
 // recoverTopic reads topic's history from its start in epoch: seqs 1, 2,
 // ... without a gap, then a REPLY that says recovered; it records each
-// message's seq in got.
-func recoverTopic(t *testing.T, tcpAddr, topic, epoch string, got map[string]uint64) {
+// message's seq in got and returns the last seq.
+func recoverTopic(t *testing.T, tcpAddr, topic, epoch string, got map[string]uint64) uint64 {
 	t.Helper()
-	c := crashConn(t, tcpAddr, "dmg-reader", "")
+	c := crashConn(t, tcpAddr, "topic-reader", "")
 	c.write(&protocol.Frame{Type: protocol.TypeSubscribe, ID: 7, Topic: topic, Epoch: epoch})
 	var last uint64
 	for {
@@ -201,7 +201,7 @@ func recoverTopic(t *testing.T, tcpAddr, topic, epoch string, got map[string]uin
 			if !f.Recovered || f.Epoch != epoch || f.Seq != last {
 				t.Fatalf("topic REPLY %s after seq %d; want recovered in %s", describe(f), last, epoch)
 			}
-			return
+			return last
 		}
 		if f.Type != protocol.TypePush {
 			continue
