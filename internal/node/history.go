@@ -123,7 +123,6 @@ func (n *Node) publishBatch(batch []*pubReq) {
 	// stored, and then it must also be sent.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	epoch := n.store.Epoch()
 	for len(batch) > 0 {
 		// The first request's stream, and every later one of it, in order.
 		app, stream := batch[0].app, batch[0].stream
@@ -150,7 +149,7 @@ func (n *Node) publishBatch(batch []*pubReq) {
 			}
 			r.res = Published{ID: r.msg.ID, Seq: res[i].Seq, Duplicate: res[i].Duplicate}
 			if !r.res.Duplicate {
-				r.res.Subscribers = r.fanout(protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: stream, Epoch: epoch,
+				r.res.Subscribers = r.fanout(protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: stream, Epoch: res[i].Epoch,
 					Seq: r.res.Seq, MsgID: r.msg.ID, Payload: r.msg.Payload, Time: r.msg.Time.UnixMilli()}))
 				n.maybeTrim(key, r.res.Seq)
 			}
@@ -241,12 +240,15 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 	e := replayEntry{key: key, epoch: ep, last: last, from: after + 1, built: n.cfg.Now()}
 	budget := n.cfg.ReplayBudget
 	for after < last {
-		msgs, err := n.store.Range(ctx, key, after, catchUpPage)
+		msgs, rep, err := n.store.Range(ctx, key, after, catchUpPage)
 		if errors.Is(err, store.ErrTrimmed) {
 			return fail("history no longer holds the position")
 		}
 		if err != nil {
 			return nil, nil, 0, err
+		}
+		if rep != ep {
+			return fail("epoch changed: the server's history was reset")
 		}
 		if len(msgs) == 0 {
 			return fail("history no longer holds the position") // expired

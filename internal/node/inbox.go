@@ -96,7 +96,7 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 		a.Connections = n.resend(actx, app, user, a.Seq)
 		return a, nil
 	}
-	f := inboxPush(user, n.store.Epoch(), store.Message{Seq: a.Seq, ID: m.ID, Payload: m.Payload, Time: now})
+	f := inboxPush(user, res[0].Epoch, store.Message{Seq: a.Seq, ID: m.ID, Payload: m.Payload, Time: now})
 	a.Connections = n.hub.PushUser(app, user, f)
 	return a, nil
 }
@@ -111,11 +111,11 @@ func (n *Node) resend(ctx context.Context, app, user string, seq uint64) int {
 	if len(n.hub.UserConns(app, user)) == 0 {
 		return 0
 	}
-	msgs, err := n.store.Range(ctx, inboxStream(app, user), seq-1, 1)
+	msgs, epoch, err := n.store.Range(ctx, inboxStream(app, user), seq-1, 1)
 	if err != nil || len(msgs) == 0 || msgs[0].Seq != seq {
 		return 0 // expired or trimmed meanwhile, or the store failed: the devices get what is held when they reconnect
 	}
-	return n.hub.PushUser(app, user, inboxPush(user, n.store.Epoch(), msgs[0]))
+	return n.hub.PushUser(app, user, inboxPush(user, epoch, msgs[0]))
 }
 
 // catchUpBudget bounds the bytes of stored messages one catch-up round
@@ -141,11 +141,10 @@ func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session, after u
 			return err
 		}
 	}
-	epoch := n.store.Epoch()
 	budget := catchUpBudget
 	first := after + 1
 	for {
-		msgs, err := n.store.Range(ctx, stream, after, catchUpPage)
+		msgs, epoch, err := n.store.Range(ctx, stream, after, catchUpPage)
 		if err != nil && !errors.Is(err, store.ErrTrimmed) {
 			return err
 		}
@@ -245,7 +244,7 @@ func (n *Node) skipPoison(ctx context.Context, stream, device string, cursor uin
 	if !over {
 		return cursor, nil
 	}
-	head, err := n.store.Range(ctx, stream, cursor, 1)
+	head, _, err := n.store.Range(ctx, stream, cursor, 1)
 	if err != nil && !errors.Is(err, store.ErrTrimmed) {
 		return cursor, err
 	}

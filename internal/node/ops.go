@@ -123,7 +123,6 @@ func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser
 	if err != nil {
 		return fmt.Errorf("%w: append to %d inboxes: %v", ErrStore, len(users), err)
 	}
-	epoch := n.store.Epoch()
 	for k, u := range users {
 		for j, i := range byUser[u] {
 			a := Accepted{ID: msgs[i].ID, Seq: res[k][j].Seq, Duplicate: res[k][j].Duplicate}
@@ -132,7 +131,7 @@ func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser
 			} else {
 				m := appends[k].Msgs[j]
 				m.Seq = a.Seq
-				a.Connections = n.hub.PushUser(app, u, inboxPush(u, epoch, m))
+				a.Connections = n.hub.PushUser(app, u, inboxPush(u, res[k][j].Epoch, m))
 			}
 			out[i] = a
 		}

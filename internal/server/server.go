@@ -246,7 +246,7 @@ type Stats struct {
 type storeState struct {
 	Healthy bool   `json:"healthy"`
 	Error   string `json:"error,omitempty"`
-	Epoch   string `json:"epoch"`
+	Epoch   string `json:"epoch,omitempty"`
 	metrics.StoreStats
 }
 
@@ -269,7 +269,10 @@ func (s *Server) Stats() any {
 	for code, v := range g.Disconnects {
 		gs.Disconnects[code.String()] = v
 	}
-	st := storeState{Healthy: true, Epoch: s.store.Epoch(), StoreStats: storeStats(s.store)}
+	st := storeState{Healthy: true, StoreStats: storeStats(s.store)}
+	if e, ok := s.store.(interface{ Epoch() string }); ok {
+		st.Epoch = e.Epoch() // one for every stream of a memory or embedded store
+	}
 	if err := s.store.Health(); err != nil {
 		st.Healthy, st.Error = false, err.Error()
 	}

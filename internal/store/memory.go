@@ -109,7 +109,7 @@ func (m *Memory) Append(ctx context.Context, stream string, msgs ...Message) ([]
 	s := m.stream(stream, true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.append(msgs, now), nil
+	return s.append(msgs, m.epoch, now), nil
 }
 
 // AppendMulti implements Store. The streams are locked in name order, so
@@ -140,21 +140,21 @@ func (m *Memory) AppendMulti(ctx context.Context, appends []StreamAppend) ([][]A
 	results := make([][]Appended, len(appends))
 	for i := range appends {
 		if len(appends[i].Msgs) > 0 {
-			results[i] = streams[appends[i].Stream].append(appends[i].Msgs, now)
+			results[i] = streams[appends[i].Stream].append(appends[i].Msgs, m.epoch, now)
 		}
 	}
 	return results, nil
 }
 
-// append stores msgs at the end of s and returns their results. The caller
-// holds s.mu.
-func (s *memStream) append(msgs []Message, now time.Time) []Appended {
+// append stores msgs at the end of s, whose epoch is epoch, and returns
+// their results. The caller holds s.mu.
+func (s *memStream) append(msgs []Message, epoch string, now time.Time) []Appended {
 	res := make([]Appended, len(msgs))
 	for i := range msgs {
 		in := &msgs[i]
 		if in.ID != "" {
 			if seq, ok := s.lookup(in.ID, now); ok {
-				res[i] = Appended{Seq: seq, Duplicate: true}
+				res[i] = Appended{Epoch: epoch, Seq: seq, Duplicate: true}
 				continue
 			}
 		}
@@ -173,7 +173,7 @@ func (s *memStream) append(msgs []Message, now time.Time) []Appended {
 		if !msg.Expires.IsZero() && (s.nextExp.IsZero() || msg.Expires.Before(s.nextExp)) {
 			s.nextExp = msg.Expires
 		}
-		res[i] = Appended{Seq: msg.Seq}
+		res[i] = Appended{Epoch: epoch, Seq: msg.Seq}
 	}
 	return res
 }
@@ -235,19 +235,19 @@ func (m *Memory) Lookup(ctx context.Context, stream, id string) (uint64, bool, e
 }
 
 // Range implements Store.
-func (m *Memory) Range(ctx context.Context, stream string, after uint64, limit int) ([]Message, error) {
+func (m *Memory) Range(ctx context.Context, stream string, after uint64, limit int) ([]Message, string, error) {
 	if err := m.check(ctx); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := CheckName("stream", stream); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := CheckLimit(limit); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	s := m.stream(stream, false)
 	if s == nil {
-		return nil, nil
+		return nil, m.epoch, nil
 	}
 	now := m.now()
 	s.mu.RLock()
@@ -260,9 +260,9 @@ func (m *Memory) Range(ctx context.Context, stream string, after uint64, limit i
 		}
 	}
 	if after < s.mark {
-		return out, fmt.Errorf("%w: stream %q after %d, first is %d", ErrTrimmed, stream, after, s.mark+1)
+		return out, m.epoch, fmt.Errorf("%w: stream %q after %d, first is %d", ErrTrimmed, stream, after, s.mark+1)
 	}
-	return out, nil
+	return out, m.epoch, nil
 }
 
 // Head implements Store.
@@ -408,7 +408,8 @@ func (s *memStream) expire(now time.Time) int {
 	return n - len(s.msgs)
 }
 
-// Epoch implements Store.
+// Epoch returns the epoch of every stream of the store: new with each
+// Memory.
 func (m *Memory) Epoch() string { return m.epoch }
 
 // Close implements Store. Every later call returns ErrClosed.

@@ -8,10 +8,14 @@
 // numbers start at 1 in every stream, grow by one per stored message and are
 // never reused while the store's data lives (they survive Trim and Expire).
 //
-// Positions are (epoch, seq) pairs. The epoch is a random id created with the
-// store's data: a client that resumes with a position of another epoch
-// resumes against data that no longer exists (a wiped disk, a memory store
-// after a restart) and must be told its position is gone.
+// Positions are (epoch, seq) pairs. Every stream has an epoch, a random id
+// created with the stream's data and replaced when the store finds that
+// data it had acknowledged is gone: a client that resumes with a position
+// of another epoch resumes against data that no longer exists (a wiped
+// disk, a memory store after a restart, a damaged log) and must be told its
+// position is gone. Sequence numbers are never handed out twice within an
+// epoch. The memory and embedded stores keep one epoch for all their
+// streams; a store on a shared engine may keep one per stream.
 //
 // Removal has two kinds, and they differ in what a reader is told:
 //
@@ -85,6 +89,8 @@ func (m *Message) Expired(now time.Time) bool {
 
 // Appended is Append's result for one message.
 type Appended struct {
+	// Epoch is the epoch of the stream the message is held in.
+	Epoch string
 	// Seq is the message's sequence number.
 	Seq uint64
 	// Duplicate: a message with the same ID was already held by the stream
@@ -99,9 +105,9 @@ type StreamAppend struct {
 	Msgs   []Message
 }
 
-// Position is where a reader stands in a stream: the epoch of the store it
-// read from and the last sequence it has. A position whose Epoch differs
-// from the store's Epoch cannot be resumed.
+// Position is where a reader stands in a stream: the stream's epoch when
+// it read and the last sequence it has. A position whose Epoch differs from
+// the stream's epoch now cannot be resumed.
 type Position struct {
 	Epoch string
 	Seq   uint64
@@ -135,13 +141,16 @@ type Store interface {
 	AppendMulti(ctx context.Context, appends []StreamAppend) ([][]Appended, error)
 
 	// Range returns up to limit (>= 1) messages with Seq > after, in
-	// sequence order, skipping those expired at the store's Now. If messages
-	// after after were trimmed (after+1 < first, see Head), it returns
-	// ErrTrimmed together with the messages it still holds from first on.
-	Range(ctx context.Context, stream string, after uint64, limit int) ([]Message, error)
+	// sequence order, skipping those expired at the store's Now, and the
+	// epoch of the stream they were read from. If messages after after were
+	// trimmed (after+1 < first, see Head), it returns ErrTrimmed together
+	// with the messages it still holds from first on.
+	Range(ctx context.Context, stream string, after uint64, limit int) (msgs []Message, epoch string, err error)
 
-	// Head returns the store's epoch, the stream's first sequence and its
-	// last. last is the sequence of the newest message ever appended (0 for
+	// Head returns the stream's epoch, its first sequence and its last.
+	// For a stream never appended to, the epoch is the one its first
+	// append will get, so that a reader positioned at (epoch, 0) before
+	// then resumes from the start. last is the sequence of the newest message ever appended (0 for
 	// a stream never appended to). first is one past the newest trimmed
 	// sequence: every message from first to last is held unless it expired.
 	// A stream whose history was trimmed whole has first == last+1; a new
@@ -174,12 +183,6 @@ type Store interface {
 	// their id index entries, and returns how many it removed. It may run in
 	// the background while appends go on.
 	Expire(ctx context.Context) (removed int, err error)
-
-	// Epoch returns the store's epoch. It is fixed for the life of the
-	// store's data: it changes only when the store finds that data it had
-	// acknowledged is gone (see package embedded), so that no position of
-	// the lost data can be resumed.
-	Epoch() string
 
 	// Health returns nil while the store can take writes, and otherwise an
 	// error wrapping ErrUnavailable (or ErrClosed) that says why.

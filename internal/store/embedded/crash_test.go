@@ -153,7 +153,7 @@ func TestCrash(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		msgs, err := db.Range(ctx, stream, 0, int(last)+1)
+		msgs, _, err := db.Range(ctx, stream, 0, int(last)+1)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -57,7 +57,7 @@ func checkStreams(t *testing.T, db *embedded.DB) (lasts []uint64) {
 		if err != nil {
 			t.Fatalf("Head(%s): %v", s, err)
 		}
-		msgs, err := db.Range(ctx, s, 0, 1<<20)
+		msgs, _, err := db.Range(ctx, s, 0, 1<<20)
 		if err != nil {
 			t.Fatalf("Range(%s): %v", s, err)
 		}
@@ -279,7 +279,7 @@ func TestWriteFailure(t *testing.T) {
 	}
 	db = open(t, dir, embedded.Options{})
 	defer db.Close()
-	msgs, err := db.Range(ctx, "u:a", 0, 1000)
+	msgs, _, err := db.Range(ctx, "u:a", 0, 1000)
 	if err != nil || len(msgs) != acked || db.Epoch() != epoch {
 		t.Fatalf("after restart: %d messages, %v, epoch %s; want %d in %s", len(msgs), err, db.Epoch(), acked, epoch)
 	}

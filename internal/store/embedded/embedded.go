@@ -467,7 +467,8 @@ func (d *DB) syncLog(log bool) {
 // Dir returns the data directory.
 func (d *DB) Dir() string { return d.dir }
 
-// Epoch implements store.Store.
+// Epoch returns the epoch of every stream of the store: it changes only
+// when an open finds acknowledged data missing (see Recovery).
 func (d *DB) Epoch() string { return *d.epoch.Load() }
 
 // Close implements store.Store. It syncs what is not yet synced and marks
@@ -770,12 +771,13 @@ func (d *DB) commitAppend(b *pebble.Batch) error {
 // adds to it. It does not write the meta record.
 func (d *DB) stage(b *pebble.Batch, stream string, m *meta, fresh *map[string]uint64, msgs []store.Message, now time.Time) ([]store.Appended, error) {
 	nowNano := unixNano(now)
+	epoch := d.Epoch()
 	res := make([]store.Appended, len(msgs))
 	for i := range msgs {
 		in := &msgs[i]
 		if in.ID != "" {
 			if seq, ok := (*fresh)[in.ID]; ok {
-				res[i] = store.Appended{Seq: seq, Duplicate: true}
+				res[i] = store.Appended{Epoch: epoch, Seq: seq, Duplicate: true}
 				continue
 			}
 			seq, ok, err := d.lookupID(stream, in.ID, m.mark, nowNano)
@@ -783,7 +785,7 @@ func (d *DB) stage(b *pebble.Batch, stream string, m *meta, fresh *map[string]ui
 				return nil, err
 			}
 			if ok {
-				res[i] = store.Appended{Seq: seq, Duplicate: true}
+				res[i] = store.Appended{Epoch: epoch, Seq: seq, Duplicate: true}
 				continue
 			}
 		}
@@ -804,7 +806,7 @@ func (d *DB) stage(b *pebble.Batch, stream string, m *meta, fresh *map[string]ui
 		if exp != 0 {
 			_ = b.Set(expiryKey(exp, stream, m.last), []byte(in.ID), nil)
 		}
-		res[i] = store.Appended{Seq: m.last}
+		res[i] = store.Appended{Epoch: epoch, Seq: m.last}
 	}
 	return res, nil
 }
@@ -827,25 +829,25 @@ func (d *DB) lookupID(stream, id string, mark uint64, now int64) (uint64, bool, 
 }
 
 // Range implements store.Store.
-func (d *DB) Range(ctx context.Context, name string, after uint64, limit int) ([]store.Message, error) {
+func (d *DB) Range(ctx context.Context, name string, after uint64, limit int) ([]store.Message, string, error) {
 	if err := store.CheckName("stream", name); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := store.CheckLimit(limit); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := d.enter(ctx); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer d.leave()
 	out, m, err := d.scan(ctx, name, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("embedded: range %q: %w", name, err)
+		return nil, "", fmt.Errorf("embedded: range %q: %w", name, err)
 	}
 	if after < m.mark {
-		return out, fmt.Errorf("%w: stream %q after %d, first is %d", store.ErrTrimmed, name, after, m.mark+1)
+		return out, d.Epoch(), fmt.Errorf("%w: stream %q after %d, first is %d", store.ErrTrimmed, name, after, m.mark+1)
 	}
-	return out, nil
+	return out, d.Epoch(), nil
 }
 
 // scan reads stream's meta and up to limit unexpired messages after after,

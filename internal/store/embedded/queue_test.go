@@ -90,7 +90,7 @@ func TestAppendQueue(t *testing.T) {
 	if _, first, last, err := d.Head(ctx, name); err != nil || first != 1 || last != 4 {
 		t.Fatalf("Head = %d, %d, %v; want 1, 4", first, last, err)
 	}
-	msgs, err := d.Range(ctx, name, 0, 10)
+	msgs, _, err := d.Range(ctx, name, 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
