@@ -12,12 +12,21 @@ import (
 // waiting to be fanned out, and a fixed worker, so a part's passes run one
 // at a time and in order.
 type topic struct {
-	count atomic.Int64 // subscribers; changed under the shard lock
+	count   atomic.Int64 // subscribers; changed under the shard lock
+	joiners int          // connections between prepare and joinAt; under the shard lock
 	// pub serialises publishes, so that messages from concurrent publishers
 	// enter every part's queue in the same order: all subscribers then see
-	// one order.
+	// one order. It guards seq.
 	pub   sync.Mutex
+	seq   sequencer
 	parts [numParts]part
+}
+
+// enqueue adds e to every part's next pass. The caller holds t.pub.
+func (t *topic) enqueue(e *protocol.Encoded) {
+	for i := range t.parts {
+		t.parts[i].enqueue(e)
+	}
 }
 
 type part struct {
@@ -47,8 +56,23 @@ func (p *part) enqueue(e *protocol.Encoded) {
 		return
 	}
 	if len(p.pending) >= p.w.h.cfg.PendingLimit {
+		// The workers cannot keep up with this part. Dropping the
+		// message would lose it silently for every subscriber of the
+		// part; instead its connections are closed, and they recover
+		// what they missed from their positions when they reconnect.
+		lagging := make([]Conn, 0, len(p.subs))
+		for _, c := range p.subs {
+			lagging = append(lagging, c)
+		}
+		clear(p.pending)
+		p.pending = p.pending[:0]
 		p.mu.Unlock()
 		p.w.h.dropped.Add(1)
+		for _, c := range lagging {
+			if l, ok := c.(Lagger); ok {
+				l.CloseLagging()
+			}
+		}
 		return
 	}
 	p.pending = append(p.pending, e)

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/herald-push/herald/protocol"
 )
@@ -50,8 +51,26 @@ const (
 // Config configures a Hub.
 type Config struct {
 	Workers      int          // fan-out workers; default 2
-	PendingLimit int          // messages queued per topic part before new ones are dropped; default 65536
+	PendingLimit int          // messages queued per topic part; past it the part's connections are closed as lagging (see Lagger); default 65536
 	Logger       *slog.Logger // default slog.Default()
+	// Filler reads what a stream's gap is missing from the store; nil: a
+	// gap is closed by skipping it when the window has passed.
+	Filler Filler
+	// ReorderWindow is how long a message that arrived out of order waits
+	// for the ones before it before they are read from the store; default
+	// 20 ms.
+	ReorderWindow time.Duration
+	// FillWorkers bounds the gap fills that read the store at once;
+	// default 4.
+	FillWorkers int
+}
+
+// Lagger is implemented by connections the hub can close when it cannot
+// keep up with them: a topic part whose queue is full closes its
+// connections with it instead of dropping their messages, and they
+// recover what they missed from their position when they reconnect.
+type Lagger interface {
+	CloseLagging()
 }
 
 // Stats is a snapshot of the hub's counters.
@@ -62,7 +81,10 @@ type Stats struct {
 	Published     uint64 `json:"published"`     // messages given to Publish and Broadcast
 	Delivered     uint64 `json:"delivered"`     // frames handed to connections
 	Passes        uint64 `json:"passes"`        // fan-out passes; Published*parts/Passes shows batching
-	Dropped       uint64 `json:"dropped"`       // messages dropped because a topic part's queue was full
+	Dropped       uint64 `json:"dropped"`       // topic part queues that overflowed: their connections were closed to recover from their positions
+	Repeats       uint64 `json:"repeats"`       // ordered messages dropped as already routed
+	Gaps          uint64 `json:"gaps"`          // messages that arrived before one they follow
+	Filled        uint64 `json:"filled"`        // messages read from the store to fill gaps
 }
 
 // Hub is the local routing table. It is safe for concurrent use.
@@ -76,14 +98,30 @@ type Hub struct {
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 
-	nUsers, nTopics, nSubs atomic.Int64
-	published, delivered   atomic.Uint64
-	passes, dropped        atomic.Uint64
+	nUsers, nTopics, nSubs  atomic.Int64
+	published, delivered    atomic.Uint64
+	passes, dropped         atomic.Uint64
+	repeats, gapped, filled atomic.Uint64
+
+	gaps gaps
+	stop chan struct{}
 }
 
 type userShard struct {
 	mu sync.RWMutex
-	m  map[string][]Conn
+	m  map[string]*userEntry
+}
+
+// userEntry is a user's local connections and the ordering of the user's
+// inbox.
+type userEntry struct {
+	// mu guards seq and serialises routing to conns. conns is written
+	// under both mu and the shard's lock, and read under either; it is
+	// copy-on-write.
+	mu      sync.Mutex
+	conns   []Conn
+	seq     sequencer
+	joiners int // connections between PrepareUser and JoinUser; under the shard's lock
 }
 
 type topicShard struct {
@@ -102,9 +140,15 @@ func New(cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &Hub{cfg: cfg, log: cfg.Logger, seed: maphash.MakeSeed()}
+	if cfg.ReorderWindow <= 0 {
+		cfg.ReorderWindow = 20 * time.Millisecond
+	}
+	if cfg.FillWorkers <= 0 {
+		cfg.FillWorkers = 4
+	}
+	h := &Hub{cfg: cfg, log: cfg.Logger, seed: maphash.MakeSeed(), stop: make(chan struct{})}
 	for i := range h.users {
-		h.users[i].m = make(map[string][]Conn)
+		h.users[i].m = make(map[string]*userEntry)
 		h.topics[i].m = make(map[string]*topic)
 	}
 	for range cfg.Workers {
@@ -112,6 +156,12 @@ func New(cfg Config) *Hub {
 		h.workers = append(h.workers, w)
 		h.wg.Add(1)
 		go w.run()
+	}
+	h.gaps = gaps{h: h, open: make(map[Stream]struct{}), jobs: make(chan gapJob)}
+	h.wg.Add(1 + cfg.FillWorkers)
+	go h.gaps.run(h.stop)
+	for range cfg.FillWorkers {
+		go h.gaps.fill()
 	}
 	return h
 }
@@ -123,6 +173,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		for _, w := range h.workers {
 			close(w.stop)
 		}
+		close(h.stop)
 	})
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
@@ -144,6 +195,9 @@ func (h *Hub) Stats() Stats {
 		Delivered:     h.delivered.Load(),
 		Passes:        h.passes.Load(),
 		Dropped:       h.dropped.Load(),
+		Repeats:       h.repeats.Load(),
+		Gaps:          h.gapped.Load(),
+		Filled:        h.filled.Load(),
 	}
 }
 
@@ -153,17 +207,79 @@ func userKey(app, user string) string   { return app + "\x00" + user }
 func topicKey(app, topic string) string { return app + "\x00t:" + topic }
 func appKey(app string) string          { return app + "\x00b" }
 
-// AddUser indexes c as one of user's connections.
+// AddUser indexes c as one of user's connections, where the inbox's
+// position stands (for connections that need no ordered start).
 func (h *Hub) AddUser(app, user string, c Conn) {
+	h.PrepareUser(app, user)
+	h.JoinUser(app, user, c, Position{}, true)
+}
+
+// PrepareUser announces that a connection of user is about to join its
+// inbox: from now on the hub holds the inbox's messages that arrive, even
+// if the user has no connection here yet, so that none falls between the
+// connection's store read and its JoinUser. Every PrepareUser is followed
+// by a JoinUser that succeeds, or by AbandonUser.
+func (h *Hub) PrepareUser(app, user string) {
 	k := userKey(app, user)
 	s := &h.users[h.hash(k)%numShards]
 	s.mu.Lock()
-	conns := s.m[k]
-	if len(conns) == 0 {
+	defer s.mu.Unlock()
+	u := s.m[k]
+	if u == nil {
+		u = &userEntry{}
+		s.m[k] = u
 		h.nUsers.Add(1)
 	}
-	s.m[k] = append(conns, c)
-	s.mu.Unlock()
+	u.joiners++
+}
+
+// JoinUser indexes c, prepared with PrepareUser, as one of user's
+// connections if c has the user's inbox up to at (see sequencer.join;
+// with live, c joins where the inbox stands). It returns the inbox's
+// position and whether c joined; if not, c is behind: send it what it
+// misses up to the position and call JoinUser again.
+func (h *Hub) JoinUser(app, user string, c Conn, at Position, live bool) (Position, bool) {
+	k := userKey(app, user)
+	s := &h.users[h.hash(k)%numShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.m[k]
+	if u == nil || u.joiners == 0 {
+		panic("hub: JoinUser without PrepareUser")
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	pos, ok, out, opened := u.seq.join(at, live, time.Now())
+	if !ok {
+		return pos, false
+	}
+	u.joiners--
+	u.conns = append(u.conns[:len(u.conns):len(u.conns)], c)
+	if opened {
+		h.gapped.Add(1)
+		h.gaps.opened(Stream{Kind: Inbox, App: app, Name: user})
+	}
+	if len(out) > 0 {
+		h.sendUser(u, out)
+	}
+	return pos, true
+}
+
+// AbandonUser undoes a PrepareUser whose connection will not join.
+func (h *Hub) AbandonUser(app, user string) {
+	k := userKey(app, user)
+	s := &h.users[h.hash(k)%numShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.m[k]
+	if u == nil || u.joiners == 0 {
+		return
+	}
+	u.joiners--
+	if u.joiners == 0 && len(u.conns) == 0 {
+		delete(s.m, k)
+		h.nUsers.Add(-1)
+	}
 }
 
 // RemoveUser removes c from user's connections.
@@ -171,20 +287,24 @@ func (h *Hub) RemoveUser(app, user string, c Conn) {
 	k := userKey(app, user)
 	s := &h.users[h.hash(k)%numShards]
 	s.mu.Lock()
-	conns := s.m[k]
+	u := s.m[k]
+	if u == nil {
+		s.mu.Unlock()
+		return
+	}
+	u.mu.Lock()
+	conns := u.conns
 	for i, x := range conns {
 		if x == c {
 			conns = append(conns[:i:i], conns[i+1:]...)
 			break
 		}
 	}
-	if len(conns) == 0 {
-		if _, ok := s.m[k]; ok {
-			delete(s.m, k)
-			h.nUsers.Add(-1)
-		}
-	} else {
-		s.m[k] = conns
+	u.conns = conns
+	u.mu.Unlock()
+	if len(conns) == 0 && u.joiners == 0 {
+		delete(s.m, k)
+		h.nUsers.Add(-1)
 	}
 	s.mu.Unlock()
 }
@@ -194,50 +314,146 @@ func (h *Hub) UserConns(app, user string) []Conn {
 	k := userKey(app, user)
 	s := &h.users[h.hash(k)%numShards]
 	s.mu.RLock()
-	conns := s.m[k]
-	s.mu.RUnlock()
-	return conns // copy-on-write: AddUser/RemoveUser never modify in place
+	defer s.mu.RUnlock()
+	if u := s.m[k]; u != nil {
+		return u.conns // copy-on-write: JoinUser/RemoveUser never modify in place
+	}
+	return nil
 }
 
-// PushUser writes e to every local connection of user and returns how many
-// took it.
+// lookupUser returns user's entry, nil if it has no local connection.
+func (h *Hub) lookupUser(app, user string) *userEntry {
+	k := userKey(app, user)
+	s := &h.users[h.hash(k)%numShards]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m[k]
+}
+
+// PushUser writes e to every local connection of user, unordered, and
+// returns how many took it.
 func (h *Hub) PushUser(app, user string, e *protocol.Encoded) int {
-	n := 0
-	conns := h.UserConns(app, user)
-	if len(conns) == 0 {
+	u := h.lookupUser(app, user)
+	if u == nil {
 		return 0
 	}
-	b := protocol.NewBatch(e)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return h.sendUser(u, []*protocol.Encoded{e})
+}
+
+// DeliverUser routes message m of user's inbox, of epoch, to the user's
+// local connections in sequence order (see Ordered delivery), and returns
+// how many connections took frames now.
+func (h *Hub) DeliverUser(app, name, epoch string, m Ordered) int {
+	u := h.lookupUser(app, name)
+	if u == nil {
+		return 0
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := h.offer(&u.seq, Stream{Kind: Inbox, App: app, Name: name}, epoch, m)
+	if len(out) == 0 {
+		return 0
+	}
+	return h.sendUser(u, out)
+}
+
+// offer runs m through q and counts what happened.
+func (h *Hub) offer(q *sequencer, s Stream, epoch string, m Ordered) []*protocol.Encoded {
+	out, opened := q.offer(epoch, m, time.Now())
+	switch {
+	case opened:
+		h.gapped.Add(1)
+		h.gaps.opened(s)
+	case len(out) == 0 && q.gap == nil:
+		h.repeats.Add(1)
+	}
+	return out
+}
+
+// sendUser writes frames to u's connections. The caller holds u.mu.
+func (h *Hub) sendUser(u *userEntry, frames []*protocol.Encoded) int {
+	conns := u.conns
+	n := 0
+	b := protocol.NewBatch(frames...)
 	for _, c := range conns {
 		if send(c, b) == nil {
 			n++
 		}
 	}
-	h.delivered.Add(uint64(n))
+	h.delivered.Add(uint64(n * len(frames)))
 	return n
 }
 
-// Subscribe adds c to topic's subscribers.
-func (h *Hub) Subscribe(app, topic string, c Conn) { h.join(topicKey(app, topic), c, true) }
+// Subscribe adds c to topic's subscribers, where the topic's position
+// stands.
+func (h *Hub) Subscribe(app, topic string, c Conn) {
+	h.PrepareTopic(app, topic)
+	h.JoinTopic(app, topic, c, Position{}, true)
+}
 
 // Unsubscribe removes c from topic's subscribers.
 func (h *Hub) Unsubscribe(app, topic string, c Conn) { h.leave(topicKey(app, topic), c, true) }
 
-// JoinApp adds c to app's broadcast group.
-func (h *Hub) JoinApp(app string, c Conn) { h.join(appKey(app), c, false) }
+// JoinApp adds c to app's broadcast group, where the group's position
+// stands.
+func (h *Hub) JoinApp(app string, c Conn) {
+	h.PrepareApp(app)
+	h.JoinAppAt(app, c, Position{}, true)
+}
 
 // LeaveApp removes c from app's broadcast group.
 func (h *Hub) LeaveApp(app string, c Conn) { h.leave(appKey(app), c, false) }
 
-// Publish queues e for every local subscriber of topic and returns how many
-// there were when it was queued. Delivery happens on the fan-out workers.
+// PrepareTopic announces a subscriber about to join topic (see
+// PrepareUser).
+func (h *Hub) PrepareTopic(app, topic string) { h.prepare(topicKey(app, topic)) }
+
+// JoinTopic adds c, prepared with PrepareTopic, to topic's subscribers if
+// c has the topic up to at (see JoinUser).
+func (h *Hub) JoinTopic(app, topic string, c Conn, at Position, live bool) (Position, bool) {
+	return h.joinAt(topicKey(app, topic), Stream{Kind: Topic, App: app, Name: topic}, c, at, live, true)
+}
+
+// AbandonTopic undoes a PrepareTopic whose connection will not join.
+func (h *Hub) AbandonTopic(app, topic string) { h.abandon(topicKey(app, topic)) }
+
+// PrepareApp announces a connection about to join app's broadcast group.
+func (h *Hub) PrepareApp(app string) { h.prepare(appKey(app)) }
+
+// JoinAppAt adds c, prepared with PrepareApp, to app's broadcast group if
+// c has the app's broadcasts up to at (see JoinUser).
+func (h *Hub) JoinAppAt(app string, c Conn, at Position, live bool) (Position, bool) {
+	return h.joinAt(appKey(app), Stream{Kind: Broadcast, App: app}, c, at, live, false)
+}
+
+// AbandonApp undoes a PrepareApp whose connection will not join.
+func (h *Hub) AbandonApp(app string) { h.abandon(appKey(app)) }
+
+// Publish queues e for every local subscriber of topic, unordered, and
+// returns how many there were when it was queued. Delivery happens on the
+// fan-out workers.
 func (h *Hub) Publish(app, topic string, e *protocol.Encoded) int {
 	return h.publish(topicKey(app, topic), e)
 }
 
-// Broadcast queues e for every local connection of app.
+// Broadcast queues e for every local connection of app, unordered.
 func (h *Hub) Broadcast(app string, e *protocol.Encoded) int {
 	return h.publish(appKey(app), e)
+}
+
+// PublishAt routes message m of topic's stream, of epoch, to the topic's
+// local subscribers in sequence order (see Ordered delivery) and returns
+// how many subscribers there are.
+func (h *Hub) PublishAt(app, topic, epoch string, m Ordered) int {
+	return h.deliver(topicKey(app, topic), Stream{Kind: Topic, App: app, Name: topic}, epoch, m)
+}
+
+// BroadcastAt routes message m of app's broadcast stream, of epoch, to
+// every local connection of app in sequence order.
+func (h *Hub) BroadcastAt(app, epoch string, m Ordered) int {
+	return h.deliver(appKey(app), Stream{Kind: Broadcast, App: app}, epoch, m)
 }
 
 // Subscribers returns the number of local subscribers of topic.
@@ -253,32 +469,94 @@ func (h *Hub) Subscribers(app, topic string) int {
 	return int(t.count.Load())
 }
 
-func (h *Hub) join(k string, c Conn, isTopic bool) {
+// lookupTopic returns the topic (or broadcast group) of key k, or nil.
+func (h *Hub) lookupTopic(k string) *topic {
+	s := &h.topics[h.hash(k)%numShards]
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m[k]
+}
+
+func (h *Hub) prepare(k string) {
 	hk := h.hash(k)
 	s := &h.topics[hk%numShards]
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	t := s.m[k]
 	if t == nil {
 		t = newTopic(h, hk)
 		s.m[k] = t
 		h.nTopics.Add(1)
 	}
-	t.count.Add(1)
-	s.mu.Unlock()
+	t.joiners++
+}
+
+func (h *Hub) abandon(k string) {
+	s := &h.topics[h.hash(k)%numShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.m[k]
+	if t == nil || t.joiners == 0 {
+		return
+	}
+	t.joiners--
+	if t.joiners == 0 && t.count.Load() == 0 {
+		delete(s.m, k)
+		h.nTopics.Add(-1)
+	}
+}
+
+// joinAt adds c, prepared, to the group of key k if it may join at at
+// (see JoinUser).
+func (h *Hub) joinAt(k string, st Stream, c Conn, at Position, live, isTopic bool) (Position, bool) {
+	s := &h.topics[h.hash(k)%numShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.m[k]
+	if t == nil || t.joiners == 0 {
+		panic("hub: join without prepare")
+	}
+	t.pub.Lock()
+	defer t.pub.Unlock()
+	pos, ok, out, opened := t.seq.join(at, live, time.Now())
+	if !ok {
+		return pos, false
+	}
+	t.joiners--
 	p := &t.parts[c.ID()%numParts]
 	p.mu.Lock()
 	_, dup := p.subs[c.ID()]
 	p.subs[c.ID()] = c
 	p.mu.Unlock()
-	if dup { // already a member: undo the count (it stays >= 1)
-		s.mu.Lock()
-		t.count.Add(-1)
-		s.mu.Unlock()
-		return
+	if !dup {
+		t.count.Add(1)
+		if isTopic {
+			h.nSubs.Add(1)
+		}
 	}
-	if isTopic {
-		h.nSubs.Add(1)
+	if opened {
+		h.gapped.Add(1)
+		h.gaps.opened(st)
 	}
+	for _, e := range out {
+		t.enqueue(e)
+	}
+	return pos, true
+}
+
+// deliver routes m, of epoch, to the group of key k in sequence order.
+func (h *Hub) deliver(k string, st Stream, epoch string, m Ordered) int {
+	h.published.Add(1)
+	t := h.lookupTopic(k)
+	if t == nil {
+		return 0
+	}
+	t.pub.Lock()
+	for _, e := range h.offer(&t.seq, st, epoch, m) {
+		t.enqueue(e)
+	}
+	t.pub.Unlock()
+	return int(t.count.Load())
 }
 
 func (h *Hub) leave(k string, c Conn, isTopic bool) {
@@ -302,7 +580,7 @@ func (h *Hub) leave(k string, c Conn, isTopic bool) {
 		h.nSubs.Add(-1)
 	}
 	s.mu.Lock()
-	if t.count.Add(-1) == 0 && s.m[k] == t {
+	if t.count.Add(-1) == 0 && t.joiners == 0 && s.m[k] == t {
 		delete(s.m, k)
 		h.nTopics.Add(-1)
 	}
@@ -319,9 +597,7 @@ func (h *Hub) publish(k string, e *protocol.Encoded) int {
 		return 0
 	}
 	t.pub.Lock()
-	for i := range t.parts {
-		t.parts[i].enqueue(e)
-	}
+	t.enqueue(e)
 	t.pub.Unlock()
 	return int(t.count.Load())
 }
