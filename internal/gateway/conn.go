@@ -103,6 +103,18 @@ func (c *Conn) ID() uint64 { return c.id }
 // Transport returns the transport the connection arrived on.
 func (c *Conn) Transport() Transport { return c.transport }
 
+// TransportName returns the transport's name, as in logs and presence.
+func (c *Conn) TransportName() string { return c.transport.String() }
+
+// CloseLagging closes a connection that the server could not keep up
+// with (a fan-out queue overflowed): the client reconnects and recovers
+// what it missed from its positions.
+func (c *Conn) CloseLagging() {
+	d := protocol.NewDisconnect(protocol.DisconnectServerError)
+	d.Reason = "server overloaded: reconnect and recover from your positions"
+	c.Close(d)
+}
+
 // Encoding returns the encoding the connection speaks.
 func (c *Conn) Encoding() Encoding { return Encoding(c.encoding.Load()) }
 

@@ -14,6 +14,7 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,15 +114,24 @@ type userShard struct {
 }
 
 // userEntry is a user's local connections and the ordering of the user's
-// inbox.
+// inbox. The shard's lock guards the map; mu guards every field.
 type userEntry struct {
-	// mu guards seq and serialises routing to conns. conns is written
-	// under both mu and the shard's lock, and read under either; it is
-	// copy-on-write.
-	mu      sync.Mutex
-	conns   []Conn
+	mu      sync.Mutex // also serialises routing to conns
+	conns   []Conn     // joined: routed to; copy-on-write
+	members []Conn     // not joined yet (connecting, catching up)
+	waiting []waiter   // joined ahead of the position: routed to once it gets there
+	joiners int        // connections between PrepareUser and JoinUser
 	seq     sequencer
-	joiners int // connections between PrepareUser and JoinUser; under the shard's lock
+}
+
+// waiter is a connection that joined a stream ahead of the hub's
+// position: it already has what the hub will route up to at, and joins
+// the routed connections when the position gets there, so it never gets
+// those messages twice.
+type waiter struct {
+	c     Conn
+	epoch string
+	at    uint64
 }
 
 type topicShard struct {
@@ -207,118 +217,178 @@ func userKey(app, user string) string   { return app + "\x00" + user }
 func topicKey(app, topic string) string { return app + "\x00t:" + topic }
 func appKey(app string) string          { return app + "\x00b" }
 
-// AddUser indexes c as one of user's connections, where the inbox's
-// position stands (for connections that need no ordered start).
+// AddUser indexes c as one of user's connections and joins it to the
+// inbox where the inbox's position stands (for connections that need no
+// ordered start).
 func (h *Hub) AddUser(app, user string, c Conn) {
+	h.AddMember(app, user, c)
 	h.PrepareUser(app, user)
-	h.JoinUser(app, user, c, Position{}, true)
+	h.JoinUser(app, user, c, unordered, JoinLive)
 }
 
-// PrepareUser announces that a connection of user is about to join its
-// inbox: from now on the hub holds the inbox's messages that arrive, even
-// if the user has no connection here yet, so that none falls between the
-// connection's store read and its JoinUser. Every PrepareUser is followed
-// by a JoinUser that succeeds, or by AbandonUser.
-func (h *Hub) PrepareUser(app, user string) {
+// userShard returns the shard and key of user.
+func (h *Hub) userShard(app, user string) (*userShard, string) {
 	k := userKey(app, user)
-	s := &h.users[h.hash(k)%numShards]
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	return &h.users[h.hash(k)%numShards], k
+}
+
+// entry returns user's entry, creating it. The caller holds s.mu.
+func (h *Hub) entry(s *userShard, k string) *userEntry {
 	u := s.m[k]
 	if u == nil {
 		u = &userEntry{}
 		s.m[k] = u
 		h.nUsers.Add(1)
 	}
-	u.joiners++
+	return u
 }
 
-// JoinUser indexes c, prepared with PrepareUser, as one of user's
-// connections if c has the user's inbox up to at (see sequencer.join;
-// with live, c joins where the inbox stands). It returns the inbox's
-// position and whether c joined; if not, c is behind: send it what it
-// misses up to the position and call JoinUser again.
-func (h *Hub) JoinUser(app, user string, c Conn, at Position, live bool) (Position, bool) {
-	k := userKey(app, user)
-	s := &h.users[h.hash(k)%numShards]
+// dropIfUnused removes user's entry when nothing uses it any more. The
+// caller holds s.mu and u.mu.
+func (h *Hub) dropIfUnused(s *userShard, k string, u *userEntry) {
+	if len(u.conns) == 0 && len(u.members) == 0 && len(u.waiting) == 0 && u.joiners == 0 && s.m[k] == u {
+		delete(s.m, k)
+		h.nUsers.Add(-1)
+	}
+}
+
+// AddMember records c as one of user's connections here, before it joins
+// the inbox: UserConns lists it (so it can be kicked or replaced), and
+// nothing is routed to it until JoinUser. RemoveUser undoes it.
+func (h *Hub) AddMember(app, user string, c Conn) {
+	s, k := h.userShard(app, user)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	u := h.entry(s, k)
+	u.mu.Lock()
+	u.members = append(u.members, c)
+	u.mu.Unlock()
+}
+
+// PrepareUser announces that a connection of user is about to join its
+// inbox: from now on the hub holds the inbox's messages that arrive, even
+// if the user has no connection joined here yet, so that none falls
+// between the connection's store read and its JoinUser. Every PrepareUser
+// is followed by a JoinUser that succeeds, or by AbandonUser.
+func (h *Hub) PrepareUser(app, user string) {
+	s, k := h.userShard(app, user)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := h.entry(s, k)
+	u.mu.Lock()
+	u.joiners++
+	u.mu.Unlock()
+}
+
+// JoinUser joins c, a member prepared with PrepareUser, to user's inbox,
+// as mode says (see JoinMode): live messages are routed to it from then
+// on. It returns the inbox's position and whether c joined; if not, do
+// what the mode says and call JoinUser again.
+func (h *Hub) JoinUser(app, user string, c Conn, at Position, mode JoinMode) (Position, bool) {
+	s, k := h.userShard(app, user)
+	s.mu.Lock()
 	u := s.m[k]
-	if u == nil || u.joiners == 0 {
+	s.mu.Unlock()
+	if u == nil {
 		panic("hub: JoinUser without PrepareUser")
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	pos, ok, out, opened := u.seq.join(at, live, time.Now())
+	if u.joiners == 0 {
+		panic("hub: JoinUser without PrepareUser")
+	}
+	st := Stream{Kind: Inbox, App: app, Name: user}
+	pos, ok, out, opened := u.seq.join(at, mode, time.Now())
 	if !ok {
 		return pos, false
 	}
 	u.joiners--
+	if i := slices.Index(u.members, c); i >= 0 {
+		u.members = slices.Delete(u.members, i, i+1)
+	}
+	h.noteGap(st, opened)
+	if mode == JoinBehind && at.Epoch == pos.Epoch && at.Seq > pos.Seq {
+		// Ahead: it has what is still on its way to the hub.
+		u.waiting = append(u.waiting, waiter{c: c, epoch: at.Epoch, at: at.Seq})
+		h.noteGap(st, u.seq.expect(at.Seq, time.Now()))
+		return pos, true
+	}
 	u.conns = append(u.conns[:len(u.conns):len(u.conns)], c)
+	h.routeUser(u, at, out)
+	return pos, true
+}
+
+// noteGap counts and registers a gap opened on st.
+func (h *Hub) noteGap(st Stream, opened bool) {
 	if opened {
 		h.gapped.Add(1)
-		h.gaps.opened(Stream{Kind: Inbox, App: app, Name: user})
+		h.gaps.opened(st)
 	}
-	if len(out) > 0 {
-		h.sendUser(u, out)
-	}
-	return pos, true
+}
+
+// routeUser sends out, which follows position before, to u's joined
+// connections, joining the waiting ones as the position reaches them. The
+// caller holds u.mu.
+func (h *Hub) routeUser(u *userEntry, before Position, out []*protocol.Encoded) int {
+	n := 0
+	u.waiting = route(out, before, u.waiting,
+		func(frames []*protocol.Encoded) { n = max(n, h.sendUser(u, frames)) },
+		func(w waiter) { u.conns = append(u.conns[:len(u.conns):len(u.conns)], w.c) })
+	return n
 }
 
 // AbandonUser undoes a PrepareUser whose connection will not join.
 func (h *Hub) AbandonUser(app, user string) {
-	k := userKey(app, user)
-	s := &h.users[h.hash(k)%numShards]
+	s, k := h.userShard(app, user)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.m[k]
-	if u == nil || u.joiners == 0 {
-		return
-	}
-	u.joiners--
-	if u.joiners == 0 && len(u.conns) == 0 {
-		delete(s.m, k)
-		h.nUsers.Add(-1)
-	}
-}
-
-// RemoveUser removes c from user's connections.
-func (h *Hub) RemoveUser(app, user string, c Conn) {
-	k := userKey(app, user)
-	s := &h.users[h.hash(k)%numShards]
-	s.mu.Lock()
-	u := s.m[k]
 	if u == nil {
-		s.mu.Unlock()
 		return
 	}
 	u.mu.Lock()
-	conns := u.conns
-	for i, x := range conns {
-		if x == c {
-			conns = append(conns[:i:i], conns[i+1:]...)
-			break
-		}
+	defer u.mu.Unlock()
+	if u.joiners > 0 {
+		u.joiners--
 	}
-	u.conns = conns
-	u.mu.Unlock()
-	if len(conns) == 0 && u.joiners == 0 {
-		delete(s.m, k)
-		h.nUsers.Add(-1)
-	}
-	s.mu.Unlock()
+	h.dropIfUnused(s, k, u)
 }
 
-// UserConns returns user's local connections.
-func (h *Hub) UserConns(app, user string) []Conn {
-	k := userKey(app, user)
-	s := &h.users[h.hash(k)%numShards]
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if u := s.m[k]; u != nil {
-		return u.conns // copy-on-write: JoinUser/RemoveUser never modify in place
+// RemoveUser removes c from user's connections, joined or not.
+func (h *Hub) RemoveUser(app, user string, c Conn) {
+	s, k := h.userShard(app, user)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.m[k]
+	if u == nil {
+		return
 	}
-	return nil
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if i := slices.Index(u.conns, c); i >= 0 {
+		u.conns = slices.Delete(slices.Clone(u.conns), i, i+1)
+	}
+	if i := slices.Index(u.members, c); i >= 0 {
+		u.members = slices.Delete(u.members, i, i+1)
+	}
+	u.waiting = slices.DeleteFunc(u.waiting, func(w waiter) bool { return w.c == c })
+	h.dropIfUnused(s, k, u)
+}
+
+// UserConns returns user's local connections, joined to the inbox or not.
+func (h *Hub) UserConns(app, user string) []Conn {
+	u := h.lookupUser(app, user)
+	if u == nil {
+		return nil
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make([]Conn, 0, len(u.conns)+len(u.members)+len(u.waiting))
+	out = append(append(out, u.conns...), u.members...)
+	for _, w := range u.waiting {
+		out = append(out, w.c)
+	}
+	return out
 }
 
 // lookupUser returns user's entry, nil if it has no local connection.
@@ -343,20 +413,23 @@ func (h *Hub) PushUser(app, user string, e *protocol.Encoded) int {
 }
 
 // DeliverUser routes message m of user's inbox, of epoch, to the user's
-// local connections in sequence order (see Ordered delivery), and returns
-// how many connections took frames now.
-func (h *Hub) DeliverUser(app, name, epoch string, m Ordered) int {
+// local connections in sequence order (see Ordered delivery). It returns
+// how many connections the user has here, joined or still catching up
+// (those read m from the store or get it when they join), and whether m
+// was new to the hub (false: a repeat of what it routed, dropped).
+func (h *Hub) DeliverUser(app, name, epoch string, m Ordered) (conns int, fresh bool) {
 	u := h.lookupUser(app, name)
 	if u == nil {
-		return 0
+		return 0, true
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	before := u.seq.pos
 	out := h.offer(&u.seq, Stream{Kind: Inbox, App: app, Name: name}, epoch, m)
-	if len(out) == 0 {
-		return 0
-	}
-	return h.sendUser(u, out)
+	fresh = len(out) > 0 || u.seq.pos.Seq < m.Seq || u.seq.pos.Epoch != epoch
+	before.Epoch = u.seq.pos.Epoch
+	h.routeUser(u, before, out)
+	return len(u.conns) + len(u.members) + len(u.waiting), fresh
 }
 
 // offer runs m through q and counts what happened.
@@ -390,7 +463,7 @@ func (h *Hub) sendUser(u *userEntry, frames []*protocol.Encoded) int {
 // stands.
 func (h *Hub) Subscribe(app, topic string, c Conn) {
 	h.PrepareTopic(app, topic)
-	h.JoinTopic(app, topic, c, Position{}, true)
+	h.JoinTopic(app, topic, c, unordered, JoinLive, nil)
 }
 
 // Unsubscribe removes c from topic's subscribers.
@@ -400,7 +473,7 @@ func (h *Hub) Unsubscribe(app, topic string, c Conn) { h.leave(topicKey(app, top
 // stands.
 func (h *Hub) JoinApp(app string, c Conn) {
 	h.PrepareApp(app)
-	h.JoinAppAt(app, c, Position{}, true)
+	h.JoinAppAt(app, c, unordered, JoinLive, nil)
 }
 
 // LeaveApp removes c from app's broadcast group.
@@ -410,10 +483,12 @@ func (h *Hub) LeaveApp(app string, c Conn) { h.leave(appKey(app), c, false) }
 // PrepareUser).
 func (h *Hub) PrepareTopic(app, topic string) { h.prepare(topicKey(app, topic)) }
 
-// JoinTopic adds c, prepared with PrepareTopic, to topic's subscribers if
-// c has the topic up to at (see JoinUser).
-func (h *Hub) JoinTopic(app, topic string, c Conn, at Position, live bool) (Position, bool) {
-	return h.joinAt(topicKey(app, topic), Stream{Kind: Topic, App: app, Name: topic}, c, at, live, true)
+// JoinTopic adds c, prepared with PrepareTopic, to topic's subscribers as
+// mode says (see JoinUser). If c joins, first (when not nil) runs with the
+// position before any live message can reach c: to send the REPLY that
+// tells it.
+func (h *Hub) JoinTopic(app, topic string, c Conn, at Position, mode JoinMode, first func(Position)) (Position, bool) {
+	return h.joinAt(topicKey(app, topic), Stream{Kind: Topic, App: app, Name: topic}, c, at, mode, true, first)
 }
 
 // AbandonTopic undoes a PrepareTopic whose connection will not join.
@@ -422,10 +497,10 @@ func (h *Hub) AbandonTopic(app, topic string) { h.abandon(topicKey(app, topic)) 
 // PrepareApp announces a connection about to join app's broadcast group.
 func (h *Hub) PrepareApp(app string) { h.prepare(appKey(app)) }
 
-// JoinAppAt adds c, prepared with PrepareApp, to app's broadcast group if
-// c has the app's broadcasts up to at (see JoinUser).
-func (h *Hub) JoinAppAt(app string, c Conn, at Position, live bool) (Position, bool) {
-	return h.joinAt(appKey(app), Stream{Kind: Broadcast, App: app}, c, at, live, false)
+// JoinAppAt adds c, prepared with PrepareApp, to app's broadcast group as
+// mode says (see JoinTopic).
+func (h *Hub) JoinAppAt(app string, c Conn, at Position, mode JoinMode, first func(Position)) (Position, bool) {
+	return h.joinAt(appKey(app), Stream{Kind: Broadcast, App: app}, c, at, mode, false, first)
 }
 
 // AbandonApp undoes a PrepareApp whose connection will not join.
@@ -506,9 +581,9 @@ func (h *Hub) abandon(k string) {
 	}
 }
 
-// joinAt adds c, prepared, to the group of key k if it may join at at
-// (see JoinUser).
-func (h *Hub) joinAt(k string, st Stream, c Conn, at Position, live, isTopic bool) (Position, bool) {
+// joinAt adds c, prepared, to the group of key k as mode says (see
+// JoinUser).
+func (h *Hub) joinAt(k string, st Stream, c Conn, at Position, mode JoinMode, isTopic bool, first func(Position)) (Position, bool) {
 	s := &h.topics[h.hash(k)%numShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -518,11 +593,14 @@ func (h *Hub) joinAt(k string, st Stream, c Conn, at Position, live, isTopic boo
 	}
 	t.pub.Lock()
 	defer t.pub.Unlock()
-	pos, ok, out, opened := t.seq.join(at, live, time.Now())
+	pos, ok, out, opened := t.seq.join(at, mode, time.Now())
 	if !ok {
 		return pos, false
 	}
 	t.joiners--
+	if first != nil {
+		first(pos)
+	}
 	p := &t.parts[c.ID()%numParts]
 	p.mu.Lock()
 	_, dup := p.subs[c.ID()]

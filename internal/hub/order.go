@@ -135,31 +135,62 @@ func (q *sequencer) hold(m Ordered, now time.Time) {
 	}
 }
 
-// join decides whether a connection that has everything up to at may join
-// the stream now, and returns the stream's position and what to route
-// now. The first connection sets the position (the stream had none, or
-// was unknown); one joining live takes the position as it is. Otherwise a
-// connection may join when it is not behind the position (ahead of it, it
-// will get what it already has again: repeats, which clients drop); if it
-// is behind, it reads up to the returned position and tries again.
+// JoinMode says how a connection joins a stream.
+type JoinMode uint8
+
+const (
+	// JoinBehind: the connection has read the stream from the store up to
+	// at, and joins if it is not behind the hub's position (ahead of it,
+	// it gets what it has again: repeats, which clients drop). The first
+	// connection sets the position to at. Behind, the join is refused
+	// with the position to read up to; read and join again.
+	JoinBehind JoinMode = iota
+	// JoinLive: the connection takes live messages from the hub's
+	// position on. When the stream has no position yet, at (the stream's
+	// head in the store) becomes it; with at.Epoch empty the join is then
+	// refused: read the head and join again.
+	JoinLive
+)
+
+// unordered is the position of streams joined with no ordered start (the
+// hub's AddUser, Subscribe and JoinApp): their first message sets it.
+var unordered = Position{Epoch: "unordered"}
+
+// join decides whether a connection at at may join the stream now (see
+// JoinMode), and returns the stream's position and what to route now.
 // opened reports a gap left by the first join.
-func (q *sequencer) join(at Position, live bool, now time.Time) (pos Position, ok bool, out []*protocol.Encoded, opened bool) {
+func (q *sequencer) join(at Position, mode JoinMode, now time.Time) (pos Position, ok bool, out []*protocol.Encoded, opened bool) {
 	switch {
-	case !q.known:
-		q.pos, q.known = at, true
-		if q.gap != nil {
-			q.gap.since = now
-			q.gap.held = slices.DeleteFunc(q.gap.held, func(o Ordered) bool { return o.Seq <= at.Seq })
-			out = q.drain(nil)
-			opened = q.gap != nil
-		}
-		return q.pos, true, out, opened
-	case live:
+	case q.known && mode == JoinLive:
 		return q.pos, true, nil, false
-	case at.Epoch == q.pos.Epoch && at.Seq >= q.pos.Seq:
-		return q.pos, true, nil, false
+	case q.known:
+		return q.pos, at.Epoch == q.pos.Epoch && at.Seq >= q.pos.Seq, nil, false
+	case at.Epoch == "":
+		return Position{}, false, nil, false
 	}
-	return q.pos, false, nil, false
+	q.pos, q.known = at, true
+	if q.gap != nil {
+		q.gap.since = now
+		q.gap.held = slices.DeleteFunc(q.gap.held, func(o Ordered) bool { return o.Seq <= at.Seq })
+		out = q.drain(nil)
+		opened = q.gap != nil
+	}
+	return q.pos, true, out, opened
+}
+
+// expect records that messages up to seq exist (a connection joined
+// ahead, having read them from the store): if they do not arrive, the gap
+// is filled. It reports a gap it opened.
+func (q *sequencer) expect(seq uint64, now time.Time) (opened bool) {
+	if seq <= q.pos.Seq {
+		return false
+	}
+	if q.gap == nil {
+		q.gap = &gap{since: now}
+		opened = true
+	}
+	q.gap.top = max(q.gap.top, seq)
+	return opened
 }
 
 // apply routes what a fill read: msgs, then the held messages, skipping
@@ -370,9 +401,10 @@ func (h *Hub) fillGap(job gapJob) {
 			return
 		}
 		u.mu.Lock()
-		if out := apply(&u.seq); len(out) > 0 {
-			h.sendUser(u, out)
-		}
+		before := u.seq.pos
+		out := apply(&u.seq)
+		before.Epoch = u.seq.pos.Epoch
+		h.routeUser(u, before, out)
 		u.mu.Unlock()
 	default:
 		t := h.lookupTopic(streamKey(job.s))
@@ -393,4 +425,42 @@ func streamKey(s Stream) string {
 		return appKey(s.App)
 	}
 	return topicKey(s.App, s.Name)
+}
+
+// route hands out, in order, to send, and takes in the waiting
+// connections as the routed sequence numbers reach theirs: each is
+// activated right after the frame at its position, so it gets every frame
+// after what it had, and none twice. at is the position before out (with
+// the epoch of out). It returns the waiters still waiting.
+func route(out []*protocol.Encoded, at Position, waiting []waiter, send func([]*protocol.Encoded), activate func(waiter)) []waiter {
+	if len(waiting) == 0 {
+		if len(out) > 0 {
+			send(out)
+		}
+		return waiting
+	}
+	take := func(seq uint64) {
+		waiting = slices.DeleteFunc(waiting, func(w waiter) bool {
+			if w.at > seq && w.epoch == at.Epoch {
+				return false
+			}
+			activate(w) // reached, or the stream started over: live from here
+			return true
+		})
+	}
+	take(at.Seq)
+	start := 0
+	for i, e := range out {
+		seq := e.Frame().Seq
+		if !slices.ContainsFunc(waiting, func(w waiter) bool { return w.at <= seq }) {
+			continue
+		}
+		send(out[start : i+1])
+		start = i + 1
+		take(seq)
+	}
+	if start < len(out) {
+		send(out[start:])
+	}
+	return waiting
 }

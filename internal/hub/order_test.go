@@ -80,7 +80,7 @@ func TestSequencer(t *testing.T) {
 	now := time.Now()
 	m := func(seq uint64) Ordered { return Ordered{Seq: seq, Frame: msg("s", seq)} }
 	var q sequencer
-	if _, ok, out, _ := q.join(Position{Epoch: "e", Seq: 3}, false, now); !ok || len(out) != 0 {
+	if _, ok, out, _ := q.join(Position{Epoch: "e", Seq: 3}, JoinBehind, now); !ok || len(out) != 0 {
 		t.Fatal("first join refused")
 	}
 	out, opened := q.offer("e", m(4), now)
@@ -117,13 +117,13 @@ func TestSequencer(t *testing.T) {
 	}
 	// A joiner behind the position is sent back to read; one level or
 	// ahead joins.
-	if pos, ok, _, _ := q.join(Position{Epoch: "e", Seq: 9}, false, now); ok || pos.Seq != 11 {
+	if pos, ok, _, _ := q.join(Position{Epoch: "e", Seq: 9}, JoinBehind, now); ok || pos.Seq != 11 {
 		t.Fatalf("behind: joined %v at %+v", ok, pos)
 	}
-	if _, ok, _, _ := q.join(Position{Epoch: "e", Seq: 12}, false, now); !ok {
+	if _, ok, _, _ := q.join(Position{Epoch: "e", Seq: 12}, JoinBehind, now); !ok {
 		t.Fatal("ahead: refused")
 	}
-	if _, ok, _, _ := q.join(Position{Epoch: "other", Seq: 50}, false, now); ok {
+	if _, ok, _, _ := q.join(Position{Epoch: "other", Seq: 50}, JoinBehind, now); ok {
 		t.Fatal("another epoch: joined")
 	}
 	// The stream starts over in a new epoch: follow it.
@@ -146,7 +146,10 @@ func TestSequencerUnknownPosition(t *testing.T) {
 	if _, _, due := q.due(now.Add(time.Hour), time.Second); due {
 		t.Fatal("a gap is due before anyone joined")
 	}
-	pos, ok, out, opened := q.join(Position{Epoch: "e", Seq: 3}, false, now)
+	if _, ok, _, _ := q.join(Position{}, JoinLive, now); ok {
+		t.Fatal("a live join without a head set no position but joined")
+	}
+	pos, ok, out, opened := q.join(Position{Epoch: "e", Seq: 3}, JoinLive, now)
 	if !ok || pos.Seq != 5 || !slices.Equal(frameSeqs(out), []uint64{4, 5}) || opened {
 		t.Fatalf("join: %+v %v %v %v", pos, ok, frameSeqs(out), opened)
 	}
@@ -157,7 +160,7 @@ func TestSequencerUnknownPosition(t *testing.T) {
 func TestSequencerOverflow(t *testing.T) {
 	now := time.Now()
 	var q sequencer
-	q.join(Position{Epoch: "e"}, false, now)
+	q.join(Position{Epoch: "e"}, JoinBehind, now)
 	for seq := uint64(2); seq <= maxHeld+10; seq++ {
 		q.offer("e", Ordered{Seq: seq, Frame: msg("s", seq)}, now)
 	}
@@ -186,11 +189,11 @@ func TestDeliverUserOrdered(t *testing.T) {
 	s := Stream{Kind: Inbox, App: "a", Name: "u"}
 	c1, c2 := newConn(), newConn()
 	h.PrepareUser("a", "u")
-	if _, ok := h.JoinUser("a", "u", c1, Position{Epoch: "e1"}, false); !ok {
+	if _, ok := h.JoinUser("a", "u", c1, Position{Epoch: "e1"}, JoinBehind); !ok {
 		t.Fatal("first join refused")
 	}
 	h.PrepareUser("a", "u")
-	if _, ok := h.JoinUser("a", "u", c2, Position{Epoch: "e1"}, false); !ok {
+	if _, ok := h.JoinUser("a", "u", c2, Position{Epoch: "e1"}, JoinBehind); !ok {
 		t.Fatal("second join refused")
 	}
 	const n = 1000
@@ -238,7 +241,7 @@ func TestJoinRace(t *testing.T) {
 	// appended and delivered, before it joins.
 	h.DeliverUser("a", "u", "e1", st.put(s, 4))
 	h.DeliverUser("a", "u", "e1", st.put(s, 5))
-	if pos, ok := h.JoinUser("a", "u", c, Position{Epoch: "e1", Seq: 3}, false); !ok || pos.Seq != 5 {
+	if pos, ok := h.JoinUser("a", "u", c, Position{Epoch: "e1", Seq: 3}, JoinBehind); !ok || pos.Seq != 5 {
 		t.Fatalf("join: %+v, %v", pos, ok)
 	}
 	h.DeliverUser("a", "u", "e1", st.put(s, 6))
@@ -248,10 +251,10 @@ func TestJoinRace(t *testing.T) {
 	// A second connection that read only up to 4 is sent back to read.
 	c2 := newConn()
 	h.PrepareUser("a", "u")
-	if pos, ok := h.JoinUser("a", "u", c2, Position{Epoch: "e1", Seq: 4}, false); ok || pos.Seq != 6 {
+	if pos, ok := h.JoinUser("a", "u", c2, Position{Epoch: "e1", Seq: 4}, JoinBehind); ok || pos.Seq != 6 {
 		t.Fatalf("behind: %+v, %v", pos, ok)
 	}
-	if _, ok := h.JoinUser("a", "u", c2, Position{Epoch: "e1", Seq: 6}, false); !ok {
+	if _, ok := h.JoinUser("a", "u", c2, Position{Epoch: "e1", Seq: 6}, JoinBehind); !ok {
 		t.Fatal("caught up: refused")
 	}
 	h.AbandonUser("a", "u") // nothing prepared any more: a no-op
@@ -273,7 +276,7 @@ func TestPublishAtOrdered(t *testing.T) {
 		c := newConn()
 		subs = append(subs, c)
 		h.PrepareTopic("a", "news")
-		if _, ok := h.JoinTopic("a", "news", c, Position{Epoch: "e1"}, false); !ok {
+		if _, ok := h.JoinTopic("a", "news", c, Position{Epoch: "e1"}, JoinBehind, nil); !ok {
 			t.Fatal("join refused")
 		}
 	}
@@ -306,7 +309,7 @@ func TestFillRetried(t *testing.T) {
 	s := Stream{Kind: Inbox, App: "a", Name: "u"}
 	c := newConn()
 	h.PrepareUser("a", "u")
-	h.JoinUser("a", "u", c, Position{Epoch: "e1"}, false)
+	h.JoinUser("a", "u", c, Position{Epoch: "e1"}, JoinBehind)
 	st.put(s, 1)
 	h.DeliverUser("a", "u", "e1", st.put(s, 2))
 	waitFor(t, "two failed fills", func() bool { return st.fillCount() >= 2 })
@@ -316,5 +319,66 @@ func TestFillRetried(t *testing.T) {
 	waitFor(t, "both messages", func() bool { return len(c.frames()) == 2 })
 	if got := frameSeqs(c.frames()); !slices.Equal(got, []uint64{1, 2}) {
 		t.Fatalf("got %v", got)
+	}
+}
+
+// TestJoinLive: a live join takes the position as it stands, whatever it
+// read.
+func TestJoinLive(t *testing.T) {
+	var q sequencer
+	now := time.Now()
+	q.join(Position{Epoch: "e", Seq: 10}, JoinBehind, now)
+	if pos, ok, _, _ := q.join(Position{Epoch: "e", Seq: 2}, JoinLive, now); !ok || pos.Seq != 10 {
+		t.Fatalf("live join: %+v, %v", pos, ok)
+	}
+	if pos, ok, _, _ := q.join(Position{}, JoinLive, now); !ok || pos.Seq != 10 {
+		t.Fatalf("live join without a head: %+v, %v", pos, ok)
+	}
+}
+
+// TestJoinAhead: a connection that read the inbox further than the hub
+// has routed (messages on their way) gets only what follows its position,
+// once each, whether the messages arrive or must be read from the store.
+func TestJoinAhead(t *testing.T) {
+	st := newFakeStore()
+	h := newHub(t, Config{Filler: st, ReorderWindow: 5 * time.Millisecond})
+	s := Stream{Kind: Inbox, App: "a", Name: "u"}
+	first, ahead := newConn(), newConn()
+	h.PrepareUser("a", "u")
+	h.JoinUser("a", "u", first, Position{Epoch: "e1"}, JoinBehind)
+	for seq := uint64(1); seq <= 5; seq++ {
+		st.put(s, seq)
+	}
+	h.AddMember("a", "u", ahead)
+	h.PrepareUser("a", "u")
+	if pos, ok := h.JoinUser("a", "u", ahead, Position{Epoch: "e1", Seq: 3}, JoinBehind); !ok || pos.Seq != 0 {
+		t.Fatalf("ahead: %+v, %v", pos, ok)
+	}
+	if n := len(h.UserConns("a", "u")); n != 2 {
+		t.Fatalf("UserConns lists %d connections, want 2 (one waiting)", n)
+	}
+	h.DeliverUser("a", "u", "e1", st.put(s, 2)) // 1 is lost on the way
+	h.DeliverUser("a", "u", "e1", st.put(s, 4))
+	h.DeliverUser("a", "u", "e1", st.put(s, 3))
+	waitFor(t, "the gap filled", func() bool { return len(first.frames()) >= 4 })
+	h.DeliverUser("a", "u", "e1", st.put(s, 5))
+	if got := frameSeqs(first.frames()); !slices.Equal(got, span(1, 5)) {
+		t.Fatalf("first got %v", got)
+	}
+	if got := frameSeqs(ahead.frames()); !slices.Equal(got, []uint64{4, 5}) {
+		t.Fatalf("the connection that joined at 3 got %v, want 4 5", got)
+	}
+	// A waiter whose messages never arrive is joined once the store
+	// fills the gap up to its position.
+	late := newConn()
+	h.AddMember("a", "u", late)
+	st.put(s, 6)
+	st.put(s, 7)
+	h.PrepareUser("a", "u")
+	h.JoinUser("a", "u", late, Position{Epoch: "e1", Seq: 7}, JoinBehind)
+	waitFor(t, "6 and 7 from the store", func() bool { return len(first.frames()) == 7 })
+	h.DeliverUser("a", "u", "e1", st.put(s, 8))
+	if got := frameSeqs(late.frames()); !slices.Equal(got, []uint64{8}) {
+		t.Fatalf("late got %v, want 8", got)
 	}
 }

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/herald-push/herald/internal/gateway"
+	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/store"
 	"github.com/herald-push/herald/protocol"
 )
@@ -18,14 +17,12 @@ import (
 // store before it is sent (store-then-send), and a device that connects
 // receives everything after its ACK position first, then live messages.
 //
-// Order without gaps: appending and sending a user's message, and a
-// device's catch-up (join the user's connections, read the stream, send),
-// hold the same per-user lock. A push that arrives during a catch-up waits
-// for it, then gets a higher sequence number and reaches the new
-// connection after the catch-up; nothing falls between the two.
-
-// numUserLocks shards the per-user locks.
-const numUserLocks = 1024
+// Order without locks: a push hands its message, with its seq, to the
+// hub, which routes a user's inbox in sequence order to the connections
+// joined to it. A connecting device prepares the inbox in the hub, reads
+// the store from its position, and joins at the position it read up to:
+// what was pushed meanwhile is held by the hub and follows (see hub's
+// "Ordered delivery").
 
 // catchUpPage is how many stored messages a catch-up reads and sends at a time.
 const catchUpPage = 256
@@ -33,19 +30,6 @@ const catchUpPage = 256
 // ErrStore is returned (wrapped) when the store fails an append: the message
 // was not accepted.
 var ErrStore = errors.New("node: store unavailable")
-
-type userLocks struct {
-	seed  maphash.Seed
-	locks [numUserLocks]sync.Mutex
-}
-
-func (u *userLocks) get(app, user string) *sync.Mutex {
-	return &u.locks[u.index(app, user)]
-}
-
-func (u *userLocks) index(app, user string) int {
-	return int(maphash.String(u.seed, app+"\x00"+user) % numUserLocks)
-}
 
 // inboxStream is the store stream of a user's inbox.
 func inboxStream(app, user string) string { return app + "/u:" + user }
@@ -60,8 +44,7 @@ type Accepted struct {
 
 // inboxPush is the PUSH frame of a stored inbox message.
 func inboxPush(user, epoch string, m store.Message) *protocol.Encoded {
-	return protocol.Encode(&protocol.Frame{Type: protocol.TypePush, Stream: userStream(user), Epoch: epoch,
-		Seq: m.Seq, MsgID: m.ID, Payload: m.Payload, Time: m.Time.UnixMilli()})
+	return pushOf(userStream(user), epoch, m)
 }
 
 // storedMessage is m as an inbox stores it, accepted at now.
@@ -75,11 +58,9 @@ func (n *Node) storedMessage(m Message, now time.Time) store.Message {
 	return sm
 }
 
-// pushInbox stores m in user's inbox and sends it to the user's connections.
+// pushInbox stores m in user's inbox and hands it to the hub for the
+// user's connections here.
 func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Accepted, error) {
-	l := n.users.get(app, user)
-	l.Lock()
-	defer l.Unlock()
 	now := n.cfg.Now()
 	sm := n.storedMessage(m, now)
 	// Not the caller's context: an append abandoned half way may still be
@@ -93,29 +74,32 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 	}
 	a := Accepted{ID: m.ID, Seq: res[0].Seq, Duplicate: res[0].Duplicate}
 	if a.Duplicate {
-		a.Connections = n.resend(actx, app, user, a.Seq)
+		a.Connections = n.resend(actx, app, user, res[0])
 		return a, nil
 	}
-	f := inboxPush(user, res[0].Epoch, store.Message{Seq: a.Seq, ID: m.ID, Payload: m.Payload, Time: now})
-	a.Connections = n.hub.PushUser(app, user, f)
+	sm.Seq = a.Seq
+	a.Connections, _ = n.hub.DeliverUser(app, user, res[0].Epoch, hub.Ordered{Seq: a.Seq, Frame: inboxPush(user, res[0].Epoch, sm)})
 	return a, nil
 }
 
-// resend sends the stored message seq of user's inbox to the user's
-// connections again, and returns to how many. A push retried with the same
-// id is a duplicate, but the first attempt may have failed after its
-// append reached the store (a disk error, a timeout), and then no device
-// online got it: sending it again costs a duplicate the clients drop. The
-// caller holds the user's lock.
-func (n *Node) resend(ctx context.Context, app, user string, seq uint64) int {
+// resend hands the stored message of a duplicate push to the hub again. A
+// push retried with the same id is a duplicate, but the first attempt may
+// have failed after its append reached the store (a disk error, a
+// timeout), and then it was never routed: the hub routes it now if it has
+// not (it drops a repeat). It returns how many connections took frames.
+func (n *Node) resend(ctx context.Context, app, user string, a store.Appended) int {
 	if len(n.hub.UserConns(app, user)) == 0 {
 		return 0
 	}
-	msgs, epoch, err := n.store.Range(ctx, inboxStream(app, user), seq-1, 1)
-	if err != nil || len(msgs) == 0 || msgs[0].Seq != seq {
+	msgs, epoch, err := n.store.Range(ctx, inboxStream(app, user), a.Seq-1, 1)
+	if err != nil || len(msgs) == 0 || msgs[0].Seq != a.Seq {
 		return 0 // expired or trimmed meanwhile, or the store failed: the devices get what is held when they reconnect
 	}
-	return n.hub.PushUser(app, user, inboxPush(user, epoch, msgs[0]))
+	conns, fresh := n.hub.DeliverUser(app, user, epoch, hub.Ordered{Seq: a.Seq, Frame: inboxPush(user, epoch, msgs[0])})
+	if !fresh {
+		return 0 // they had it
+	}
+	return conns
 }
 
 // catchUpBudget bounds the bytes of stored messages one catch-up round
@@ -124,20 +108,34 @@ func (n *Node) resend(ctx context.Context, app, user string, seq uint64) int {
 // last, instead of overflowing its connection and reconnecting forever.
 const catchUpBudget = 256 << 10
 
+// catchUpJob runs a catch-up round on the readers.
+func (n *Node) catchUpJob(c Conn, s *session, after uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	if err := n.catchUp(ctx, c, s, after); err != nil {
+		n.log.Warn("catch-up failed", "conn_id", c.ID(), "user", s.reg.User, "err", err)
+		c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
+	}
+}
+
 // catchUp sends c what its device has not acknowledged, in order, from
 // after (0: the device's stored position), up to catchUpBudget bytes. When
-// the backlog is done it indexes c among the user's connections, so live
-// messages follow; until then they are only stored, and reach c in a
-// later round. The caller holds the user's lock.
-func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session, after uint64) error {
-	user := s.reg.User
-	stream := inboxStream(s.reg.App, user)
+// it has sent everything the store holds and the hub has routed, it joins
+// c to the inbox, so live messages follow; a larger backlog waits for the
+// device's ACKs (see continueCatchUp), and live messages meanwhile are
+// only stored and reach c in a later round.
+func (n *Node) catchUp(ctx context.Context, c Conn, s *session, after uint64) error {
+	app, user := s.reg.App, s.reg.User
+	stream := inboxStream(app, user)
+	st := hub.Stream{Kind: hub.Inbox, App: app, Name: user}
+	n.prepare(st) // before the first read: what is pushed from now on is held
 	if after == 0 {
 		var err error
-		if after, err = n.store.Cursor(ctx, stream, s.reg.Device); err != nil {
-			return err
+		if after, err = n.store.Cursor(ctx, stream, s.reg.Device); err == nil {
+			after, err = n.skipPoison(ctx, stream, s.reg.Device, after)
 		}
-		if after, err = n.skipPoison(ctx, stream, s.reg.Device, after); err != nil {
+		if err != nil {
+			n.abandon(st)
 			return err
 		}
 	}
@@ -146,10 +144,8 @@ func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session, after u
 	for {
 		msgs, epoch, err := n.store.Range(ctx, stream, after, catchUpPage)
 		if err != nil && !errors.Is(err, store.ErrTrimmed) {
+			n.abandon(st)
 			return err
-		}
-		if len(msgs) == 0 {
-			break
 		}
 		frames := make([]*protocol.Encoded, 0, len(msgs))
 		for _, m := range msgs {
@@ -159,30 +155,43 @@ func (n *Node) catchUp(ctx context.Context, c *gateway.Conn, s *session, after u
 			budget -= len(m.Payload) + 64
 			frames = append(frames, inboxPush(user, epoch, m))
 		}
-		if err := c.Send(frames...); err != nil {
-			return nil // the connection went away; its device keeps its position
+		if len(frames) > 0 {
+			if err := c.Send(frames...); err != nil {
+				n.abandon(st)
+				return nil // the connection went away; its device keeps its position
+			}
+			n.caughtUp.Add(uint64(len(frames)))
+			after = msgs[len(frames)-1].Seq
 		}
-		n.caughtUp.Add(uint64(len(frames)))
-		after = msgs[len(frames)-1].Seq
-		if budget <= 0 && (len(frames) < len(msgs) || len(msgs) == catchUpPage) {
+		if len(frames) < len(msgs) || (budget <= 0 && len(msgs) == catchUpPage) {
 			// More may be waiting: continue when the device acknowledges.
+			n.abandon(st)
 			s.mu.Lock()
 			s.backlog = after
 			s.resumeAt = first + (after-first)/2 // an ACK of half the round is enough
 			s.mu.Unlock()
 			return nil
 		}
-		if len(msgs) < catchUpPage {
-			break
+		if len(msgs) == catchUpPage {
+			continue
+		}
+		// Everything the store held after after when read: join there.
+		pos, ok := n.join(c, s, st, hub.Position{Epoch: epoch, Seq: after}, hub.JoinBehind, nil)
+		if !ok && pos.Epoch != epoch {
+			// The hub routes another epoch than the store's now (the
+			// stream started over): take what comes live.
+			pos, ok = n.join(c, s, st, hub.Position{Epoch: epoch, Seq: after}, hub.JoinLive, nil)
+		}
+		if ok {
+			s.mu.Lock()
+			s.backlog = 0
+			s.mu.Unlock()
+			return nil
+		}
+		if len(msgs) == 0 {
+			after = pos.Seq // the hub routed what the store no longer holds
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.backlog = 0
-	if !s.released {
-		n.hub.AddUser(s.reg.App, user, c)
-	}
-	return nil
 }
 
 // redelivery tracks, per device, how many connections in a row started
@@ -265,31 +274,21 @@ func (n *Node) skipPoison(ctx context.Context, stream, device string, cursor uin
 }
 
 // continueCatchUp runs the next catch-up round of a device that has
-// acknowledged the last message of the previous one.
-func (n *Node) continueCatchUp(c *gateway.Conn, s *session, after uint64) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		l := n.users.get(s.reg.App, s.reg.User)
-		l.Lock()
-		defer l.Unlock()
+// acknowledged enough of the previous one.
+func (n *Node) continueCatchUp(c Conn, s *session, after uint64) {
+	n.readers.submit(func() {
 		s.mu.Lock()
 		current := s.backlog
 		s.mu.Unlock()
 		if current != after || c.Closed() {
 			return // another round ran, or the connection is gone
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := n.catchUp(ctx, c, s, after); err != nil {
-			n.log.Warn("catch-up failed", "conn_id", c.ID(), "user", s.reg.User, "err", err)
-			c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
-		}
-	}()
+		n.catchUpJob(c, s, after)
+	})
 }
 
 // ack records a device's position in its user's inbox.
-func (n *Node) ack(c *gateway.Conn, s *session, f *protocol.Frame) {
+func (n *Node) ack(c Conn, s *session, f *protocol.Frame) {
 	if f.Stream != userStream(s.reg.User) || !s.named {
 		return // topic positions are the client's; other users' streams are not its to ack
 	}
@@ -381,8 +380,8 @@ func (n *Node) Status(ctx context.Context, app, user, id, device string) (state 
 // everything up to the head, and gets every later one.
 func (n *Node) sentTo(app, user, device string, seq uint64) bool {
 	for _, hc := range n.hub.UserConns(app, user) {
-		if gc, ok := hc.(*gateway.Conn); ok && !gc.Closed() {
-			if s, ok := gc.Session().(*session); ok && s.reg.Device == device {
+		if c, ok := hc.(Conn); ok && !c.Closed() {
+			if s, ok := c.Session().(*session); ok && s.reg.Device == device {
 				return true
 			}
 		}

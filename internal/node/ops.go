@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/registry"
 	"github.com/herald-push/herald/internal/store"
 	"github.com/herald-push/herald/protocol"
@@ -84,29 +85,12 @@ func (n *Node) PushMany(ctx context.Context, app string, users []string, msgs []
 	return out, nil
 }
 
-// chunkUsers bounds the users whose locks one bulk append holds.
+// chunkUsers bounds the users one bulk append writes to.
 const chunkUsers = 256
 
 // pushChunk stores the messages of users (msgs[i] for i in byUser[user])
-// in their inboxes with one AppendMulti, holding their users' locks, then
-// sends them.
+// in their inboxes with one AppendMulti, then hands them to the hub.
 func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser map[string][]int, msgs []Message, out []Accepted) error {
-	// Lock the users' shards in ascending order: two bulk pushes cannot
-	// deadlock, and a single push or catch-up holds one shard only.
-	shards := make([]int, 0, len(users))
-	for _, u := range users {
-		shards = append(shards, n.users.index(app, u))
-	}
-	slices.Sort(shards)
-	shards = slices.Compact(shards)
-	for _, i := range shards {
-		n.users.locks[i].Lock()
-	}
-	defer func() {
-		for _, i := range shards {
-			n.users.locks[i].Unlock()
-		}
-	}()
 	now := n.cfg.Now()
 	appends := make([]store.StreamAppend, len(users))
 	for k, u := range users {
@@ -125,13 +109,14 @@ func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser
 	}
 	for k, u := range users {
 		for j, i := range byUser[u] {
-			a := Accepted{ID: msgs[i].ID, Seq: res[k][j].Seq, Duplicate: res[k][j].Duplicate}
+			r := res[k][j]
+			a := Accepted{ID: msgs[i].ID, Seq: r.Seq, Duplicate: r.Duplicate}
 			if a.Duplicate {
-				a.Connections = n.resend(actx, app, u, a.Seq)
+				a.Connections = n.resend(actx, app, u, r)
 			} else {
 				m := appends[k].Msgs[j]
 				m.Seq = a.Seq
-				a.Connections = n.hub.PushUser(app, u, inboxPush(u, res[k][j].Epoch, m))
+				a.Connections, _ = n.hub.DeliverUser(app, u, r.Epoch, hub.Ordered{Seq: a.Seq, Frame: inboxPush(u, r.Epoch, m)})
 			}
 			out[i] = a
 		}

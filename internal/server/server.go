@@ -83,10 +83,14 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := hub.New(hub.Config{Workers: cfg.FanoutWorkers, Logger: log})
+	// The hub reads gaps through the node, which is built after it.
+	var n *node.Node
+	h := hub.New(hub.Config{Workers: cfg.FanoutWorkers, Logger: log, Filler: fillFunc(func(ctx context.Context, s hub.Stream, after, before uint64) (string, []hub.Ordered, error) {
+		return n.Fill(ctx, s, after, before)
+	})})
 	reg := registry.NewMemory()
 	verifier := auth.NewVerifier(cfg.AppSecrets(), opt.Now)
-	n := node.New(node.Config{
+	n = node.New(node.Config{
 		ID:               cfg.Node,
 		Heartbeat:        cfg.Heartbeat,
 		DuplicateLogin:   cfg.DuplicateLogin,
@@ -331,6 +335,13 @@ func (s *Server) startPprof() error {
 	go func() { _ = s.pprofSrv.Serve(ln) }()
 	s.log.Info("pprof listening", "addr", ln.Addr().String())
 	return nil
+}
+
+// fillFunc adapts a function to hub.Filler.
+type fillFunc func(ctx context.Context, s hub.Stream, after, before uint64) (string, []hub.Ordered, error)
+
+func (f fillFunc) Fill(ctx context.Context, s hub.Stream, after, before uint64) (string, []hub.Ordered, error) {
+	return f(ctx, s, after, before)
 }
 
 // health is what /healthz reports: the server is healthy while its store
