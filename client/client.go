@@ -194,6 +194,7 @@ type Client struct {
 	topics     []string      // subscribed after every (re)connect
 	pos        map[string]*streamPos
 	posTick    uint64
+	lastGap    gap // the last gap that ended a session
 
 	wg         sync.WaitGroup // Connect calls and the run goroutine
 	finishOnce sync.Once
@@ -828,6 +829,41 @@ func (c *Client) resume(broadcast bool) []protocol.Position {
 		out = append(out, e.p)
 	}
 	return out
+}
+
+// gap is a PUSH whose sequence number is beyond the next one of its
+// stream: the messages between were not delivered.
+type gap struct {
+	stream, epoch string
+	after, seq    uint64
+}
+
+// ErrGap ends a session in which a stream the Client follows skipped
+// sequence numbers: the Client reconnects, and resumes the stream from its
+// position, so that the server sends what was skipped, in order.
+var ErrGap = errors.New("herald: gap in a stream")
+
+// checkGap returns ErrGap when f skips sequence numbers of its stream,
+// unless the last session ended on the same gap: then the server does not
+// have what is missing any more (expired, trimmed), and the stream goes on
+// from f.
+func (c *Client) checkGap(f *protocol.Frame) error {
+	if f.Seq == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.pos[f.Stream]
+	if p == nil || p.epoch != f.Epoch || f.Seq <= p.seq+1 {
+		return nil
+	}
+	g := gap{stream: f.Stream, epoch: f.Epoch, after: p.seq, seq: f.Seq}
+	if g == c.lastGap {
+		c.log.Warn("herald: messages skipped for good", "stream", f.Stream, "after", p.seq, "next", f.Seq)
+		return nil
+	}
+	c.lastGap = g
+	return fmt.Errorf("%w: %s after seq %d got %d; reconnecting to recover", ErrGap, f.Stream, p.seq, f.Seq)
 }
 
 // seen reports whether a PUSH was already delivered: same epoch, sequence

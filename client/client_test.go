@@ -822,3 +822,43 @@ func TestUnsubscribeNotConnected(t *testing.T) {
 		t.Fatalf("topics %v", c.topics)
 	}
 }
+
+// TestClientGap: a PUSH that skips sequence numbers of its stream ends the
+// session; the Client reconnects from its position and gets what was
+// skipped, in order. If the server skips the same numbers again (it no
+// longer has them), the stream goes on.
+func TestClientGap(t *testing.T) {
+	srv := newTCPServer(t)
+	tc := newTestClient(t, Config{URLs: []string{srv.url}})
+	sc, _ := start(t, tc, srv, time.Minute)
+	tc.waitState(t, StateConnected)
+	sc.send(t, pushFrame("u:alice", "e1", 1, "1"), pushFrame("u:alice", "e1", 3, "3"))
+	if m := recv(t, tc.Messages(), "message"); m.Seq != 1 {
+		t.Fatalf("got seq %d, want 1", m.Seq)
+	}
+	if err := tc.waitState(t, StateDisconnected); !errors.Is(err, ErrGap) {
+		t.Fatalf("session ended with %v, want ErrGap", err)
+	}
+	sc = srv.accept(t)
+	connect := sc.handshake(t, "sess-2", time.Minute)
+	if !slices.Contains(connect.Resume, protocol.Position{Stream: "u:alice", Epoch: "e1", Seq: 1}) {
+		t.Fatalf("resume %+v lacks u:alice at 1", connect.Resume)
+	}
+	sc.send(t, pushFrame("u:alice", "e1", 2, "2"), pushFrame("u:alice", "e1", 3, "3"), pushFrame("u:alice", "e1", 5, "5"))
+	for _, want := range []uint64{2, 3} {
+		if m := recv(t, tc.Messages(), "message"); m.Seq != want {
+			t.Fatalf("after reconnecting got seq %d, want %d", m.Seq, want)
+		}
+	}
+	// 4 is missing: a second gap, so another reconnect; the server skips 4
+	// again, and the Client takes 5.
+	tc.waitState(t, StateDisconnected)
+	sc = srv.accept(t)
+	sc.handshake(t, "sess-3", time.Minute)
+	sc.send(t, pushFrame("u:alice", "e1", 5, "5"), pushFrame("u:alice", "e1", 6, "6"))
+	for _, want := range []uint64{5, 6} {
+		if m := recv(t, tc.Messages(), "message"); m.Seq != want {
+			t.Fatalf("after the same gap got seq %d, want %d", m.Seq, want)
+		}
+	}
+}

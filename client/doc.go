@@ -27,6 +27,12 @@
 // messages once the application has them, with one cumulative ACK per
 // batch that arrived together; otherwise call Client.Ack.
 //
+// A message that skips sequence numbers of its stream (a gap) is not
+// delivered: the session ends with ErrGap and the Client reconnects from
+// its positions, so that the server sends the skipped messages first. If
+// the server skips the same numbers again, it no longer has them (they
+// expired), and the stream goes on.
+//
 // After a reconnect the server resends the inbox from the device's stored
 // position, and the Client resubscribes to each topic (and rejoins the
 // broadcast stream) from the last position it saw, so the server replays

@@ -268,6 +268,12 @@ func (c *Client) answer(s *session, id uint32, pe *protocol.Error) bool {
 // push delivers a PUSH, unless it was delivered before, and acknowledges it
 // when AutoAck is on.
 func (c *Client) push(s *session, f *protocol.Frame) error {
+	if err := c.checkGap(f); err != nil {
+		if ferr := s.flushAck(); ferr != nil {
+			return ferr
+		}
+		return err
+	}
 	if c.seen(f) {
 		c.log.Debug("herald: duplicate dropped", "stream", f.Stream, "seq", f.Seq)
 	} else {
