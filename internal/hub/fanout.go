@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -16,10 +17,11 @@ type topic struct {
 	joiners int          // connections between prepare and joinAt; under the shard lock
 	// pub serialises publishes, so that messages from concurrent publishers
 	// enter every part's queue in the same order: all subscribers then see
-	// one order. It guards seq.
-	pub   sync.Mutex
-	seq   sequencer
-	parts [numParts]part
+	// one order. It guards seq and waiting.
+	pub     sync.Mutex
+	seq     sequencer
+	waiting []waiter // joined ahead of the position (see waiter)
+	parts   [numParts]part
 }
 
 // enqueue adds e to every part's next pass. The caller holds t.pub.
@@ -36,6 +38,65 @@ type part struct {
 	subs      map[uint64]Conn
 	pending   []*protocol.Encoded
 	scheduled bool // queued on, or being run by, w
+	// A connection that joins while messages are queued joins after
+	// them: marks say where in pending; a pass that took them activates
+	// them from activating (a leave meanwhile removes them from either).
+	marks      []mark
+	activating map[uint64]Conn
+}
+
+// mark is a connection joining a part after its first at pending messages.
+type mark struct {
+	at int
+	c  Conn
+}
+
+// add joins c to the part after the messages queued so far, and reports
+// whether it was not a member already.
+func (p *part) add(c Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	id := c.ID()
+	if _, ok := p.subs[id]; ok || p.marked(id) {
+		return false
+	}
+	if _, ok := p.activating[id]; ok {
+		return false
+	}
+	if len(p.pending) == 0 {
+		p.subs[id] = c
+		return true
+	}
+	p.marks = append(p.marks, mark{at: len(p.pending), c: c})
+	return true
+}
+
+func (p *part) marked(id uint64) bool {
+	for _, m := range p.marks {
+		if m.c.ID() == id {
+			return true
+		}
+	}
+	return false
+}
+
+// remove takes c out of the part, joined or joining, and reports whether
+// it was there.
+func (p *part) remove(c Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	id := c.ID()
+	if _, ok := p.subs[id]; ok {
+		delete(p.subs, id)
+		return true
+	}
+	if _, ok := p.activating[id]; ok {
+		delete(p.activating, id)
+		return true
+	}
+	n := len(p.marks)
+	p.marks = slices.DeleteFunc(p.marks, func(m mark) bool { return m.c.ID() == id })
+	return len(p.marks) < n
 }
 
 func newTopic(h *Hub, hash uint64) *topic {
@@ -51,7 +112,7 @@ func newTopic(h *Hub, hash uint64) *topic {
 // is queued or running.
 func (p *part) enqueue(e *protocol.Encoded) {
 	p.mu.Lock()
-	if len(p.subs) == 0 {
+	if len(p.subs) == 0 && len(p.marks) == 0 && len(p.activating) == 0 {
 		p.mu.Unlock()
 		return
 	}
@@ -60,10 +121,15 @@ func (p *part) enqueue(e *protocol.Encoded) {
 		// message would lose it silently for every subscriber of the
 		// part; instead its connections are closed, and they recover
 		// what they missed from their positions when they reconnect.
-		lagging := make([]Conn, 0, len(p.subs))
+		lagging := make([]Conn, 0, len(p.subs)+len(p.marks))
 		for _, c := range p.subs {
 			lagging = append(lagging, c)
 		}
+		for _, m := range p.marks {
+			lagging = append(lagging, m.c)
+			p.subs[m.c.ID()] = m.c // until its close removes it
+		}
+		p.marks = nil
 		clear(p.pending)
 		p.pending = p.pending[:0]
 		p.mu.Unlock()
@@ -137,11 +203,18 @@ func (w *worker) run() {
 }
 
 // pass sends everything pending on p to each of its subscribers, one Send
-// (one write) per connection, and reschedules p if more arrived meanwhile.
+// (one write) per connection and run of messages between joins, and
+// reschedules p if more arrived meanwhile.
 func (w *worker) pass(p *part) {
 	p.mu.Lock()
-	msgs := p.pending
-	p.pending = nil
+	msgs, marks := p.pending, p.marks
+	p.pending, p.marks = nil, nil
+	if len(marks) > 0 && p.activating == nil {
+		p.activating = make(map[uint64]Conn, len(marks))
+	}
+	for _, m := range marks {
+		p.activating[m.c.ID()] = m.c
+	}
 	conns := w.conns[:0]
 	for _, c := range p.subs {
 		conns = append(conns, c)
@@ -149,21 +222,37 @@ func (w *worker) pass(p *part) {
 	p.mu.Unlock()
 
 	n := 0
-	if len(msgs) > 0 {
-		b := protocol.NewBatch(msgs...)
+	sendRun := func(run []*protocol.Encoded) {
+		if len(run) == 0 {
+			return
+		}
+		b := protocol.NewBatch(run...)
 		for _, c := range conns {
 			if send(c, b) == nil {
-				n++
+				n += len(run)
 			}
 		}
 	}
+	start := 0
+	for _, m := range marks {
+		sendRun(msgs[start:m.at])
+		start = m.at
+		p.mu.Lock()
+		if _, ok := p.activating[m.c.ID()]; ok { // not gone meanwhile
+			delete(p.activating, m.c.ID())
+			p.subs[m.c.ID()] = m.c
+			conns = append(conns, m.c)
+		}
+		p.mu.Unlock()
+	}
+	sendRun(msgs[start:])
 	clear(conns)
 	w.conns = conns[:0]
 	w.h.passes.Add(1)
-	w.h.delivered.Add(uint64(n * len(msgs)))
+	w.h.delivered.Add(uint64(n))
 
 	p.mu.Lock()
-	again := len(p.pending) > 0
+	again := len(p.pending) > 0 || len(p.marks) > 0
 	p.scheduled = again
 	p.mu.Unlock()
 	if again {

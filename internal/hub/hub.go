@@ -132,6 +132,7 @@ type waiter struct {
 	c     Conn
 	epoch string
 	at    uint64
+	first func(Position) // topics: sends the REPLY when it joins
 }
 
 type topicShard struct {
@@ -593,33 +594,55 @@ func (h *Hub) joinAt(k string, st Stream, c Conn, at Position, mode JoinMode, is
 	}
 	t.pub.Lock()
 	defer t.pub.Unlock()
-	pos, ok, out, opened := t.seq.join(at, mode, time.Now())
+	known := t.seq.known
+	now := time.Now()
+	pos, ok, out, opened := t.seq.join(at, mode, now)
 	if !ok {
 		return pos, false
 	}
 	t.joiners--
-	if first != nil {
-		first(pos)
+	h.noteGap(st, opened)
+	start := at // what c has; it gets what follows
+	if mode == JoinLive && known {
+		start = pos
 	}
-	p := &t.parts[c.ID()%numParts]
-	p.mu.Lock()
-	_, dup := p.subs[c.ID()]
-	p.subs[c.ID()] = c
-	p.mu.Unlock()
-	if !dup {
+	counted := func() {
 		t.count.Add(1)
 		if isTopic {
 			h.nSubs.Add(1)
 		}
 	}
-	if opened {
-		h.gapped.Add(1)
-		h.gaps.opened(st)
+	if mode == JoinBehind && known && at.Epoch == pos.Epoch && at.Seq > pos.Seq {
+		// Ahead: it has what is still on its way to the hub.
+		t.waiting = append(t.waiting, waiter{c: c, epoch: at.Epoch, at: at.Seq, first: first})
+		counted()
+		h.noteGap(st, t.seq.expect(at.Seq, now))
+		return pos, true
 	}
-	for _, e := range out {
-		t.enqueue(e)
+	if first != nil {
+		first(start)
 	}
+	if t.parts[c.ID()%numParts].add(c) {
+		counted()
+	}
+	h.routeTopic(t, start, out)
 	return pos, true
+}
+
+// routeTopic queues out, which follows position before, for t's
+// subscribers, joining the waiting ones as the position reaches them. The
+// caller holds t.pub.
+func (h *Hub) routeTopic(t *topic, before Position, out []*protocol.Encoded) {
+	t.waiting = route(out, before, t.waiting, func(frames []*protocol.Encoded) {
+		for _, e := range frames {
+			t.enqueue(e)
+		}
+	}, func(w waiter) {
+		if w.first != nil {
+			w.first(Position{Epoch: w.epoch, Seq: w.at})
+		}
+		t.parts[w.c.ID()%numParts].add(w.c)
+	})
 }
 
 // deliver routes m, of epoch, to the group of key k in sequence order.
@@ -630,9 +653,10 @@ func (h *Hub) deliver(k string, st Stream, epoch string, m Ordered) int {
 		return 0
 	}
 	t.pub.Lock()
-	for _, e := range h.offer(&t.seq, st, epoch, m) {
-		t.enqueue(e)
-	}
+	before := t.seq.pos
+	out := h.offer(&t.seq, st, epoch, m)
+	before.Epoch = t.seq.pos.Epoch
+	h.routeTopic(t, before, out)
 	t.pub.Unlock()
 	return int(t.count.Load())
 }
@@ -646,11 +670,11 @@ func (h *Hub) leave(k string, c Conn, isTopic bool) {
 	if t == nil {
 		return
 	}
-	p := &t.parts[c.ID()%numParts]
-	p.mu.Lock()
-	_, ok := p.subs[c.ID()]
-	delete(p.subs, c.ID())
-	p.mu.Unlock()
+	t.pub.Lock()
+	n := len(t.waiting)
+	t.waiting = slices.DeleteFunc(t.waiting, func(w waiter) bool { return w.c == c })
+	ok := len(t.waiting) < n || t.parts[c.ID()%numParts].remove(c)
+	t.pub.Unlock()
 	if !ok {
 		return
 	}

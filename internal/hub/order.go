@@ -412,9 +412,10 @@ func (h *Hub) fillGap(job gapJob) {
 			return
 		}
 		t.pub.Lock()
-		for _, e := range apply(&t.seq) {
-			t.enqueue(e)
-		}
+		before := t.seq.pos
+		out := apply(&t.seq)
+		before.Epoch = t.seq.pos.Epoch
+		h.routeTopic(t, before, out)
 		t.pub.Unlock()
 	}
 }

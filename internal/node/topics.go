@@ -357,6 +357,9 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 			return fail("history no longer holds the position") // expired
 		}
 		for _, m := range msgs {
+			if after >= last {
+				break // appended since the head was read: the join brings it
+			}
 			if m.Seq != after+1 {
 				return fail("history no longer holds the position") // expired
 			}
