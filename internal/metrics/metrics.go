@@ -83,7 +83,9 @@ var (
 	descPublished   = prometheus.NewDesc("herald_messages_published_total", "Topic and broadcast messages accepted for fan-out.", nil, nil)
 	descDelivered   = prometheus.NewDesc("herald_deliveries_total", "Messages handed to connections.", nil, nil)
 	descPasses      = prometheus.NewDesc("herald_fanout_passes_total", "Fan-out passes.", nil, nil)
-	descDropped     = prometheus.NewDesc("herald_fanout_dropped_total", "Messages dropped because a fan-out queue was full.", nil, nil)
+	descDropped     = prometheus.NewDesc("herald_fanout_dropped_total", "Fan-out queue overflows: their subscribers were disconnected to recover from their positions.", nil, nil)
+	descGaps        = prometheus.NewDesc("herald_stream_gaps_total", "Stream messages that reached the hub before one they follow (held, and filled from the store if it does not arrive).", nil, nil)
+	descFilled      = prometheus.NewDesc("herald_stream_filled_total", "Stream messages read from the store to fill gaps.", nil, nil)
 	descAcks        = prometheus.NewDesc("herald_acks_total", "ACK frames received.", nil, nil)
 	descCaughtUp    = prometheus.NewDesc("herald_caught_up_total", "Stored inbox messages sent to devices on (re)connect.", nil, nil)
 	descUndeliv     = prometheus.NewDesc("herald_undeliverable_total", "Inbox messages skipped for a device after too many redeliveries.", nil, nil)
@@ -101,7 +103,7 @@ type snapshot struct{ src Sources }
 func (s *snapshot) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descDisconnects, descFramesIn, descFramesOut, descBytesOut,
 		descWrites, descDecodeErr, descSessions, descUsers, descTopics, descSubs, descPublished, descDelivered, descPasses,
-		descDropped, descAcks, descCaughtUp, descUndeliv, descRecovered, descUnrecovered, descLogDropped,
+		descDropped, descGaps, descFilled, descAcks, descCaughtUp, descUndeliv, descRecovered, descUnrecovered, descLogDropped,
 		descStoreUp, descStoreLoss, descStoreReopen} {
 		ch <- d
 	}
@@ -136,6 +138,8 @@ func (s *snapshot) Collect(ch chan<- prometheus.Metric) {
 		counter(descDelivered, h.Delivered)
 		counter(descPasses, h.Passes)
 		counter(descDropped, h.Dropped)
+		counter(descGaps, h.Gaps)
+		counter(descFilled, h.Filled)
 	}
 	if s.src.Node != nil {
 		n := s.src.Node()
