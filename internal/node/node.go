@@ -28,11 +28,11 @@ type Verifier interface {
 	Verify(token string) (auth.Claims, error)
 }
 
-// Registry records online sessions.
+// Registry records online sessions (registry.Registry is one).
 type Registry interface {
-	Claim(s *registry.Session, replace bool) (prev registry.Session, hadPrev, ok bool)
-	Release(s *registry.Session)
-	Lookup(app, user string) []registry.Session
+	Claim(ctx context.Context, s *registry.Session, replace bool) (prev registry.Session, hadPrev bool, err error)
+	Release(ctx context.Context, s *registry.Session) error
+	Lookup(ctx context.Context, app, user string) ([]registry.Session, error)
 	Count() int
 }
 
@@ -192,7 +192,9 @@ func (n *Node) release(c *gateway.Conn, s *session) {
 	}
 	n.hub.LeaveApp(s.reg.App, c)
 	n.hub.RemoveUser(s.reg.App, s.reg.User, c)
-	n.reg.Release(&s.reg)
+	if err := n.reg.Release(context.Background(), &s.reg); err != nil {
+		n.log.Warn("registry release failed; the registry retries it", "conn_id", c.ID(), "user", s.reg.User, "err", err)
+	}
 }
 
 func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
@@ -231,12 +233,17 @@ func (n *Node) connect(c *gateway.Conn, f *protocol.Frame) {
 			ConnID: c.ID(), Since: c.Opened(), Transport: c.Transport().String(), Remote: c.RemoteAddr(),
 		},
 	}
-	prev, hadPrev, ok := n.reg.Claim(&s.reg, n.cfg.DuplicateLogin != DuplicateRefuse)
-	if !ok {
+	prev, hadPrev, err := n.reg.Claim(context.Background(), &s.reg, n.cfg.DuplicateLogin != DuplicateRefuse)
+	if errors.Is(err, registry.ErrDuplicate) {
 		c.Close(protocol.NewDisconnect(protocol.DisconnectDuplicateRefused))
 		return
 	}
-	if hadPrev {
+	if err != nil {
+		n.log.Warn("connect refused: registry claim failed", "conn_id", c.ID(), "user", s.reg.User, "err", err)
+		c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
+		return
+	}
+	if hadPrev && prev.Node == n.cfg.ID { // a session on another node is closed there
 		n.closeConn(prev.App, prev.User, prev.ConnID, protocol.NewDisconnect(protocol.DisconnectReplaced))
 	}
 	c.SetSession(s)

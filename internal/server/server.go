@@ -84,7 +84,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		return nil, err
 	}
 	h := hub.New(hub.Config{Workers: cfg.FanoutWorkers, Logger: log})
-	reg := registry.NewMemory()
+	reg := registry.NewMemory(registry.MemoryOptions{Node: registry.NodeInfo{ID: cfg.Node}, Now: opt.Now})
 	verifier := auth.NewVerifier(cfg.AppSecrets(), opt.Now)
 	n := node.New(node.Config{
 		ID:               cfg.Node,
