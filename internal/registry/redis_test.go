@@ -30,7 +30,7 @@ import (
 // The lease of the tests' nodes: short, so that a dead node's sessions go
 // quickly, and long enough that a loaded machine renews in time.
 const (
-	testLease = time.Second
+	testLease = 2 * time.Second
 	testRenew = 100 * time.Millisecond
 )
 
