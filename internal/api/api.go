@@ -37,8 +37,8 @@ type Service interface {
 	Status(ctx context.Context, app, user, id, device string) (state string, seq uint64, err error)
 	Publish(ctx context.Context, app, topic string, m node.Message) (node.Published, error)
 	Broadcast(ctx context.Context, app string, m node.Message) (node.Published, error)
-	Presence(app, user string) []registry.Session
-	Kick(app, user, device, reason string) int
+	Presence(ctx context.Context, app, user string) ([]registry.Session, error)
+	Kick(ctx context.Context, app, user, device, reason string) (int, error)
 }
 
 // Keys resolves an API key to its app.
@@ -615,12 +615,21 @@ type presenceResult struct {
 	Devices []registry.Session `json:"devices"`
 }
 
-func (a *API) presenceOf(app, user string) presenceResult {
-	s := a.svc.Presence(app, user)
+func (a *API) presenceOf(ctx context.Context, app, user string) (presenceResult, error) {
+	s, err := a.svc.Presence(ctx, app, user)
+	if err != nil {
+		return presenceResult{}, presenceError(err)
+	}
 	if s == nil {
 		s = []registry.Session{}
 	}
-	return presenceResult{User: user, Online: len(s) > 0, Devices: s}
+	return presenceResult{User: user, Online: len(s) > 0, Devices: s}, nil
+}
+
+// presenceError turns a failed registry lookup into a 503.
+func presenceError(err error) error {
+	return &httpError{status: http.StatusServiceUnavailable, code: "presence_unavailable",
+		msg: "the presence registry cannot answer now; retry later: " + err.Error()}
 }
 
 func (a *API) presence(w http.ResponseWriter, r *http.Request, app string) error {
@@ -628,7 +637,11 @@ func (a *API) presence(w http.ResponseWriter, r *http.Request, app string) error
 	if err := validName("user", user); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.presenceOf(app, user))
+	p, err := a.presenceOf(r.Context(), app, user)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
 	return nil
 }
 
@@ -647,7 +660,11 @@ func (a *API) presenceMany(w http.ResponseWriter, r *http.Request, app string) e
 		if err := validName("user", string(u)); err != nil {
 			return err
 		}
-		out = append(out, a.presenceOf(app, string(u)))
+		p, err := a.presenceOf(r.Context(), app, string(u))
+		if err != nil {
+			return err
+		}
+		out = append(out, p)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": out})
 	return nil
@@ -726,7 +743,10 @@ func (a *API) kick(w http.ResponseWriter, r *http.Request, app string) error {
 	if !utf8.ValidString(string(b.Reason)) {
 		return badRequest("bad_reason", "reason is not valid UTF-8 text")
 	}
-	n := a.svc.Kick(app, user, string(b.Device), string(b.Reason))
+	n, err := a.svc.Kick(r.Context(), app, user, string(b.Device), string(b.Reason))
+	if err != nil {
+		return presenceError(err)
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"kicked": n})
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -24,8 +25,9 @@ const (
 
 // fakeService records what the API asks of the node.
 type fakeService struct {
-	mu    sync.Mutex
-	calls []call
+	mu          sync.Mutex
+	calls       []call
+	presenceErr error // what Presence and Kick fail with
 }
 
 // call is one operation that reached the service, with the names and ids
@@ -95,14 +97,14 @@ func (f *fakeService) Broadcast(_ context.Context, _ string, m node.Message) (no
 	return node.Published{ID: m.ID, Seq: 1}, nil
 }
 
-func (f *fakeService) Presence(_, user string) []registry.Session {
+func (f *fakeService) Presence(_ context.Context, _, user string) ([]registry.Session, error) {
 	f.record("presence", []string{user}, nil)
-	return nil
+	return nil, f.presenceErr
 }
 
-func (f *fakeService) Kick(_, user, device, reason string) int {
+func (f *fakeService) Kick(_ context.Context, _, user, device, reason string) (int, error) {
 	f.record("kick", []string{user, device}, []string{reason})
-	return 0
+	return 0, f.presenceErr
 }
 
 type testKeys struct{}
@@ -178,5 +180,30 @@ func TestHealth(t *testing.T) {
 	defer srv2.Close()
 	if status, body := get(t, srv2.URL+"/healthz"); status != 200 || body != `{"status":"ok"}` {
 		t.Fatalf("no hook: %d %s", status, body)
+	}
+}
+
+// TestPresenceUnavailable: when the registry cannot answer, presence (of
+// one user or several) and kick answer 503 presence_unavailable in JSON.
+func TestPresenceUnavailable(t *testing.T) {
+	a, svc := testAPI(func(c *Config) { c.BodyTimeout = 0 }) // a recorder has no read deadline to clear
+	svc.presenceErr = fmt.Errorf("lookup: %w", errors.New("registry unavailable: connection refused"))
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/v1/apps/" + testApp + "/users/alice/presence", ""},
+		{"POST", "/v1/apps/" + testApp + "/presence", `{"users":["alice","bob"]}`},
+		{"POST", "/v1/apps/" + testApp + "/users/alice/kick", `{"device":"phone"}`},
+	} {
+		req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		w := httptest.NewRecorder()
+		a.ServeHTTP(w, req)
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Content-Type") != "application/json" ||
+			json.Unmarshal(w.Body.Bytes(), &e) != nil || e.Error.Code != "presence_unavailable" ||
+			!strings.Contains(e.Error.Message, "connection refused") {
+			t.Fatalf("%s %s with the registry down: %d %s", tc.method, tc.path, w.Code, w.Body.Bytes())
+		}
 	}
 }

@@ -22,6 +22,7 @@
 package node
 
 import (
+	"context"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
@@ -40,11 +41,11 @@ type Verifier interface {
 	Verify(token string) (auth.Claims, error)
 }
 
-// Registry records online sessions.
+// Registry records online sessions (registry.Registry is one).
 type Registry interface {
-	Claim(s *registry.Session, replace bool) (prev registry.Session, hadPrev, ok bool)
-	Release(s *registry.Session)
-	Lookup(app, user string) []registry.Session
+	Claim(ctx context.Context, s *registry.Session, replace bool) (prev registry.Session, hadPrev bool, err error)
+	Release(ctx context.Context, s *registry.Session) error
+	Lookup(ctx context.Context, app, user string) ([]registry.Session, error)
 	Count() int
 }
 

@@ -124,7 +124,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	v := auth.NewVerifier(map[string][]byte{"a": []byte(testSecret)}, time.Now)
 	cfg.ID = "test"
 	cfg.Logger = nil
-	n = New(cfg, v, h, registry.NewMemory(), st)
+	n = New(cfg, v, h, registry.NewMemory(registry.MemoryOptions{Node: registry.NodeInfo{ID: "test"}}), st)
 	t.Cleanup(func() {
 		_ = h.Shutdown(context.Background())
 		n.Wait()
@@ -240,7 +240,7 @@ func TestRecoverWhilePublishing(t *testing.T) {
 func TestKickDuringCatchUp(t *testing.T) {
 	e := newEnv(t, Config{})
 	c := e.connect(t, "u", "d")
-	if n := e.n.Kick("a", "u", "d", ""); n != 1 {
+	if n, err := e.n.Kick(context.Background(), "a", "u", "d", ""); err != nil || n != 1 {
 		t.Fatalf("Kick = %d, want 1", n)
 	}
 	if !c.Closed() {

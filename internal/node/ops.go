@@ -125,19 +125,23 @@ func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser
 }
 
 // Presence returns the online sessions of user.
-func (n *Node) Presence(app, user string) []registry.Session {
-	return n.reg.Lookup(app, user)
+func (n *Node) Presence(ctx context.Context, app, user string) ([]registry.Session, error) {
+	return n.reg.Lookup(ctx, app, user)
 }
 
 // Kick disconnects user's connections on this node (only device's, if
 // device is not empty) and returns how many were closed.
-func (n *Node) Kick(app, user, device, reason string) int {
+func (n *Node) Kick(ctx context.Context, app, user, device, reason string) (int, error) {
 	d := protocol.NewDisconnect(protocol.DisconnectKicked)
 	if reason != "" {
 		d.Reason = reason
 	}
+	sessions, err := n.reg.Lookup(ctx, app, user)
+	if err != nil {
+		return 0, err
+	}
 	closed := 0
-	for _, s := range n.reg.Lookup(app, user) {
+	for _, s := range sessions {
 		if device != "" && s.Device != device {
 			continue
 		}
@@ -145,7 +149,7 @@ func (n *Node) Kick(app, user, device, reason string) int {
 			closed++
 		}
 	}
-	return closed
+	return closed, nil
 }
 
 // Stats are the node's own counters.

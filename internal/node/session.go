@@ -90,7 +90,9 @@ func (n *Node) release(c Conn, s *session) {
 	}
 	n.hub.LeaveApp(s.reg.App, c)               // a no-op if it had not joined
 	n.hub.RemoveUser(s.reg.App, s.reg.User, c) // joined to the inbox or only a member
-	n.reg.Release(&s.reg)
+	if err := n.reg.Release(context.Background(), &s.reg); err != nil {
+		n.log.Warn("registry release failed; the registry retries it", "conn_id", c.ID(), "user", s.reg.User, "err", err)
+	}
 }
 
 func (n *Node) connect(c Conn, f *protocol.Frame) {
@@ -129,12 +131,17 @@ func (n *Node) connect(c Conn, f *protocol.Frame) {
 			ConnID: c.ID(), Since: c.Opened(), Transport: c.TransportName(), Remote: c.RemoteAddr(),
 		},
 	}
-	prev, hadPrev, ok := n.reg.Claim(&s.reg, n.cfg.DuplicateLogin != DuplicateRefuse)
-	if !ok {
+	prev, hadPrev, err := n.reg.Claim(context.Background(), &s.reg, n.cfg.DuplicateLogin != DuplicateRefuse)
+	if errors.Is(err, registry.ErrDuplicate) {
 		c.Close(protocol.NewDisconnect(protocol.DisconnectDuplicateRefused))
 		return
 	}
-	if hadPrev {
+	if err != nil {
+		n.log.Warn("connect refused: registry claim failed", "conn_id", c.ID(), "user", s.reg.User, "err", err)
+		c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
+		return
+	}
+	if hadPrev && prev.Node == n.cfg.ID { // a session on another node is closed there
 		n.closeConn(prev.App, prev.User, prev.ConnID, protocol.NewDisconnect(protocol.DisconnectReplaced))
 	}
 	// A member of the user's connections from now on (kicks and

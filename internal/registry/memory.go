@@ -1,9 +1,8 @@
-// Package registry records who is online: which users, with which devices,
-// on which node, since when. Memory is the embedded implementation; a
-// clustered one keeps the same contract on a shared store.
 package registry
 
 import (
+	"context"
+	"fmt"
 	"hash/maphash"
 	"sort"
 	"sync"
@@ -11,37 +10,49 @@ import (
 	"time"
 )
 
-// Session is one online device of a user. The registry keeps a pointer to
-// the caller's Session, not a copy: one connection's session exists once in
-// memory. Its fields must not change after Claim.
-type Session struct {
-	App       string    `json:"-"`
-	User      string    `json:"-"`
-	Device    string    `json:"device"`
-	Node      string    `json:"node"`
-	ConnID    uint64    `json:"conn_id"`
-	Since     time.Time `json:"since"`
-	Transport string    `json:"transport"`
-	Remote    string    `json:"remote,omitempty"`
-}
-
 const numShards = 64
 
-// Memory is an in-process registry, safe for concurrent use.
+// Memory is the registry of a single node, in process, safe for concurrent
+// use. It keeps the callers' *Session pointers (a session costs one
+// pointer in a slice here) and does no I/O: its operations fail only when
+// the context is done or after Close.
 type Memory struct {
 	seed   maphash.Seed
 	shards [numShards]shard
 	count  atomic.Int64
+	closed atomic.Bool
+	node   NodeInfo
+	load   func() Load
+	now    func() time.Time
 }
+
+var _ Registry = (*Memory)(nil)
 
 type shard struct {
 	mu sync.RWMutex
 	m  map[string][]*Session // app\x00user → sessions, one per device
 }
 
+// MemoryOptions configures a Memory registry.
+type MemoryOptions struct {
+	// Node is what Nodes reports of this node; Sessions and Seen are
+	// filled in, and Started defaults to when NewMemory was called.
+	Node NodeInfo
+	// Load, if set, is called by Nodes for the node's load.
+	Load func() Load
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
 // NewMemory returns an empty registry.
-func NewMemory() *Memory {
-	m := &Memory{seed: maphash.MakeSeed()}
+func NewMemory(opts MemoryOptions) *Memory {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Node.Started.IsZero() {
+		opts.Node.Started = opts.Now()
+	}
+	m := &Memory{seed: maphash.MakeSeed(), node: opts.Node, load: opts.Load, now: opts.Now}
 	for i := range m.shards {
 		m.shards[i].m = make(map[string][]*Session)
 	}
@@ -53,35 +64,45 @@ func (m *Memory) shard(app, user string) (*shard, string) {
 	return &m.shards[maphash.String(m.seed, k)%numShards], k
 }
 
-// Claim records s as the session of its user's device. If the device already
-// has a session, Claim replaces it when replace is true and returns the old
-// one, or leaves it and reports ok == false. The check and the update are
-// atomic, so two connections of one device cannot both win.
-func (m *Memory) Claim(s *Session, replace bool) (prev Session, hadPrev, ok bool) {
+func (m *Memory) check(ctx context.Context, op string) error {
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	return ctxErr(ctx, op)
+}
+
+// Claim implements Registry. Memory keeps s itself.
+func (m *Memory) Claim(ctx context.Context, s *Session, replace bool) (prev Session, hadPrev bool, err error) {
+	if err := m.check(ctx, "claim"); err != nil {
+		return Session{}, false, err
+	}
 	sh, k := m.shard(s.App, s.User)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	list := sh.m[k]
 	for i := range list {
 		if list[i].Device == s.Device {
-			if !replace {
-				return *list[i], true, false
-			}
 			prev = *list[i]
+			if !replace {
+				return prev, true, fmt.Errorf("%w: device %q of user %q is on node %q (session %s)", ErrDuplicate, prev.Device, prev.User, prev.Node, prev.ID())
+			}
 			next := append([]*Session(nil), list...)
 			next[i] = s
 			sh.m[k] = next
-			return prev, true, true
+			return prev, true, nil
 		}
 	}
 	sh.m[k] = append(list[:len(list):len(list)], s)
 	m.count.Add(1)
-	return Session{}, false, true
+	return Session{}, false, nil
 }
 
-// Release removes s if it is still the session of its device (a newer
-// session that replaced it is left alone).
-func (m *Memory) Release(s *Session) {
+// Release implements Registry. It never fails but after Close: it does
+// its work even when ctx is done, since it does not wait.
+func (m *Memory) Release(_ context.Context, s *Session) error {
+	if m.closed.Load() {
+		return ErrClosed
+	}
 	sh, k := m.shard(s.App, s.User)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -96,13 +117,17 @@ func (m *Memory) Release(s *Session) {
 				sh.m[k] = append(next, list[i+1:]...)
 			}
 			m.count.Add(-1)
-			return
+			return nil
 		}
 	}
+	return nil
 }
 
-// Lookup returns the sessions of a user, sorted by device.
-func (m *Memory) Lookup(app, user string) []Session {
+// Lookup implements Registry.
+func (m *Memory) Lookup(ctx context.Context, app, user string) ([]Session, error) {
+	if err := m.check(ctx, "lookup"); err != nil {
+		return nil, err
+	}
 	sh, k := m.shard(app, user)
 	sh.mu.RLock()
 	list := sh.m[k]
@@ -112,8 +137,36 @@ func (m *Memory) Lookup(app, user string) []Session {
 		out[i] = *s
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
-	return out
+	return out, nil
 }
 
-// Count returns the number of sessions.
+// Count implements Registry: the number of sessions in the registry.
 func (m *Memory) Count() int { return int(m.count.Load()) }
+
+// Nodes implements Registry: this node, the only one.
+func (m *Memory) Nodes(ctx context.Context) ([]NodeInfo, error) {
+	if err := m.check(ctx, "nodes"); err != nil {
+		return nil, err
+	}
+	n := m.node
+	n.Sessions = m.Count()
+	n.Seen = m.now()
+	if m.load != nil {
+		n.Load = m.load()
+	}
+	return []NodeInfo{n}, nil
+}
+
+// Health implements Registry: a Memory registry works until it is closed.
+func (m *Memory) Health() error {
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close implements Registry.
+func (m *Memory) Close() error {
+	m.closed.Store(true)
+	return nil
+}

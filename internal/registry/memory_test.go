@@ -1,63 +1,69 @@
-package registry
+package registry_test
 
 import (
-	"sync"
+	"strconv"
+	"sync/atomic"
 	"testing"
+	"unsafe"
+
+	"github.com/herald-push/herald/internal/registry"
+	"github.com/herald-push/herald/internal/registry/registrytest"
 )
 
-func TestClaimReplaceRefuse(t *testing.T) {
-	m := NewMemory()
-	a := &Session{App: "app", User: "u", Device: "d", ConnID: 1}
-	if _, had, ok := m.Claim(a, true); had || !ok {
-		t.Fatalf("first claim: had=%v ok=%v", had, ok)
+func TestMemoryConformance(t *testing.T) {
+	registrytest.Run(t, registrytest.Config{
+		NewCluster: func(t *testing.T) registrytest.NewNode {
+			return func(node registry.NodeInfo, load func() registry.Load) registry.Registry {
+				return registry.NewMemory(registry.MemoryOptions{Node: node, Load: load})
+			}
+		},
+	})
+}
+
+// TestMemoryKeepsPointer checks the memory budget: the registry keeps the
+// caller's session, not a copy, and a Session is no bigger than it was on
+// one node (128 bytes: its id is computed, not stored).
+func TestMemoryKeepsPointer(t *testing.T) {
+	if n := unsafe.Sizeof(registry.Session{}); n > 128 {
+		t.Fatalf("Session is %d bytes; it was 128", n)
 	}
-	b := &Session{App: "app", User: "u", Device: "d", ConnID: 2}
-	if prev, had, ok := m.Claim(b, false); !had || ok || prev.ConnID != 1 {
-		t.Fatalf("refuse: prev=%v had=%v ok=%v", prev, had, ok)
+	m := registry.NewMemory(registry.MemoryOptions{})
+	a := &registry.Session{App: "app", User: "u", Device: "d", Node: "n", ConnID: 1}
+	if _, _, err := m.Claim(t.Context(), a, false); err != nil {
+		t.Fatal(err)
 	}
-	if prev, had, ok := m.Claim(b, true); !had || !ok || prev.ConnID != 1 {
-		t.Fatalf("replace: prev=%v had=%v ok=%v", prev, had, ok)
+	// Release is by identity: an equal copy is another session.
+	cp := *a
+	if err := m.Release(t.Context(), &cp); err != nil {
+		t.Fatal(err)
 	}
-	m.Release(a) // stale: must not remove b
-	if got := m.Lookup("app", "u"); len(got) != 1 || got[0].ConnID != 2 {
-		t.Fatalf("after stale release: %v", got)
+	if m.Count() != 1 {
+		t.Fatalf("a copy released the session: Count %d", m.Count())
 	}
-	other := &Session{App: "app", User: "u", Device: "e", ConnID: 3}
-	m.Claim(other, true)
-	if got := m.Lookup("app", "u"); len(got) != 2 || got[0].Device != "d" || got[1].Device != "e" {
-		t.Fatalf("two devices: %v", got)
+	if err := m.Release(t.Context(), a); err != nil || m.Count() != 0 {
+		t.Fatalf("Release: %v, Count %d", err, m.Count())
 	}
-	if m.Count() != 2 {
-		t.Fatalf("count = %d", m.Count())
-	}
-	m.Release(b)
-	m.Release(other)
-	if got := m.Lookup("app", "u"); len(got) != 0 || m.Count() != 0 {
-		t.Fatalf("after release: %v count %d", got, m.Count())
-	}
-	if got := m.Lookup("other-app", "u"); len(got) != 0 {
-		t.Fatalf("app isolation: %v", got)
+	if got := a.ID(); got != "n-1" {
+		t.Fatalf("ID() = %q; want n-1", got)
 	}
 }
 
-func TestClaimConcurrentOneWinner(t *testing.T) {
-	m := NewMemory()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	wins := 0
-	for i := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, _, ok := m.Claim(&Session{App: "a", User: "u", Device: "d", ConnID: uint64(i)}, false); ok {
-				mu.Lock()
-				wins++
-				mu.Unlock()
+// BenchmarkMemoryClaimRelease measures the single-node registry's cost per
+// session: a claim and its release.
+func BenchmarkMemoryClaimRelease(b *testing.B) {
+	m := registry.NewMemory(registry.MemoryOptions{})
+	ctx := b.Context()
+	b.ReportAllocs()
+	var workers atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		s := &registry.Session{App: "app", User: "u" + strconv.FormatInt(workers.Add(1), 10), Device: "d", Node: "n"}
+		for pb.Next() {
+			if _, _, err := m.Claim(ctx, s, true); err != nil {
+				b.Fatal(err)
 			}
-		}()
-	}
-	wg.Wait()
-	if wins != 1 || m.Count() != 1 {
-		t.Fatalf("wins = %d, count = %d", wins, m.Count())
-	}
+			if err := m.Release(ctx, s); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -88,7 +88,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	h := hub.New(hub.Config{Workers: cfg.FanoutWorkers, Logger: log, Filler: fillFunc(func(ctx context.Context, s hub.Stream, after, before uint64) (string, []hub.Ordered, error) {
 		return n.Fill(ctx, s, after, before)
 	})})
-	reg := registry.NewMemory()
+	reg := registry.NewMemory(registry.MemoryOptions{Node: registry.NodeInfo{ID: cfg.Node}, Now: opt.Now})
 	verifier := auth.NewVerifier(cfg.AppSecrets(), opt.Now)
 	n = node.New(node.Config{
 		ID:               cfg.Node,
