@@ -82,8 +82,39 @@ type Config struct {
 	ReplayRate     int `yaml:"replay_rate"`     // bytes of topic and broadcast history replayed per second
 	ReplayBurst    int `yaml:"replay_burst"`    // bytes replayed at once (one recovery of up to outbound_limit/4 is always allowed when the bucket is full)
 
+	// Cluster joins this server to a cluster of nodes sharing Redis and
+	// NATS; empty (the default) runs one node alone.
+	Cluster Cluster `yaml:"cluster"`
+
 	Log Log `yaml:"log"`
 }
+
+// Cluster configures a node of a cluster: the shared engines, and what the
+// node tells clients and the other nodes.
+type Cluster struct {
+	// Redis is the address (host:port) of the Redis that holds the
+	// cluster's message store and presence. Set with NATS, it makes this
+	// server a node of the cluster.
+	Redis string `yaml:"redis"`
+	// NATS is the URL of the NATS server (or servers, comma-separated)
+	// that carries messages and control between nodes.
+	NATS string `yaml:"nats"`
+	// Prefix starts every Redis key and NATS subject of the cluster; nodes
+	// of one cluster share it, and two clusters on the same engines differ
+	// in it.
+	Prefix string `yaml:"prefix"`
+	// AdvertiseWS and AdvertiseTCP are the addresses clients use to reach
+	// this node (a WebSocket URL and a host:port), as listed by
+	// GET /v1/cluster; default: the listeners' addresses.
+	AdvertiseWS  string `yaml:"advertise_ws"`
+	AdvertiseTCP string `yaml:"advertise_tcp"`
+	// Lease is how long this node's presence lives in Redis without a
+	// renewal: how long a dead node's sessions may still look online.
+	Lease time.Duration `yaml:"lease"`
+}
+
+// Enabled reports whether the server is a node of a cluster.
+func (c Cluster) Enabled() bool { return c.Redis != "" || c.NATS != "" }
 
 // Listener is a network listener. TLS is on when both TLSCert and TLSKey are
 // set.
@@ -143,6 +174,7 @@ func Default() Config {
 		FanoutWorkers:    runtime.NumCPU(),
 		GCPercent:        DefaultGCPercent,
 		Store:            "embedded",
+		Cluster:          Cluster{Prefix: "herald", Lease: 5 * time.Second},
 		MessageTTL:       72 * time.Hour,
 		MaxRedeliveries:  10,
 		HistorySize:      1000,

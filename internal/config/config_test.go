@@ -177,6 +177,21 @@ func TestValidateRules(t *testing.T) {
 		want   string // prefix of the only problem; "" means valid
 	}{
 		{"tcp disabled", func(c *Config) { c.TCP.Addr = "" }, ""},
+		{"cluster", func(c *Config) {
+			c.Store, c.Cluster.Redis, c.Cluster.NATS = "redis", "127.0.0.1:6379", "nats://127.0.0.1:4222"
+			c.Cluster.AdvertiseWS, c.Cluster.AdvertiseTCP = "ws://10.0.0.5:8080/ws", "10.0.0.5:8090"
+		}, ""},
+		{"cluster without nats", func(c *Config) { c.Store, c.Cluster.Redis = "redis", "127.0.0.1:6379" }, "cluster.nats: must be set"},
+		{"cluster with the embedded store", func(c *Config) {
+			c.Cluster.Redis, c.Cluster.NATS = "127.0.0.1:6379", "nats://127.0.0.1:4222"
+		}, "store: must be \"redis\" in a cluster"},
+		{"redis store alone", func(c *Config) { c.Store = "redis" }, "store: \"redis\" is the store of a cluster"},
+		{"cluster prefix with a dot", func(c *Config) {
+			c.Store, c.Cluster.Redis, c.Cluster.NATS, c.Cluster.Prefix = "redis", "127.0.0.1:6379", "nats://127.0.0.1:4222", "a.b"
+		}, "cluster.prefix:"},
+		{"cluster advertise not a URL", func(c *Config) {
+			c.Store, c.Cluster.Redis, c.Cluster.NATS, c.Cluster.AdvertiseWS = "redis", "127.0.0.1:6379", "nats://127.0.0.1:4222", "10.0.0.5:8080"
+		}, "cluster.advertise_ws:"},
 		{"all interfaces", func(c *Config) { c.WS.Addr = ":8080" }, ""},
 		{"ipv6", func(c *Config) { c.WS.Addr = "[::1]:8080" }, ""},
 		{"port zero shared", func(c *Config) { c.WS.Addr, c.TCP.Addr, c.API.Addr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0" }, ""},

@@ -89,7 +89,8 @@ duplicate_login: replace
 gc_percent: 50
 # Message store for user inboxes: "embedded" keeps them on disk under
 # data_dir/store (store-then-send: the API answers after the message is
-# durable); "memory" loses them on restart.
+# durable); "memory" loses them on restart; "redis" is a cluster's (see
+# cluster below).
 store: embedded
 # 0: every append is fsynced before the API answers (group commit shares
 # fsyncs between concurrent pushes). A duration such as 10ms: fsync at most
@@ -127,6 +128,23 @@ replay_burst: 4194304
 # Serve Go profiling endpoints (net/http/pprof) on this address, for
 # diagnosis. Keep it on loopback. Empty (the default) disables it.
 # pprof_addr: 127.0.0.1:6060
+
+# Run as a node of a cluster (docs/cluster.md): every node shares one Redis
+# (message store and presence; store must then be "redis") and one NATS
+# (messages and control between nodes). Empty redis and nats (the default):
+# one node alone, with the embedded store.
+cluster:
+  # redis: 127.0.0.1:6379
+  # nats: nats://127.0.0.1:4222
+  # Starts every Redis key and NATS subject of the cluster.
+  prefix: herald
+  # Addresses clients use to reach this node, listed by GET /v1/cluster.
+  # Default: the listeners' addresses.
+  # advertise_ws: ws://10.0.0.5:8080/ws
+  # advertise_tcp: 10.0.0.5:8090
+  # How long this node's presence lives without a renewal: how long the
+  # sessions of a node that died may still look online.
+  lease: 5s
 
 log:
   # debug, info, warn or error.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/herald-push/herald/internal/auth"
@@ -97,9 +98,10 @@ func (c Config) Validate() error {
 	if c.DuplicateLogin != DuplicateReplace && c.DuplicateLogin != DuplicateRefuse {
 		p.add("duplicate_login", "must be %q or %q, not %q", DuplicateReplace, DuplicateRefuse, c.DuplicateLogin)
 	}
-	if c.Store != "embedded" && c.Store != "memory" {
-		p.add("store", "must be \"embedded\" or \"memory\", not %q", c.Store)
+	if c.Store != "embedded" && c.Store != "memory" && c.Store != "redis" {
+		p.add("store", "must be \"embedded\", \"memory\" or \"redis\", not %q", c.Store)
 	}
+	c.Cluster.check(&p, c.Store)
 	if c.StoreSync < 0 {
 		p.add("store_sync", "must not be negative")
 	}
@@ -302,5 +304,40 @@ func checkApp(p *problems, f string, a App) {
 		if len(key) < MinAPIKeyLen || !auth.ValidName(key) {
 			p.add(fmt.Sprintf("%s.api_keys[%d]", f, k), "must be %d-%d printable characters without spaces", MinAPIKeyLen, auth.MaxNameLen)
 		}
+	}
+}
+
+// check validates the cluster section; store is the configured store.
+func (c Cluster) check(p *problems, store string) {
+	if !c.Enabled() {
+		if store == "redis" {
+			p.add("store", "\"redis\" is the store of a cluster: set cluster.redis and cluster.nats")
+		}
+		return
+	}
+	if c.Redis == "" {
+		p.add("cluster.redis", "must be set with cluster.nats (host:port of the cluster's Redis)")
+	} else if _, _, err := net.SplitHostPort(c.Redis); err != nil {
+		p.add("cluster.redis", "must be host:port: %v", err)
+	}
+	if c.NATS == "" {
+		p.add("cluster.nats", "must be set with cluster.redis (URL of the cluster's NATS)")
+	}
+	if store != "redis" {
+		p.add("store", "must be \"redis\" in a cluster (every node reads and writes the same messages), not %q", store)
+	}
+	if c.Prefix == "" || strings.ContainsAny(c.Prefix, " .*>") {
+		p.add("cluster.prefix", "must be non-empty, without spaces, dots, * or >")
+	}
+	if c.AdvertiseWS != "" && !strings.HasPrefix(c.AdvertiseWS, "ws://") && !strings.HasPrefix(c.AdvertiseWS, "wss://") {
+		p.add("cluster.advertise_ws", "must be a ws:// or wss:// URL")
+	}
+	if c.AdvertiseTCP != "" {
+		if _, _, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimPrefix(c.AdvertiseTCP, "tcp://"), "tls://")); err != nil {
+			p.add("cluster.advertise_tcp", "must be host:port: %v", err)
+		}
+	}
+	if c.Lease < time.Second {
+		p.add("cluster.lease", "must be at least 1s")
 	}
 }
