@@ -1,0 +1,390 @@
+// Package redisstore is a store.Store on Redis that every node of a cluster
+// reads and writes: streams, their epochs and sequence numbers, id indexes
+// and cursors live in Redis, and every operation that changes a stream is
+// one Lua script, which Redis runs alone.
+//
+// # Layout
+//
+// Per stream, under a configurable key prefix P, with the stream's name as a
+// hash tag (see keys):
+//
+//	P{s}:meta  hash: epoch, last (newest seq), mark (newest trimmed seq), gen, idx
+//	P{s}:msgs  Redis stream, entry id 0-<seq>: i (id), p (payload), t (time), e (expiry)
+//	P{s}:ids   hash: message id → "<seq>[:<expiry>]"
+//	P{s}:acks  hash: device → cursor
+//
+// and for the whole store a sorted set Pexpiry ("<seq>:<stream>" scored by
+// expiry) that Expire walks, and two small strings Pgen and Pboot (see
+// Restarts and lost data).
+//
+// Messages are a Redis stream rather than a sorted set or hashes because
+// the stream does what Range, Trim and Expire need natively: XRANGE with an
+// exclusive start is Range by seq, XTRIM MINID is Trim by count, XDEL
+// removes one expired message, and entries are kept in listpacks that store
+// the field names once per node, so a 100-byte message costs little more
+// than its bytes. Its last-generated-id survives deletions, which tells how
+// far a stream went when its meta is lost. A sorted set would need the
+// message encoded into its member (and decoded in Lua to check an expiry);
+// a hash per message is a key per message and has no order.
+//
+// # Scripts
+//
+// Append is one script per call: it checks each id against the id index
+// (a held, unexpired message with the id makes it a duplicate), assigns
+// seqs, writes the messages, their index entries and expiry members, and
+// moves last, atomically. Head, Range, Lookup and Ack are scripts too,
+// because they may create the stream's meta (Head of a stream never
+// appended to returns the epoch its first append will get) or find its data
+// lost. Trim and Expire run one script per chunk of messages. Scripts are
+// called by hash (EVALSHA); when Redis says NOSCRIPT (after a restart or a
+// SCRIPT FLUSH) the store loads them again. There is no lock in the store:
+// Redis serialises scripts, so two nodes appending to one stream get
+// contiguous, unique seqs and share the id index.
+//
+// AppendMulti sends one script call per stream (its parts merged, in order)
+// in one pipeline: one round trip, and for Redis with appendfsync always one
+// fsync for all of them, but not one atomic write. Each stream's part is
+// atomic; if the call fails (the connection drops mid-pipeline), some
+// streams may have stored their part and others not, which is what the
+// contract's "some parts may or may not be stored: retry with the same
+// ids" covers.
+//
+// # Restarts and lost data
+//
+// Each stream has its own epoch, random, written with its meta by the first
+// operation on it. A stream takes a new epoch when its scripts find that
+// data it had acknowledged may be gone:
+//
+//   - its meta is missing while its messages, ids or cursors exist (a key
+//     evicted or deleted): seqs continue after the highest any of them
+//     shows, and first is the oldest message still held;
+//   - its messages should be held (last > mark) but the stream key is gone:
+//     nothing is held any more and seqs continue after last;
+//   - its meta was written under an older generation. Pboot records the
+//     run id of the Redis process last seen and whether it was durable
+//     (appendonly yes, appendfsync always). After a restart Redis has no
+//     scripts; the store checks Pboot before loading them again and bumps
+//     Pgen unless both the old and the new process were durable: a Redis
+//     that snapshots (RDB) or fsyncs every second can come back with its
+//     last writes missing, meta and messages rolled back together, and only
+//     a new epoch keeps a seq from being handed out twice in one epoch.
+//
+// When every key of a stream is gone (FLUSHALL, a restart without
+// persistence) the stream simply starts again with a new epoch. An id index
+// that vanished while its messages are held is rebuilt from them, without a
+// new epoch. Lost cursors only cause redelivery (the contract allows a
+// cursor to lag). Messages of a stream that lost its messages key may leave
+// members in Pexpiry; Expire drops them.
+//
+// # Durability
+//
+// An Append returns once Redis has run its script. Whether that is on disk
+// is Redis's configuration: only appendonly yes with appendfsync always
+// writes and fsyncs the AOF before replying (Redis groups the fsyncs of
+// concurrent clients). With appendfsync everysec a crash of Redis or of its
+// machine loses up to a second of acknowledged appends; with RDB snapshots
+// alone, everything since the last one. Open reads the configuration
+// (CONFIG GET; on a managed Redis where CONFIG is renamed it is "unknown")
+// and Durability reports it, so that the server can warn. The epochs make
+// such a loss visible to clients rather than silent (see above). With
+// replicas, a failover can lose what the old primary acknowledged before
+// replicating it; this store does not WAIT for replicas.
+//
+// The shared engine must not evict the store's keys: set maxmemory-policy
+// noeviction (or any volatile-* policy: the store sets no TTLs). Eviction is
+// detected as data loss, not prevented.
+//
+// # Redis Cluster
+//
+// Each stream's keys share a hash tag, so each stream script touches one
+// slot except for Pgen (read by every stream script) and Pexpiry (written by
+// Append, Trim and Expire), which live in other slots. This store therefore
+// runs on one Redis primary (with replicas and Sentinel if wanted). On
+// Redis Cluster it would need the generation per slot (or per stream,
+// checked on each node's restart) and the expiry index split per slot,
+// e.g. P{s}:exp per stream plus a per-slot index of streams with expiring
+// messages written in the same script, with Expire walking every slot.
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/herald-push/herald/internal/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultAddr           = "127.0.0.1:6379"
+	DefaultPrefix         = "herald:"
+	DefaultTimeout        = 2 * time.Second
+	DefaultHealthInterval = time.Second
+)
+
+const (
+	// rangeBudget bounds the entries one Range script looks at beyond its
+	// limit, so that a stream full of expired messages does not hold
+	// Redis for long.
+	rangeBudget = 1024
+	// trimChunk bounds the messages one Trim script drops.
+	trimChunk = 1024
+	// expireChunk bounds the expiry index members one Expire step reads.
+	expireChunk = 1024
+)
+
+// Options configures Open.
+type Options struct {
+	// Client is the Redis client to use; the store does not close it. Nil:
+	// the store makes its own from Addr, Password and DB. A client's own
+	// retries should be off (MaxRetries -1): a retried script could store
+	// messages without ids twice.
+	Client *redis.Client
+	// Addr is host:port of Redis when Client is nil; "" means DefaultAddr.
+	Addr string
+	// Password and DB are used when Client is nil.
+	Password string
+	DB       int
+	// PoolSize bounds the connections of the client the store makes; 0
+	// means go-redis's default (10 per CPU).
+	PoolSize int
+	// Timeout bounds dialling and every read and write of the client the
+	// store makes, so that an operation fails promptly when Redis does not
+	// answer; 0 means DefaultTimeout.
+	Timeout time.Duration
+	// Prefix begins every key of the store; "" means DefaultPrefix. Stores
+	// sharing a prefix share their data. It must not contain a brace.
+	Prefix string
+	// Now is the clock for acceptance times, expiry and age trims; nil
+	// means time.Now. Every node of a cluster should have the same time.
+	Now func() time.Time
+	// HealthInterval is how often the store pings Redis for Health; 0
+	// means DefaultHealthInterval.
+	HealthInterval time.Duration
+}
+
+// Store is a store.Store on Redis. Safe for concurrent use, by any number
+// of Stores on the same Redis and prefix.
+type Store struct {
+	rdb     *redis.Client
+	ownsRDB bool
+	keys    keys
+	now     func() time.Time
+	timeout time.Duration
+
+	closed atomic.Bool
+	health atomic.Pointer[error] // nil while Redis answers
+
+	reloadMu   sync.Mutex
+	loads      atomic.Uint64 // script loads after boot checks
+	bumps      atomic.Uint64 // generation bumps by this store
+	durability atomic.Pointer[Durability]
+
+	stop    chan struct{}
+	stopped sync.WaitGroup
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to Redis, checks its version (6.2 or later) and its
+// durability, records the Redis process it talks to (see the package
+// comment) and loads the scripts. If Redis does not answer it returns an
+// error wrapping store.ErrUnavailable.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	k, err := newKeys(opts.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{keys: k, now: opts.Now, timeout: opts.Timeout, stop: make(chan struct{})}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultTimeout
+	}
+	s.rdb = opts.Client
+	if s.rdb == nil {
+		addr := opts.Addr
+		if addr == "" {
+			addr = DefaultAddr
+		}
+		s.rdb = redis.NewClient(&redis.Options{
+			Addr:                  addr,
+			Password:              opts.Password,
+			DB:                    opts.DB,
+			PoolSize:              opts.PoolSize,
+			DialTimeout:           s.timeout,
+			ReadTimeout:           s.timeout,
+			WriteTimeout:          s.timeout,
+			PoolTimeout:           s.timeout,
+			ContextTimeoutEnabled: true,
+			// A command is never sent twice: a script that ran but whose
+			// reply was lost would store its messages again.
+			MaxRetries:    -1,
+			DialerRetries: 1,
+			// Redis 7.0 has no maintenance notifications; do not ask.
+			Protocol: 2,
+		})
+		s.ownsRDB = true
+	}
+	if err := s.reload(ctx, 0); err != nil {
+		if s.ownsRDB {
+			_ = s.rdb.Close()
+		}
+		return nil, s.wrap(ctx, "open", err)
+	}
+	interval := opts.HealthInterval
+	if interval <= 0 {
+		interval = DefaultHealthInterval
+	}
+	s.stopped.Add(1)
+	go s.healthLoop(interval)
+	return s, nil
+}
+
+// Close stops the health loop and closes the client if the store made it.
+// Later calls return store.ErrClosed; Close may be called more than once.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	close(s.stop)
+	s.stopped.Wait()
+	if s.ownsRDB {
+		if err := s.rdb.Close(); err != nil {
+			return fmt.Errorf("redisstore: close: %w", err)
+		}
+	}
+	return nil
+}
+
+// Health implements store.Store: nil while Redis answers (the store pings
+// it every HealthInterval and learns from every operation), an error
+// wrapping store.ErrUnavailable while it does not, store.ErrClosed after
+// Close.
+func (s *Store) Health() error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	if p := s.health.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (s *Store) healthLoop(interval time.Duration) {
+	defer s.stopped.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		err := s.rdb.Ping(ctx).Err()
+		cancel()
+		if err != nil && !s.closed.Load() {
+			s.setUnhealthy(err)
+		} else if err == nil {
+			s.health.Store(nil)
+		}
+	}
+}
+
+func (s *Store) setUnhealthy(err error) {
+	e := fmt.Errorf("%w: redis: %w", store.ErrUnavailable, err)
+	s.health.Store(&e)
+}
+
+// GenerationBumps returns how many times this store found that Redis had
+// restarted in a configuration that may have lost acknowledged writes and
+// moved every stream to a new epoch.
+func (s *Store) GenerationBumps() uint64 { return s.bumps.Load() }
+
+// unavailablePrefixes are Redis error replies that mean it cannot serve
+// now but will again by itself (or once an operator acts).
+var unavailablePrefixes = []string{"LOADING", "READONLY", "MASTERDOWN", "OOM", "MISCONF", "BUSY", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN"}
+
+// isUnavailable reports whether err means Redis cannot be used now: no
+// connection, a timeout, or one of unavailablePrefixes.
+func isUnavailable(err error) bool {
+	var rerr redis.Error
+	if errors.As(err, &rerr) && !errors.Is(err, redis.Nil) {
+		msg := rerr.Error()
+		for _, p := range unavailablePrefixes {
+			if strings.HasPrefix(msg, p) {
+				return true
+			}
+		}
+		return false
+	}
+	var nerr net.Error
+	return errors.As(err, &nerr) || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, context.DeadlineExceeded) || isConnErr(err)
+}
+
+// isConnErr recognises connection failures that are not net.Errors (a
+// connection closed by the peer reads as io.EOF or "connection reset").
+func isConnErr(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "EOF") || strings.Contains(msg, "connection reset") ||
+		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection refused")
+}
+
+// wrap turns an error of an operation into what the store returns: ctx's
+// error if ctx ended (wrapping store.ErrUnavailable too if Redis was not
+// answering), store.ErrClosed after Close, an error wrapping
+// store.ErrUnavailable (and marking the store unhealthy) when Redis is
+// unreachable or refuses service, and otherwise the error with context.
+func (s *Store) wrap(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if s.closed.Load() {
+		return fmt.Errorf("redisstore: %s: %w", op, store.ErrClosed)
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		if errors.Is(cerr, context.DeadlineExceeded) {
+			return fmt.Errorf("redisstore: %s: %w: %w", op, store.ErrUnavailable, cerr)
+		}
+		return fmt.Errorf("redisstore: %s: %w", op, cerr)
+	}
+	if isUnavailable(err) {
+		s.setUnhealthy(err)
+		return fmt.Errorf("redisstore: %s: %w: %w", op, store.ErrUnavailable, err)
+	}
+	return fmt.Errorf("redisstore: %s: %w", op, err)
+}
+
+// check is the common prologue of every operation.
+func (s *Store) check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return nil
+}
+
+// ok records that Redis answered.
+func (s *Store) ok() {
+	if s.health.Load() != nil {
+		s.health.Store(nil)
+	}
+}
+
+// Prefix returns the prefix of the store's keys.
+func (s *Store) Prefix() string { return s.keys.prefix }
