@@ -355,7 +355,11 @@ func (s *Store) wrap(ctx context.Context, op string, err error) error {
 	if s.closed.Load() {
 		return fmt.Errorf("redisstore: %s: %w", op, store.ErrClosed)
 	}
-	if cerr := ctx.Err(); cerr != nil {
+	cerr := ctx.Err()
+	if deadline, ok := ctx.Deadline(); ok && cerr == nil && !time.Now().Before(deadline) {
+		cerr = context.DeadlineExceeded // the socket's deadline (ctx's) fired first
+	}
+	if cerr != nil {
 		if errors.Is(cerr, context.DeadlineExceeded) {
 			return fmt.Errorf("redisstore: %s: %w: %w", op, store.ErrUnavailable, cerr)
 		}

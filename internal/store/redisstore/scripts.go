@@ -344,16 +344,22 @@ return {removed, kept}
 //	ARGV[2] 1 if it is durable (appendonly yes, appendfsync always)
 //
 // The generation is kept when the previous process and this one are both
-// durable: everything they acknowledged is on disk. It is bumped when the
-// previous one is unknown (a first start, or data loaded from an older
-// snapshot). It returns 1 if it bumped.
+// durable: everything they acknowledged is on disk. It is bumped when
+// either was not, and when the previous one is unknown but a generation
+// exists (the boot key alone was lost). It returns 1 if it bumped, 2 for
+// a new namespace (neither key exists: the generation starts at 1), 0
+// otherwise.
 const bootLua = `
 local cur = redis.call('GET', KEYS[1])
 local now = ARGV[1] .. ':' .. ARGV[2]
 if cur == now then return 0 end
+redis.call('SET', KEYS[1], now)
+if not cur and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], '1')
+  return 2
+end
 local prev_id, prev_durable = nil, nil
 if cur then prev_id, prev_durable = string.match(cur, '^(.*):(%d)$') end
-redis.call('SET', KEYS[1], now)
 if prev_id == ARGV[1] then return 0 end
 if prev_durable == '1' and ARGV[2] == '1' then return 0 end
 redis.call('INCR', KEYS[2])

@@ -56,7 +56,7 @@ func newPrefix(tb testing.TB, addr string) string {
 // deletePrefix deletes every key under prefix (which has no glob
 // characters but those newPrefix lets through from the test's name).
 func deletePrefix(tb testing.TB, addr, prefix string) {
-	rdb := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2})
+	rdb := newClient(addr)
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -100,7 +100,7 @@ func open(tb testing.TB, addr, prefix string, now func() time.Time) *redisstore.
 // deleteKeys deletes keys on addr behind the stores' back.
 func deleteKeys(tb testing.TB, addr string, keys ...string) {
 	tb.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2})
+	rdb := newClient(addr)
 	defer rdb.Close()
 	if err := rdb.Del(tb.Context(), keys...).Err(); err != nil {
 		tb.Fatalf("DEL %v: %v", keys, err)
@@ -112,4 +112,10 @@ func deleteStream(tb testing.TB, addr string, s *redisstore.Store, stream string
 	tb.Helper()
 	k := s.StreamKeys(stream)
 	deleteKeys(tb, addr, k[:]...)
+}
+
+// newClient returns a plain client of the test's own, to look at or
+// damage what the stores wrote.
+func newClient(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, Protocol: 2})
 }
