@@ -23,7 +23,7 @@ const redisServerPath = "/usr/bin/redis-server"
 // own, with its files in a temp dir: the tests kill, stop and restart it,
 // never the shared one.
 type redisServer struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	port int
 	args []string
@@ -31,10 +31,13 @@ type redisServer struct {
 	done chan struct{} // closed when cmd has exited
 }
 
+// pid returns the server's process id.
+func (r *redisServer) pid() int { return r.cmd.Process.Pid }
+
 // startRedis starts a redis-server with args (besides port, dir and log)
-// in dir, and stops it when the test ends. Without redis-server the test
+// in dir, and kills it when the test ends. Without redis-server the test
 // fails under CI and is skipped otherwise.
-func startRedis(t *testing.T, dir string, args ...string) *redisServer {
+func startRedis(t testing.TB, dir string, args ...string) *redisServer {
 	t.Helper()
 	if _, err := os.Stat(redisServerPath); err != nil {
 		if os.Getenv("CI") != "" {
@@ -129,7 +132,7 @@ func (r *redisServer) shutdown() {
 }
 
 // waitFor calls f until it returns nil, for at most d.
-func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
+func waitFor(t testing.TB, d time.Duration, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	tick := time.NewTicker(20 * time.Millisecond)
