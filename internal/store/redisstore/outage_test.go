@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -355,5 +356,55 @@ func TestOpenUnreachable(t *testing.T) {
 	}
 	if err := s.Health(); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("Health after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestFailover promotes a replica (both durable) and moves the store to
+// it, as clients following Sentinel would: the replica may lack what the
+// old primary acknowledged last, so streams take new epochs there, keep
+// what was replicated and continue their seqs.
+func TestFailover(t *testing.T) {
+	durable := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	primary := startRedis(t, t.TempDir(), append(durable, "--repl-diskless-sync-delay", "0")...)
+	replica := startRedis(t, t.TempDir(), append(durable, "--replicaof", "127.0.0.1", strconv.Itoa(primary.port))...)
+	ctx := t.Context()
+	prdb, rrdb := newClient(primary.addr()), newClient(replica.addr())
+	defer prdb.Close()
+	defer rrdb.Close()
+	waitFor(t, 10*time.Second, "replica in sync", func() error {
+		info, err := rrdb.Info(ctx, "replication").Result()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "master_link_status:up") {
+			return errors.New("master link not up")
+		}
+		return nil
+	})
+
+	a := openFast(t, primary.addr(), "herald:")
+	const st = "topic/app/news"
+	res, err := a.Append(ctx, st, store.Message{ID: "m1"}, store.Message{ID: "m2"}, store.Message{ID: "m3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := prdb.Wait(ctx, 1, 10*time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1 = %d, %v", n, err)
+	}
+	if err := rrdb.SlaveOf(ctx, "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	b := openFast(t, replica.addr(), "herald:")
+	epoch, first, last, err := b.Head(ctx, st)
+	if err != nil || epoch == res[0].Epoch || first != 1 || last != 3 {
+		t.Fatalf("Head on the promoted replica = %s, %d, %d, %v; want a new epoch (old %s), 1, 3", epoch, first, last, err, res[0].Epoch)
+	}
+	got, err := b.Append(ctx, st, store.Message{ID: "m3"}, store.Message{ID: "m4"})
+	if err != nil || got[0] != (store.Appended{Epoch: epoch, Seq: 3, Duplicate: true}) || got[1] != (store.Appended{Epoch: epoch, Seq: 4}) {
+		t.Fatalf("Append on the promoted replica = %+v, %v", got, err)
+	}
+	if n := b.GenerationBumps(); n != 1 {
+		t.Fatalf("generation bumps on the promoted replica: %d, want 1", n)
 	}
 }

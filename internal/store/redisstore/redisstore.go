@@ -138,6 +138,9 @@ const (
 	trimChunk = 1024
 	// expireChunk bounds the expiry index members one Expire step reads.
 	expireChunk = 1024
+	// bootInterval is how often the health loop checks Redis's process
+	// and durability (see healthLoop).
+	bootInterval = time.Minute
 )
 
 // Options configures Open.
@@ -282,10 +285,15 @@ func (s *Store) Health() error {
 	return nil
 }
 
+// healthLoop pings Redis every interval for Health and, about every
+// bootInterval, runs boot again: so that Durability follows a CONFIG SET,
+// and the durability recorded for the Redis process (which decides
+// whether its restart bumps the generation) is the one it runs with.
 func (s *Store) healthLoop(interval time.Duration) {
 	defer s.stopped.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	lastBoot := time.Now()
 	for {
 		select {
 		case <-s.stop:
@@ -294,6 +302,10 @@ func (s *Store) healthLoop(interval time.Duration) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 		err := s.rdb.Ping(ctx).Err()
+		if err == nil && time.Since(lastBoot) >= bootInterval {
+			lastBoot = time.Now()
+			err = s.boot(ctx)
+		}
 		cancel()
 		if err != nil && !s.closed.Load() {
 			s.setUnhealthy(err)

@@ -341,7 +341,8 @@ return {removed, kept}
 //	KEYS[1] boot: "<run_id>:<durable>", the last process seen
 //	KEYS[2] gen
 //	ARGV[1] run_id of the process now
-//	ARGV[2] 1 if it is durable (appendonly yes, appendfsync always)
+//	ARGV[2] 1 if it is durable (appendonly yes, appendfsync always, not
+//	        promoted from a replica)
 //
 // The generation is kept when the previous process and this one are both
 // durable: everything they acknowledged is on disk. It is bumped when
@@ -448,11 +449,18 @@ func (s *Store) reload(ctx context.Context, seen uint64) error {
 }
 
 // boot reads the Redis process's run id and durability and runs bootLua.
+// A process that was promoted from replica to primary (a failover: INFO
+// replication shows the replication id it took over as master_replid2)
+// counts as not durable there: what the old primary acknowledged before
+// replicating it is lost whatever either fsynced.
 func (s *Store) boot(ctx context.Context) error {
-	info, err := s.rdb.Info(ctx, "server").Result()
-	if err != nil {
-		return fmt.Errorf("INFO server: %w", err)
+	pipe := s.rdb.Pipeline()
+	server := pipe.Info(ctx, "server")
+	repl := pipe.Info(ctx, "replication")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("INFO: %w", err)
 	}
+	info := server.Val()
 	runID := infoField(info, "run_id")
 	if runID == "" {
 		return fmt.Errorf("INFO server has no run_id")
@@ -463,7 +471,7 @@ func (s *Store) boot(ctx context.Context) error {
 	d := s.readDurability(ctx)
 	s.durability.Store(&d)
 	durable := "0"
-	if d.Durable {
+	if d.Durable && strings.Trim(infoField(repl.Val(), "master_replid2"), "0") == "" {
 		durable = "1"
 	}
 	bumped, err := s.rdb.Eval(ctx, bootScript.src, []string{s.keys.boot, s.keys.gen}, runID, durable).Int()
