@@ -314,17 +314,37 @@ func TestScriptFlush(t *testing.T) {
 	}
 }
 
-// TestDurabilityUnknown: with CONFIG renamed away (as managed Redis
-// services do), the store opens and says the durability is unknown.
-func TestDurabilityUnknown(t *testing.T) {
-	srv := startRedis(t, t.TempDir(), "--rename-command", "CONFIG", "")
-	s := openFast(t, srv.addr(), "herald:")
-	d := s.Durability()
-	if d.Known || d.Durable || !strings.Contains(d.String(), "unknown") {
-		t.Fatalf("Durability with CONFIG disabled = %+v (%s)", d, d)
+// TestDurability: Durability says durable only for appendonly yes,
+// appendfsync always and no-appendfsync-on-rewrite no; with CONFIG
+// renamed away (as managed Redis services do), the store opens and says
+// the durability is unknown.
+func TestDurability(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		known   bool
+		durable bool
+		says    string
+	}{
+		{"always", []string{"--appendonly", "yes", "--appendfsync", "always"}, true, true, "fsynced"},
+		{"no AOF", []string{"--appendonly", "no"}, true, false, "appendonly no"},
+		{"everysec", []string{"--appendonly", "yes", "--appendfsync", "everysec"}, true, false, "everysec"},
+		{"no fsync on rewrite", []string{"--appendonly", "yes", "--appendfsync", "always", "--no-appendfsync-on-rewrite", "yes"}, true, false, "no-appendfsync-on-rewrite"},
+		{"CONFIG renamed", []string{"--rename-command", "CONFIG", ""}, false, false, "unknown"},
 	}
-	if _, err := s.Append(t.Context(), "a", store.Message{ID: "1"}); err != nil {
-		t.Fatal(err)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := startRedis(t, t.TempDir(), tc.args...)
+			s := openFast(t, srv.addr(), "herald:")
+			d := s.Durability()
+			if d.Known != tc.known || d.Durable != tc.durable || !strings.Contains(d.String(), tc.says) {
+				t.Fatalf("Durability = %+v (%s); want known %v, durable %v, saying %q", d, d, tc.known, tc.durable, tc.says)
+			}
+			if _, err := s.Append(t.Context(), "a", store.Message{ID: "1"}); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
