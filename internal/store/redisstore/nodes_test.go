@@ -181,3 +181,34 @@ func hashTag(key string) string {
 	}
 	return key[i+1 : i+1+j]
 }
+
+// TestRangePages: a Range larger than one script's page, over expired
+// messages and with a limit near MaxInt, returns everything in order.
+func TestRangePages(t *testing.T) {
+	addr := sharedRedis(t)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := open(t, addr, newPrefix(t, addr), func() time.Time { return now })
+	ctx := t.Context()
+	const st, n = "topic/app/big", 12000
+	batch := make([]store.Message, n)
+	for i := range batch {
+		batch[i].ID = fmt.Sprint(i)
+		if i%3 == 0 {
+			batch[i].Expires = now // expired at once: never returned
+		}
+	}
+	if _, err := s.Append(ctx, st, batch...); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int{n, int(^uint(0) >> 1)} {
+		msgs, _, err := s.Range(ctx, st, 0, limit)
+		if err != nil || len(msgs) != n-n/3 {
+			t.Fatalf("Range(0, %d) = %d messages, %v; want %d", limit, len(msgs), err, n-n/3)
+		}
+		for i, m := range msgs {
+			if want := uint64(i/2*3 + i%2 + 2); m.Seq != want {
+				t.Fatalf("Range(0, %d)[%d] = seq %d, want %d", limit, i, m.Seq, want)
+			}
+		}
+	}
+}

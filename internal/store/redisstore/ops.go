@@ -244,7 +244,7 @@ func (s *Store) Range(ctx context.Context, stream string, after uint64, limit in
 		from  = after
 	)
 	for page := 0; ; page++ {
-		want := limit - len(out)
+		want := min(limit-len(out), rangePage)
 		args := append(nowArgs(now, 3), strconv.FormatUint(from, 10), want, want+rangeBudget)
 		v, err := s.eval(ctx, rangeScript, keys, args)
 		if err != nil {
@@ -516,10 +516,12 @@ func (s *Store) Expire(ctx context.Context) (int, error) {
 		}
 		var order []string
 		seqs := map[string][]any{}
+		skipped := 0
 		for _, m := range members {
 			seq, stream, ok := strings.Cut(m, ":")
 			if !ok {
-				continue // not ours; leave it
+				skipped++ // not ours; leave it
+				continue
 			}
 			if seqs[stream] == nil {
 				order = append(order, stream)
@@ -531,7 +533,7 @@ func (s *Store) Expire(ctx context.Context) (int, error) {
 		if err != nil {
 			return removed, s.wrap(ctx, "expire", err)
 		}
-		offset += int64(kept)
+		offset += int64(kept + skipped)
 		if len(members) < expireChunk {
 			break
 		}

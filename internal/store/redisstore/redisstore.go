@@ -213,9 +213,12 @@ const (
 )
 
 const (
+	// rangePage bounds the messages one Range script returns; a larger
+	// limit takes several calls.
+	rangePage = 4096
 	// rangeBudget bounds the entries one Range script looks at beyond its
-	// limit, so that a stream full of expired messages does not hold
-	// Redis for long.
+	// page, so that a stream full of expired messages does not hold Redis
+	// for long.
 	rangeBudget = 1024
 	// trimChunk bounds the messages one Trim script drops.
 	trimChunk = 1024
