@@ -141,6 +141,9 @@
 // new epoch. Lost cursors only cause redelivery (the contract allows a
 // cursor to lag). Messages of a stream that lost its messages key may leave
 // members in Pexpiry; Expire drops them.
+// If Pexpiry itself is lost, expired messages are still never returned
+// (every read checks the expiry), but they stay in Redis until trimmed:
+// that loss is not detected.
 //
 // # Durability, and what the operator configures
 //
