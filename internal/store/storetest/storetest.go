@@ -33,17 +33,34 @@ type NewFunc func(t *testing.T, now func() time.Time) store.Store
 // reopen, and opens the same data again with the clock now.
 type ReopenFunc func(t *testing.T, s store.Store, now func() time.Time) store.Store
 
+// LossFunc deletes stream's data (messages, id index, cursors and
+// whatever the store keeps about the stream) behind the back of s, the way
+// an engine that lost it would: a key evicted, a flushed database.
+type LossFunc func(t *testing.T, s store.Store, stream string)
+
 // Option changes what Run checks.
 type Option func(*config)
 
 type config struct {
 	reopen ReopenFunc
+	loss   LossFunc
 }
 
 // WithReopen enables the restart tests: data, cursors, sequence counters and
 // the epoch must survive reopen.
 func WithReopen(reopen ReopenFunc) Option {
 	return func(c *config) { c.reopen = reopen }
+}
+
+// WithDataLoss enables the data loss test: after lose has deleted a
+// stream's data, the stream must be in a new epoch (so that no position in
+// the lost data is resumed and no seq is handed out twice in one epoch),
+// no cursor may hide a message appended after the loss, and another
+// stream must keep its messages and its epoch. Stores that keep one epoch
+// for all their streams and lose data only as a whole (memory, embedded)
+// have no use for it.
+func WithDataLoss(lose LossFunc) Option {
+	return func(c *config) { c.loss = lose }
 }
 
 // clock is the fake time of one subtest.
@@ -149,6 +166,12 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 			name string
 			fn   func(e *env)
 		}{"Reopen", testReopen})
+	}
+	if cfg.loss != nil {
+		tests = append(tests, struct {
+			name string
+			fn   func(e *env)
+		}{"DataLoss", testDataLoss})
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -926,4 +949,62 @@ func testReopen(e *env) {
 	e.wantHead(a, 3, 7)
 	e.wantSeqs("after second reopen", e.rangeOK(a, 2, 10), []uint64{4, 5, 6, 7})
 	e.expire(0)
+}
+
+// testDataLoss: a stream whose data vanished behind the store's back is
+// in a new epoch from then on, in every answer; an id of the lost data is
+// new again; a cursor does not hide what is appended after the loss; the
+// other streams are untouched.
+func testDataLoss(e *env) {
+	t := e.t
+	const s, other = "inbox/app/lost", "inbox/app/kept"
+	e.append(s, msg("a"), msg("b"), msg("c"))
+	e.append(other, msg("x"), msg("y"))
+	e.ack(s, "phone", 3)
+	e.ack(other, "phone", 1)
+	old := e.epochs[s]
+
+	e.cfg.loss(t, e.s, s)
+	delete(e.epochs, s)
+	epoch, first, last, err := e.s.Head(e.ctx, s)
+	if err != nil {
+		t.Fatalf("Head after the loss: %v", err)
+	}
+	if epoch == old {
+		t.Fatalf("Head after the loss: epoch %q is the lost data's", epoch)
+	}
+	e.seeEpoch(s, epoch, "Head after the loss")
+	if first != last+1 {
+		t.Fatalf("Head after the loss = first %d, last %d; nothing is held", first, last)
+	}
+	res := e.append(s, msg("b"), msg("d"))
+	if res[0].Duplicate || res[1].Duplicate || res[1].Seq != res[0].Seq+1 || res[0].Seq != last+1 {
+		t.Fatalf("Append after the loss (last %d) = %+v; want two new messages after last", last, res)
+	}
+	if c := e.cursor(s, "phone"); c >= res[0].Seq {
+		t.Fatalf("cursor %d after the loss hides the new message %d", c, res[0].Seq)
+	}
+	got, epoch, err := e.s.Range(e.ctx, s, 0, 10)
+	if err != nil && !errors.Is(err, store.ErrTrimmed) {
+		t.Fatalf("Range after the loss: %v", err)
+	}
+	e.seeEpoch(s, epoch, "Range after the loss")
+	e.wantSeqs("Range after the loss", got, []uint64{res[0].Seq, res[1].Seq})
+	if got[0].ID != "b" || got[1].ID != "d" {
+		t.Fatalf("Range after the loss: ids %q, %q; want b, d", got[0].ID, got[1].ID)
+	}
+	e.wantHead(s, first, res[1].Seq)
+
+	// The other stream keeps its messages, cursor and epoch.
+	e.wantSeqs("the other stream", e.rangeOK(other, 0, 10), span(1, 2))
+	if c := e.cursor(other, "phone"); c != 1 {
+		t.Fatalf("the other stream's cursor = %d, want 1", c)
+	}
+	wantAppended(t, e.append(other, msg("y"), msg("z")), store.Appended{Seq: 2, Duplicate: true}, store.Appended{Seq: 3})
+
+	if e.cfg.reopen != nil {
+		e.reopen() // the new epoch is as durable as the old one was
+		e.wantHead(s, first, res[1].Seq)
+		e.wantHead(other, 1, 3)
+	}
 }
