@@ -382,6 +382,11 @@ func (h *Hub) UserConns(app, user string) []Conn {
 	if u == nil {
 		return nil
 	}
+	return u.all()
+}
+
+// all returns u's connections, joined to the inbox or not.
+func (u *userEntry) all() []Conn {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	out := make([]Conn, 0, len(u.conns)+len(u.members)+len(u.waiting))
@@ -390,6 +395,27 @@ func (h *Hub) UserConns(app, user string) []Conn {
 		out = append(out, w.c)
 	}
 	return out
+}
+
+// EachUserConn calls f for every connection of every user here, joined to
+// its inbox or not, until f returns false.
+func (h *Hub) EachUserConn(f func(Conn) bool) {
+	for i := range h.users {
+		s := &h.users[i]
+		s.mu.RLock()
+		entries := make([]*userEntry, 0, len(s.m))
+		for _, u := range s.m {
+			entries = append(entries, u)
+		}
+		s.mu.RUnlock()
+		for _, u := range entries {
+			for _, c := range u.all() {
+				if !f(c) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // lookupUser returns user's entry, nil if it has no local connection.
@@ -417,7 +443,7 @@ func (h *Hub) PushUser(app, user string, e *protocol.Encoded) int {
 // local connections in sequence order (see Ordered delivery). It returns
 // how many connections the user has here, joined or still catching up
 // (those read m from the store or get it when they join), and whether m
-// was new to the hub (false: a repeat of what it routed, dropped).
+// was new to the hub (false: it had routed or held it already).
 func (h *Hub) DeliverUser(app, name, epoch string, m Ordered) (conns int, fresh bool) {
 	u := h.lookupUser(app, name)
 	if u == nil {
@@ -425,9 +451,9 @@ func (h *Hub) DeliverUser(app, name, epoch string, m Ordered) (conns int, fresh 
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	fresh = !u.seq.has(epoch, m.Seq)
 	before := u.seq.pos
 	out := h.offer(&u.seq, Stream{Kind: Inbox, App: app, Name: name}, epoch, m)
-	fresh = len(out) > 0 || u.seq.pos.Seq < m.Seq || u.seq.pos.Epoch != epoch
 	before.Epoch = u.seq.pos.Epoch
 	h.routeUser(u, before, out)
 	return len(u.conns) + len(u.members) + len(u.waiting), fresh

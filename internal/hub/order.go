@@ -118,6 +118,18 @@ func (q *sequencer) offer(epoch string, m Ordered, now time.Time) (out []*protoc
 	return nil, opened
 }
 
+// has reports whether message seq of epoch was routed or is held.
+func (q *sequencer) has(epoch string, seq uint64) bool {
+	if q.known && epoch == q.pos.Epoch && seq <= q.pos.Seq {
+		return true
+	}
+	if q.gap == nil {
+		return false
+	}
+	_, found := slices.BinarySearchFunc(q.gap.held, seq, func(o Ordered, s uint64) int { return cmpU64(o.Seq, s) })
+	return found
+}
+
 // hold keeps m for later (or only remembers it was seen, when full).
 func (q *sequencer) hold(m Ordered, now time.Time) {
 	if q.gap == nil {
@@ -464,4 +476,44 @@ func route(out []*protocol.Encoded, at Position, waiting []waiter, send func([]*
 		send(out[start:])
 	}
 	return waiting
+}
+
+// Expect tells the hub that stream st holds messages up to pos in the
+// store (after an outage of the broker, say): if it has not routed them,
+// it fills them from the store as it fills a gap.
+func (h *Hub) Expect(st Stream, pos Position) {
+	now := time.Now()
+	expect := func(q *sequencer) bool {
+		if !q.known || pos.Epoch != q.pos.Epoch || pos.Seq <= q.pos.Seq {
+			return false
+		}
+		opened := q.expect(pos.Seq, now)
+		if q.gap != nil {
+			q.gap.since = time.Time{} // no reason to wait
+		}
+		return opened
+	}
+	var opened bool
+	switch st.Kind {
+	case Inbox:
+		u := h.lookupUser(st.App, st.Name)
+		if u == nil {
+			return
+		}
+		u.mu.Lock()
+		opened = expect(&u.seq)
+		u.mu.Unlock()
+	default:
+		t := h.lookupTopic(streamKey(st))
+		if t == nil {
+			return
+		}
+		t.pub.Lock()
+		opened = expect(&t.seq)
+		t.pub.Unlock()
+	}
+	h.noteGap(st, opened)
+	if !opened {
+		h.gaps.opened(st) // already gapped: make sure it is looked at
+	}
 }

@@ -78,7 +78,9 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 		return a, nil
 	}
 	sm.Seq = a.Seq
-	a.Connections, _ = n.hub.DeliverUser(app, user, res[0].Epoch, hub.Ordered{Seq: a.Seq, Frame: inboxPush(user, res[0].Epoch, sm)})
+	e := inboxPush(user, res[0].Epoch, sm)
+	a.Connections, _ = n.hub.DeliverUser(app, user, res[0].Epoch, hub.Ordered{Seq: a.Seq, Frame: e})
+	n.relay(hub.Stream{Kind: hub.Inbox, App: app, Name: user}, e)
 	return a, nil
 }
 
@@ -88,14 +90,16 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 // timeout), and then it was never routed: the hub routes it now if it has
 // not (it drops a repeat). It returns how many connections took frames.
 func (n *Node) resend(ctx context.Context, app, user string, a store.Appended) int {
-	if len(n.hub.UserConns(app, user)) == 0 {
+	if len(n.hub.UserConns(app, user)) == 0 && n.broker == nil {
 		return 0
 	}
 	msgs, epoch, err := n.store.Range(ctx, inboxStream(app, user), a.Seq-1, 1)
 	if err != nil || len(msgs) == 0 || msgs[0].Seq != a.Seq {
 		return 0 // expired or trimmed meanwhile, or the store failed: the devices get what is held when they reconnect
 	}
-	conns, fresh := n.hub.DeliverUser(app, user, epoch, hub.Ordered{Seq: a.Seq, Frame: inboxPush(user, epoch, msgs[0])})
+	e := inboxPush(user, epoch, msgs[0])
+	n.relay(hub.Stream{Kind: hub.Inbox, App: app, Name: user}, e) // other nodes may not have it either
+	conns, fresh := n.hub.DeliverUser(app, user, epoch, hub.Ordered{Seq: a.Seq, Frame: e})
 	if !fresh {
 		return 0 // they had it
 	}
@@ -128,7 +132,8 @@ func (n *Node) catchUp(ctx context.Context, c Conn, s *session, after uint64) er
 	app, user := s.reg.App, s.reg.User
 	stream := inboxStream(app, user)
 	st := hub.Stream{Kind: hub.Inbox, App: app, Name: user}
-	n.prepare(st) // before the first read: what is pushed from now on is held
+	n.ready(ctx, st) // other nodes' pushes reach this one from now on
+	n.prepare(st)    // before the first read: what is pushed from now on is held
 	if after == 0 {
 		var err error
 		if after, err = n.store.Cursor(ctx, stream, s.reg.Device); err == nil {

@@ -90,6 +90,15 @@ type Config struct {
 	ReplayRate       int           // bytes one connection may replay per second, over all its recoveries; default 256 KiB
 	ReplayBurst      int           // bytes one connection may replay at once; default 4 MiB, and never less than ReplayBudget
 	Readers          int           // goroutines running store reads for connections (catch-ups, recoveries); default 32
+	// RemoteRegistry says that the registry is a network round trip away
+	// (a cluster's): claims then run on the readers, not the event loop.
+	RemoteRegistry bool
+	// Broker carries messages and control to the other nodes of a
+	// cluster; nil for a node alone.
+	Broker Broker
+	// Limits bound the frames other nodes send through the broker;
+	// default protocol.DefaultLimits().
+	Limits protocol.Limits
 	Logger           *slog.Logger
 	Now              func() time.Time
 }
@@ -105,6 +114,10 @@ type Node struct {
 	readers  *readers
 	trims    chan string
 	replays  replayCache
+	broker   Broker
+	limits   protocol.Limits
+	interest interest
+	clusterCounters
 
 	idPrefix string
 	msgSeq   atomic.Uint64
@@ -146,6 +159,9 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 	if cfg.Readers <= 0 {
 		cfg.Readers = 32
 	}
+	if cfg.Limits == (protocol.Limits{}) {
+		cfg.Limits = protocol.DefaultLimits()
+	}
 	return &Node{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -154,11 +170,17 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 		reg:       r,
 		store:     st,
 		readers:   newReaders(cfg.Readers),
+		broker:    cfg.Broker,
+		limits:    cfg.Limits,
+		interest:  interest{subs: make(map[hub.Stream]*want)},
 		trims:     make(chan string, 256),
 		redeliver: redelivery{m: make(map[string]redeliveryEntry)},
 		idPrefix:  strconv.FormatInt(cfg.Now().UnixNano(), 36) + "-",
 	}
 }
+
+// Start subscribes the node to its control messages (in a cluster).
+func (n *Node) Start(ctx context.Context) error { return n.listenControl(ctx) }
 
 // Wait returns when the store reads under way for connections have
 // finished, and stops the readers: call it after the gateway has closed

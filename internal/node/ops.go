@@ -116,7 +116,9 @@ func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser
 			} else {
 				m := appends[k].Msgs[j]
 				m.Seq = a.Seq
-				a.Connections, _ = n.hub.DeliverUser(app, u, r.Epoch, hub.Ordered{Seq: a.Seq, Frame: inboxPush(u, r.Epoch, m)})
+				e := inboxPush(u, r.Epoch, m)
+				a.Connections, _ = n.hub.DeliverUser(app, u, r.Epoch, hub.Ordered{Seq: a.Seq, Frame: e})
+				n.relay(hub.Stream{Kind: hub.Inbox, App: app, Name: u}, e)
 			}
 			out[i] = a
 		}
@@ -145,7 +147,7 @@ func (n *Node) Kick(ctx context.Context, app, user, device, reason string) (int,
 		if device != "" && s.Device != device {
 			continue
 		}
-		if s.Node == n.cfg.ID && n.closeConn(app, user, s.ConnID, d) {
+		if n.closeSession(s, d) {
 			closed++
 		}
 	}

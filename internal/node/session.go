@@ -87,9 +87,12 @@ func (n *Node) release(c Conn, s *session) {
 	s.mu.Unlock()
 	for _, t := range topics {
 		n.hub.Unsubscribe(s.reg.App, t, c)
+		n.unwant(topicOf(s.reg.App, t))
 	}
 	n.hub.LeaveApp(s.reg.App, c)               // a no-op if it had not joined
 	n.hub.RemoveUser(s.reg.App, s.reg.User, c) // joined to the inbox or only a member
+	n.unwant(hub.Stream{Kind: hub.Inbox, App: s.reg.App, Name: s.reg.User})
+	n.unwant(topicOf(s.reg.App, ""))
 	if err := n.reg.Release(context.Background(), &s.reg); err != nil {
 		n.log.Warn("registry release failed; the registry retries it", "conn_id", c.ID(), "user", s.reg.User, "err", err)
 	}
@@ -131,7 +134,22 @@ func (n *Node) connect(c Conn, f *protocol.Frame) {
 			ConnID: c.ID(), Since: c.Opened(), Transport: c.TransportName(), Remote: c.RemoteAddr(),
 		},
 	}
-	prev, hadPrev, err := n.reg.Claim(context.Background(), &s.reg, n.cfg.DuplicateLogin != DuplicateRefuse)
+	if n.cfg.RemoteRegistry {
+		// A claim is a round trip to the registry: not on the event loop.
+		// The client waits for CONNECTED before it sends anything else.
+		resume := f.Resume
+		n.readers.submit(func() { n.claim(c, s, resume) })
+		return
+	}
+	n.claim(c, s, f.Resume)
+}
+
+// claim records s in the registry (closing or refusing a duplicate), and
+// finishes the CONNECT of c.
+func (n *Node) claim(c Conn, s *session, resume []protocol.Position) {
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	prev, hadPrev, err := n.reg.Claim(ctx, &s.reg, n.cfg.DuplicateLogin != DuplicateRefuse)
 	if errors.Is(err, registry.ErrDuplicate) {
 		c.Close(protocol.NewDisconnect(protocol.DisconnectDuplicateRefused))
 		return
@@ -141,12 +159,16 @@ func (n *Node) connect(c Conn, f *protocol.Frame) {
 		c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
 		return
 	}
-	if hadPrev && prev.Node == n.cfg.ID { // a session on another node is closed there
-		n.closeConn(prev.App, prev.User, prev.ConnID, protocol.NewDisconnect(protocol.DisconnectReplaced))
+	if hadPrev {
+		n.closeSession(prev, protocol.NewDisconnect(protocol.DisconnectReplaced))
 	}
 	// A member of the user's connections from now on (kicks and
-	// duplicate logins find it), joined to the inbox below.
+	// duplicate logins find it), joined to the inbox below. In a cluster
+	// the node hears the user's inbox and the app's broadcasts from the
+	// other nodes while it is here.
 	n.hub.AddMember(s.reg.App, s.reg.User, c)
+	n.want(hub.Stream{Kind: hub.Inbox, App: s.reg.App, Name: s.reg.User})
+	n.want(topicOf(s.reg.App, ""))
 	c.SetSession(s)
 	if !c.Authenticate() {
 		n.release(c, s) // closed while we were authenticating
@@ -159,7 +181,7 @@ func (n *Node) connect(c Conn, f *protocol.Frame) {
 		Heartbeat: n.cfg.Heartbeat,
 		Time:      n.cfg.Now().UnixMilli(),
 	})
-	n.joinBroadcast(c, s, f.Resume) // after CONNECTED: nothing may precede it
+	n.joinBroadcast(c, s, resume) // after CONNECTED: nothing may precede it
 	if s.named {
 		// What the device has not acknowledged first, then live.
 		n.readers.submit(func() { n.catchUpJob(c, s, 0) })
@@ -178,11 +200,15 @@ func (n *Node) joinLive(c Conn, s *session, st hub.Stream, reply func(hub.Positi
 		return
 	}
 	n.readers.submit(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+		defer cancel()
+		n.ready(ctx, st)
 		key, _ := storeStream(st)
-		epoch, _, last, err := n.store.Head(context.Background(), key)
+		epoch, _, last, err := n.store.Head(ctx, key)
 		if err != nil {
 			n.log.Warn("stream head", "stream", key, "err", err)
 			n.abandon(st)
+			n.unwantTopic(st)
 			c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
 			return
 		}
@@ -234,6 +260,7 @@ func (n *Node) join(c Conn, s *session, st hub.Stream, at hub.Position, mode hub
 	defer s.mu.Unlock()
 	if s.released {
 		n.abandon(st)
+		n.unwantTopic(st)
 		return hub.Position{}, true
 	}
 	var (
@@ -253,6 +280,15 @@ func (n *Node) join(c Conn, s *session, st hub.Stream, at hub.Position, mode hub
 		pos, ok = n.hub.JoinAppAt(st.App, c, at, mode, reply)
 	}
 	return pos, ok
+}
+
+// closeSession closes the connection of session r, here or on its node
+// (through the broker), and reports whether it asked for it.
+func (n *Node) closeSession(r registry.Session, d protocol.Disconnect) bool {
+	if r.Node == n.cfg.ID {
+		return n.closeConn(r.App, r.User, r.ConnID, d)
+	}
+	return n.remoteClose(r, d)
 }
 
 // closeConn closes the local connection id of a user, if it is here and

@@ -71,6 +71,7 @@ func (n *Node) publish(ctx context.Context, st hub.Stream, m Message) (Published
 	key, stream := storeStream(st)
 	if n.cfg.HistorySize <= 0 {
 		e := n.pushFrame(stream, m)
+		n.relay(st, e)
 		if st.Kind == hub.Broadcast {
 			return Published{ID: m.ID, Subscribers: n.hub.Broadcast(st.App, e)}, nil
 		}
@@ -101,6 +102,7 @@ func (n *Node) publish(ctx context.Context, st hub.Stream, m Message) (Published
 	} else {
 		p.Subscribers = n.hub.PublishAt(st.App, st.Name, r.Epoch, o)
 	}
+	n.relay(st, o.Frame)
 	n.maybeTrim(key, r.Seq)
 	return p, nil
 }
@@ -132,6 +134,7 @@ func (n *Node) subscribe(c Conn, s *session, f *protocol.Frame) {
 	if f.Epoch != "" && n.cfg.HistorySize > 0 {
 		n.serialize(c, s, f.ID, func() {
 			if !n.refuseTopic(c, s, f) {
+				n.want(st) // dropped by unsubscribe or release, or if it does not join
 				n.recoverStream(c, s, f.ID, st, f.Epoch, f.Seq)
 			}
 		}, true)
@@ -141,6 +144,7 @@ func (n *Node) subscribe(c Conn, s *session, f *protocol.Frame) {
 		if n.refuseTopic(c, s, f) {
 			return
 		}
+		n.want(st) // a subscribed topic's interest is dropped by unsubscribe or release
 		if n.cfg.HistorySize <= 0 {
 			n.joinUnordered(c, s, st)
 			reply := &protocol.Frame{Type: protocol.TypeReply, ID: f.ID, Stream: topicStream(f.Topic)}
@@ -194,11 +198,13 @@ func (n *Node) positionReply(c Conn, id uint32, stream string) func(hub.Position
 // recoverStream sends c what it missed of st since (epoch, after), then
 // joins it at the position it read up to with the REPLY (Recovered), or,
 // when that cannot be recovered, joins it live with a REPLY that says why.
-func (n *Node) recoverStream(c Conn, s *session, id uint32, st hub.Stream, epoch string, after uint64) {
+// It reports whether c joined (false: it was released, or failed).
+func (n *Node) recoverStream(c Conn, s *session, id uint32, st hub.Stream, epoch string, after uint64) (joined bool) {
 	_, stream := storeStream(st)
-	n.prepare(st) // before the history is read: what is published from now on is held
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
+	n.ready(ctx, st) // other nodes' messages reach this one from now on
+	n.prepare(st)    // before the history is read: what is published from now on is held
 	s.mu.Lock()
 	allowance := n.replayAllowance(s, n.cfg.Now())
 	s.mu.Unlock()
@@ -220,10 +226,12 @@ func (n *Node) recoverStream(c Conn, s *session, id uint32, st hub.Stream, epoch
 			// Neither the store nor the hub knows where the stream
 			// stands: the client reconnects and tries again.
 			n.abandon(st)
+			n.unwantTopic(st)
 			c.Fail(&protocol.Error{ID: id, Code: protocol.CodeInternal, Text: "history unavailable; reconnect"},
 				protocol.NewDisconnect(protocol.DisconnectServerError))
+			return false
 		}
-		return
+		return n.joinedTopic(s, st)
 	}
 	// Sent before c joins: live messages can only follow.
 	if len(frames) > 0 {
@@ -255,6 +263,15 @@ func (n *Node) recoverStream(c Conn, s *session, id uint32, st hub.Stream, epoch
 	if n.log.Enabled(context.Background(), slog.LevelDebug) {
 		n.log.Debug("recovery", "conn_id", c.ID(), "stream", stream, "from", after, "to", at.Seq, "recovered", reply.Recovered, "reason", reply.Reason)
 	}
+	return n.joinedTopic(s, st)
+}
+
+// joinedTopic reports whether s is joined to st (a topic; any other
+// stream counts as joined while s is not released).
+func (n *Node) joinedTopic(s *session, st hub.Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.released && (st.Kind != hub.Topic || slices.Contains(s.topics, st.Name))
 }
 
 // readRange reads the PUSH frames of st after at up to and including to.
@@ -487,6 +504,7 @@ func (n *Node) unsubscribe(c Conn, s *session, f *protocol.Frame) {
 		if i := slices.Index(s.topics, f.Topic); i >= 0 && !s.released {
 			s.topics = slices.Delete(s.topics, i, i+1)
 			n.hub.Unsubscribe(s.reg.App, f.Topic, c)
+			n.unwant(topicOf(s.reg.App, f.Topic))
 		}
 		s.mu.Unlock()
 		_ = c.SendFrame(&protocol.Frame{Type: protocol.TypeReply, ID: f.ID})

@@ -44,6 +44,10 @@ type RedisOptions struct {
 	Renew time.Duration
 	// Load, if set, is called at every renewal for the load to publish.
 	Load func() Load
+	// Addrs, if set, is called at every renewal for the addresses to
+	// publish when Node has none (they are known only once the listeners
+	// are open).
+	Addrs func() (wsURL, tcpAddr string)
 	// Sessions, if set, lists this node's sessions that are claimed and not
 	// released. After the node's lease was lost (the node was paused or
 	// cut off from Redis for longer than the lease, or Redis restarted
@@ -86,6 +90,7 @@ type Redis struct {
 	lease     time.Duration
 	renew     time.Duration
 	loadFn    func() Load
+	addrsFn   func() (string, string)
 	sessions  iter.Seq[*Session]
 	lost      func(*Session, Session)
 	log       *slog.Logger
@@ -186,6 +191,7 @@ func openRedis(ctx context.Context, opts RedisOptions, beforeRenew func()) (*Red
 		lease:       opts.Lease,
 		renew:       opts.Renew,
 		loadFn:      opts.Load,
+		addrsFn:     opts.Addrs,
 		sessions:    opts.Sessions,
 		lost:        opts.Lost,
 		log:         opts.Logger.With("registry", "redis", "node", opts.Node.ID),
@@ -561,6 +567,9 @@ func (r *Redis) renewLease(ctx context.Context, force bool) (leaseResult, error)
 	n.Seen = time.Now()
 	if r.loadFn != nil {
 		n.Load = r.loadFn()
+	}
+	if r.addrsFn != nil && n.WSURL == "" && n.TCPAddr == "" {
+		n.WSURL, n.TCPAddr = r.addrsFn()
 	}
 	info, err := json.Marshal(n)
 	if err != nil {

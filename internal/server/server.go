@@ -28,6 +28,7 @@ import (
 	"github.com/herald-push/herald/internal/registry"
 	"github.com/herald-push/herald/internal/store"
 	"github.com/herald-push/herald/internal/store/embedded"
+	"github.com/herald-push/herald/internal/store/redisstore"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -60,6 +61,7 @@ type Server struct {
 	metrics *metrics.Metrics
 	apiDone chan error
 	store   store.Store
+	reg     registry.Registry
 
 	expiryStop context.CancelFunc
 	expiryDone chan struct{}
@@ -83,12 +85,41 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The hub reads gaps through the node, which is built after it.
-	var n *node.Node
+	// The hub and the registry call the node, which is built after them.
+	var (
+		n  *node.Node
+		gw *gateway.Gateway
+	)
 	h := hub.New(hub.Config{Workers: cfg.FanoutWorkers, Logger: log, Filler: fillFunc(func(ctx context.Context, s hub.Stream, after, before uint64) (string, []hub.Ordered, error) {
 		return n.Fill(ctx, s, after, before)
 	})})
-	reg := registry.NewMemory(registry.MemoryOptions{Node: registry.NodeInfo{ID: cfg.Node}, Now: opt.Now})
+	var reg registry.Registry = registry.NewMemory(registry.MemoryOptions{Node: registry.NodeInfo{ID: cfg.Node}, Now: opt.Now})
+	if cfg.Cluster.Enabled() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		reg, err = registry.NewRedis(ctx, registry.RedisOptions{
+			Addr:   cfg.Cluster.Redis,
+			Prefix: cfg.Cluster.Prefix + ":p:",
+			Node:   registry.NodeInfo{ID: cfg.Node, WSURL: cfg.Cluster.AdvertiseWS, TCPAddr: cfg.Cluster.AdvertiseTCP},
+			Lease:  cfg.Cluster.Lease,
+			Load: func() registry.Load {
+				return registry.Load{Connections: int(gw.Stats().Open)}
+			},
+			Addrs: func() (string, string) {
+				return wsURL(gw.WSAddr(), cfg.WS.Path, cfg.WS.TLSCert != ""), addrString(gw.TCPAddr())
+			},
+			Sessions: func(yield func(*registry.Session) bool) { n.Sessions(yield) },
+			Lost: func(s *registry.Session, holder registry.Session) {
+				n.CloseLost(s)
+			},
+			Logger: log,
+		})
+		cancel()
+		if err != nil {
+			_ = h.Shutdown(context.Background())
+			_ = st.Close()
+			return nil, fmt.Errorf("cluster presence on Redis %s: %w", cfg.Cluster.Redis, err)
+		}
+	}
 	verifier := auth.NewVerifier(cfg.AppSecrets(), opt.Now)
 	n = node.New(node.Config{
 		ID:               cfg.Node,
@@ -102,6 +133,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		ReplayBudget:     cfg.OutboundLimit / 4,
 		ReplayRate:       cfg.ReplayRate,
 		ReplayBurst:      cfg.ReplayBurst,
+		RemoteRegistry:   cfg.Cluster.Enabled(),
 		Logger:           log,
 		Now:              opt.Now,
 	}, verifier, h, reg, st)
@@ -110,7 +142,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	lim.MaxFrame = cfg.MaxFrameSize
 	lim.MaxPayload = cfg.MaxPayload
 	lim.MaxConnect = cfg.MaxConnectSize
-	gw, err := gateway.New(gateway.Config{
+	gw, err = gateway.New(gateway.Config{
 		WSAddr:        cfg.WS.Addr,
 		WSPath:        cfg.WS.Path,
 		WSTLS:         gateway.TLS{CertFile: cfg.WS.TLSCert, KeyFile: cfg.WS.TLSKey},
@@ -128,6 +160,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	}, n)
 	if err != nil {
 		_ = h.Shutdown(context.Background())
+		_ = reg.Close()
 		_ = st.Close()
 		return nil, err
 	}
@@ -143,7 +176,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	for _, a := range cfg.Apps {
 		apps = append(apps, a.ID)
 	}
-	s := &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, metrics: m, apiDone: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, metrics: m, apiDone: make(chan error, 1)}
 	handler := api.New(api.Config{
 		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),
 		Apps:          apps,
@@ -172,12 +205,14 @@ func (s *Server) Start() error {
 	if err != nil {
 		_ = s.hub.Shutdown(context.Background())
 		_ = s.store.Close()
+		_ = s.reg.Close()
 		return fmt.Errorf("api listener %s: %w", s.cfg.API.Addr, err)
 	}
 	if err := s.gw.Start(); err != nil {
 		_ = ln.Close()
 		_ = s.hub.Shutdown(context.Background())
 		_ = s.store.Close()
+		_ = s.reg.Close()
 		return err
 	}
 	ectx, cancel := context.WithCancel(context.Background())
@@ -215,11 +250,19 @@ func (s *Server) Start() error {
 
 // WSURL returns the WebSocket endpoint, e.g. ws://127.0.0.1:8080/ws.
 func (s *Server) WSURL() string {
+	return wsURL(s.gw.WSAddr(), s.cfg.WS.Path, s.cfg.WS.TLSCert != "")
+}
+
+// wsURL is the WebSocket URL of a listener at addr.
+func wsURL(addr net.Addr, path string, tls bool) string {
+	if addr == nil {
+		return ""
+	}
 	scheme := "ws"
-	if s.cfg.WS.TLSCert != "" {
+	if tls {
 		scheme = "wss"
 	}
-	return scheme + "://" + addrString(s.gw.WSAddr()) + s.cfg.WS.Path
+	return scheme + "://" + addr.String() + path
 }
 
 // TCPAddr returns the raw TCP listener's address, or "".
@@ -304,10 +347,11 @@ func (s *Server) Shutdown(ctx context.Context, alt string) error {
 			<-s.expiryDone
 		}
 		errStore := s.store.Close()
+		errReg := s.reg.Close()
 		if s.pprofSrv != nil {
 			_ = s.pprofSrv.Close()
 		}
-		s.stopErr = errors.Join(errGW, errAPI, errHub, errStore)
+		s.stopErr = errors.Join(errGW, errAPI, errHub, errStore, errReg)
 	})
 	return s.stopErr
 }
@@ -365,8 +409,20 @@ func storeStats(st store.Store) metrics.StoreStats {
 
 // openStore opens the message store the configuration names.
 func openStore(cfg config.Config, opt Options, log *slog.Logger) (store.Store, error) {
-	if cfg.Store == "memory" {
+	switch cfg.Store {
+	case "memory":
 		return store.NewMemory(store.MemoryOptions{Now: opt.Now}), nil
+	case "redis":
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rs, err := redisstore.Open(ctx, redisstore.Options{Addr: cfg.Cluster.Redis, Prefix: cfg.Cluster.Prefix + ":m:", Now: opt.Now})
+		if err != nil {
+			return nil, fmt.Errorf("open message store on Redis %s: %w", cfg.Cluster.Redis, err)
+		}
+		if d := rs.Durability(); !d.Durable {
+			log.Warn("the cluster's message store is not durable as configured: "+d.String(), "redis", cfg.Cluster.Redis)
+		}
+		return rs, nil
 	}
 	policy := embedded.SyncEvery
 	if cfg.StoreSync > 0 {
