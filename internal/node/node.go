@@ -99,8 +99,8 @@ type Config struct {
 	// Limits bound the frames other nodes send through the broker;
 	// default protocol.DefaultLimits().
 	Limits protocol.Limits
-	Logger           *slog.Logger
-	Now              func() time.Time
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Node implements gateway.Handler and the operations of the server API.
