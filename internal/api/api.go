@@ -64,6 +64,9 @@ type Config struct {
 	// example, whether the message store is usable). GET /healthz answers
 	// 200 while it returns nil, and 503 with its error otherwise.
 	Health func() error
+	// Cluster, if set, returns the nodes of the cluster for
+	// GET /v1/cluster (a single node lists itself).
+	Cluster func(ctx context.Context) (any, error)
 	// Observe, if set, is called after each request with its route pattern,
 	// status and duration.
 	Observe func(route string, status int, d time.Duration)
@@ -104,6 +107,7 @@ func New(cfg Config, svc Service, keys Keys) *API {
 	a.route("POST /v1/apps/{app}/presence", a.presenceMany)
 	a.route("POST /v1/apps/{app}/users/{user}/kick", a.kick)
 	a.mux.HandleFunc("GET /v1/stats", a.observe("GET /v1/stats", a.stats))
+	a.mux.HandleFunc("GET /v1/cluster", a.observe("GET /v1/cluster", a.cluster))
 	a.mux.HandleFunc("GET /healthz", a.health)
 	for p, h := range cfg.Extra {
 		a.mux.Handle(p, h)
@@ -770,6 +774,25 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 	var v any = map[string]any{}
 	if a.cfg.Stats != nil {
 		v = a.cfg.Stats()
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// cluster answers GET /v1/cluster: the live nodes with their load.
+func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
+	if _, ok := a.keys.App(apiKey(r)); !ok {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown API key; send Authorization: Bearer <key>")
+		return
+	}
+	if a.cfg.Cluster == nil {
+		writeError(w, http.StatusNotFound, "not_found", "no cluster view on this server")
+		return
+	}
+	v, err := a.cfg.Cluster(r.Context())
+	if err != nil {
+		a.log.Warn("cluster view unavailable", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "presence_unavailable", "the cluster's registry cannot be read now; retry later")
+		return
 	}
 	writeJSON(w, http.StatusOK, v)
 }

@@ -454,6 +454,19 @@ func TestStatsMetricsHealth(t *testing.T) {
 	if status != http.StatusOK || strings.TrimSpace(string(raw)) != `{"status":"ok"}` {
 		t.Fatalf("GET /healthz: %d %s", status, raw)
 	}
+
+	// A single node lists itself as the cluster.
+	var cl struct {
+		Node  string `json:"node"`
+		Nodes []struct {
+			ID string `json:"id"`
+		} `json:"nodes"`
+	}
+	h.apiOK("GET", "/v1/cluster", keyA, nil, &cl)
+	if cl.Node != testNode || len(cl.Nodes) != 1 || cl.Nodes[0].ID != testNode {
+		t.Fatalf("GET /v1/cluster: %+v", cl)
+	}
+	h.apiError("GET", "/v1/cluster", "", nil, http.StatusUnauthorized, "unauthorized")
 }
 
 // TestAPIErrors checks that every mistake gets its 4xx status and a JSON

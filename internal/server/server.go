@@ -20,6 +20,7 @@ import (
 
 	"github.com/herald-push/herald/internal/api"
 	"github.com/herald-push/herald/internal/auth"
+	"github.com/herald-push/herald/internal/broker"
 	"github.com/herald-push/herald/internal/config"
 	"github.com/herald-push/herald/internal/gateway"
 	"github.com/herald-push/herald/internal/hub"
@@ -62,6 +63,7 @@ type Server struct {
 	apiDone chan error
 	store   store.Store
 	reg     registry.Registry
+	broker  broker.Broker // nil on a single node
 
 	expiryStop context.CancelFunc
 	expiryDone chan struct{}
@@ -93,32 +95,11 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	h := hub.New(hub.Config{Workers: cfg.FanoutWorkers, Logger: log, Filler: fillFunc(func(ctx context.Context, s hub.Stream, after, before uint64) (string, []hub.Ordered, error) {
 		return n.Fill(ctx, s, after, before)
 	})})
-	var reg registry.Registry = registry.NewMemory(registry.MemoryOptions{Node: registry.NodeInfo{ID: cfg.Node}, Now: opt.Now})
-	if cfg.Cluster.Enabled() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		reg, err = registry.NewRedis(ctx, registry.RedisOptions{
-			Addr:   cfg.Cluster.Redis,
-			Prefix: cfg.Cluster.Prefix + ":p:",
-			Node:   registry.NodeInfo{ID: cfg.Node, WSURL: cfg.Cluster.AdvertiseWS, TCPAddr: cfg.Cluster.AdvertiseTCP},
-			Lease:  cfg.Cluster.Lease,
-			Load: func() registry.Load {
-				return registry.Load{Connections: int(gw.Stats().Open)}
-			},
-			Addrs: func() (string, string) {
-				return wsURL(gw.WSAddr(), cfg.WS.Path, cfg.WS.TLSCert != ""), addrString(gw.TCPAddr())
-			},
-			Sessions: func(yield func(*registry.Session) bool) { n.Sessions(yield) },
-			Lost: func(s *registry.Session, holder registry.Session) {
-				n.CloseLost(s)
-			},
-			Logger: log,
-		})
-		cancel()
-		if err != nil {
-			_ = h.Shutdown(context.Background())
-			_ = st.Close()
-			return nil, fmt.Errorf("cluster presence on Redis %s: %w", cfg.Cluster.Redis, err)
-		}
+	reg, err := openRegistry(cfg, opt, log, &gw, &n)
+	if err != nil {
+		_ = h.Shutdown(context.Background())
+		_ = st.Close()
+		return nil, err
 	}
 	verifier := auth.NewVerifier(cfg.AppSecrets(), opt.Now)
 	n = node.New(node.Config{
@@ -185,6 +166,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		BodyTimeout:   cfg.APIBodyTimeout,
 		Stats:         s.Stats,
 		Health:        s.health,
+		Cluster:       s.cluster,
 		Observe:       m.ObserveAPI,
 		Extra:         map[string]http.Handler{"GET /metrics": m.Handler()},
 		Logger:        log,
@@ -206,6 +188,7 @@ func (s *Server) Start() error {
 		_ = s.hub.Shutdown(context.Background())
 		_ = s.store.Close()
 		_ = s.reg.Close()
+		s.closeBroker()
 		return fmt.Errorf("api listener %s: %w", s.cfg.API.Addr, err)
 	}
 	if err := s.gw.Start(); err != nil {
@@ -213,7 +196,20 @@ func (s *Server) Start() error {
 		_ = s.hub.Shutdown(context.Background())
 		_ = s.store.Close()
 		_ = s.reg.Close()
+		s.closeBroker()
 		return err
+	}
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = s.node.Start(cctx) // control messages from other nodes
+	ccancel()
+	if err != nil {
+		_ = ln.Close()
+		_ = s.gw.Shutdown(context.Background(), "")
+		_ = s.hub.Shutdown(context.Background())
+		_ = s.store.Close()
+		_ = s.reg.Close()
+		s.closeBroker()
+		return fmt.Errorf("control subject: %w", err)
 	}
 	ectx, cancel := context.WithCancel(context.Background())
 	s.expiryStop, s.expiryDone = cancel, make(chan struct{})
@@ -348,12 +344,20 @@ func (s *Server) Shutdown(ctx context.Context, alt string) error {
 		}
 		errStore := s.store.Close()
 		errReg := s.reg.Close()
+		s.closeBroker()
 		if s.pprofSrv != nil {
 			_ = s.pprofSrv.Close()
 		}
 		s.stopErr = errors.Join(errGW, errAPI, errHub, errStore, errReg)
 	})
 	return s.stopErr
+}
+
+// closeBroker closes the broker, if any.
+func (s *Server) closeBroker() {
+	if s.broker != nil {
+		_ = s.broker.Close()
+	}
 }
 
 func addrString(a net.Addr) string {
@@ -386,15 +390,6 @@ type fillFunc func(ctx context.Context, s hub.Stream, after, before uint64) (str
 
 func (f fillFunc) Fill(ctx context.Context, s hub.Stream, after, before uint64) (string, []hub.Ordered, error) {
 	return f(ctx, s, after, before)
-}
-
-// health is what /healthz reports: the server is healthy while its store
-// takes writes.
-func (s *Server) health() error {
-	if err := s.store.Health(); err != nil {
-		return fmt.Errorf("message store: %w", err)
-	}
-	return nil
 }
 
 // storeStats reads the store's health and, for the embedded store, its
