@@ -21,7 +21,14 @@ import (
 // the registry calls back, after New has set them.
 func openRegistry(cfg config.Config, opt Options, log *slog.Logger, gw **gateway.Gateway, n **node.Node) (registry.Registry, error) {
 	self := registry.NodeInfo{ID: cfg.Node, WSURL: cfg.Cluster.AdvertiseWS, TCPAddr: cfg.Cluster.AdvertiseTCP}
-	load := newLoadSampler(func() int64 { return (*gw).Stats().Open })
+	// The registry reports the node while it opens, before the gateway
+	// and the node exist.
+	load := newLoadSampler(func() int64 {
+		if *gw == nil {
+			return 0
+		}
+		return (*gw).Stats().Open
+	})
 	if !cfg.Cluster.Enabled() {
 		return registry.NewMemory(registry.MemoryOptions{Node: self, Now: opt.Now}), nil
 	}
@@ -34,10 +41,21 @@ func openRegistry(cfg config.Config, opt Options, log *slog.Logger, gw **gateway
 		Lease:  cfg.Cluster.Lease,
 		Load:   load.sample,
 		Addrs: func() (string, string) {
+			if *gw == nil {
+				return "", ""
+			}
 			return wsURL((*gw).WSAddr(), cfg.WS.Path, cfg.WS.TLSCert != ""), addrString((*gw).TCPAddr())
 		},
-		Sessions: func(yield func(*registry.Session) bool) { (*n).Sessions(yield) },
-		Lost:     func(s *registry.Session, _ registry.Session) { (*n).CloseLost(s) },
+		Sessions: func(yield func(*registry.Session) bool) {
+			if *n != nil {
+				(*n).Sessions(yield)
+			}
+		},
+		Lost: func(s *registry.Session, _ registry.Session) {
+			if *n != nil {
+				(*n).CloseLost(s)
+			}
+		},
 		Logger:   log,
 	})
 	if err != nil {

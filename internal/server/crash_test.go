@@ -32,6 +32,9 @@ func runCrashChild() {
 	cfg.WS.Addr, cfg.TCP.Addr, cfg.API.Addr = "127.0.0.1:0", os.Getenv("CRASH_TCP"), os.Getenv("CRASH_API")
 	cfg.Apps = []config.App{{ID: appA, Secret: secretA, APIKeys: []string{keyA}}}
 	cfg.Log.Level = "error"
+	if id := os.Getenv("CRASH_NODE"); id != "" { // a node of a cluster
+		clusterNode(clusterEngines{redis: os.Getenv("CRASH_REDIS"), nats: os.Getenv("CRASH_NATS"), prefix: os.Getenv("CRASH_PREFIX")}, id)(&cfg)
+	}
 	srv, err := New(cfg, Options{})
 	if err == nil {
 		err = srv.Start()
@@ -69,7 +72,7 @@ func (c *crashChild) kill() {
 // spawnCrashChild starts a server process on dir and waits until its API
 // answers. If the process ends first, it returns an error with what the
 // process printed.
-func spawnCrashChild(t *testing.T, dir, tcpAddr, apiAddr string) (*crashChild, error) {
+func spawnCrashChild(t *testing.T, dir, tcpAddr, apiAddr string, env ...string) (*crashChild, error) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -78,6 +81,7 @@ func spawnCrashChild(t *testing.T, dir, tcpAddr, apiAddr string) (*crashChild, e
 	c := &crashChild{exited: make(chan struct{})}
 	c.cmd = exec.Command(exe, crashChildArg)
 	c.cmd.Env = append(os.Environ(), "CRASH_DIR="+dir, "CRASH_TCP="+tcpAddr, "CRASH_API="+apiAddr)
+	c.cmd.Env = append(c.cmd.Env, env...)
 	c.cmd.Stderr = io.MultiWriter(os.Stderr, &c.stderr)
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
@@ -107,9 +111,9 @@ func spawnCrashChild(t *testing.T, dir, tcpAddr, apiAddr string) (*crashChild, e
 
 // startCrashChild starts a server process on dir; it is killed when the
 // test ends.
-func startCrashChild(t *testing.T, dir, tcpAddr, apiAddr string) *crashChild {
+func startCrashChild(t *testing.T, dir, tcpAddr, apiAddr string, env ...string) *crashChild {
 	t.Helper()
-	c, err := spawnCrashChild(t, dir, tcpAddr, apiAddr)
+	c, err := spawnCrashChild(t, dir, tcpAddr, apiAddr, env...)
 	if err != nil {
 		t.Fatal(err)
 	}
