@@ -56,7 +56,7 @@ func openRegistry(cfg config.Config, opt Options, log *slog.Logger, gw **gateway
 				(*n).CloseLost(s)
 			}
 		},
-		Logger:   log,
+		Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster presence on Redis %s: %w", cfg.Cluster.Redis, err)

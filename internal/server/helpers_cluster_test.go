@@ -22,4 +22,3 @@ func clusterNode(e clusterEngines, id string) func(*config.Config) {
 		c.Cluster.Lease = 2 * time.Second
 	}
 }
-
