@@ -23,6 +23,7 @@ import (
 type Assignment struct {
 	Scenario    string    `json:"scenario"`
 	URL         string    `json:"url"`
+	Fallbacks   []string  `json:"fallbacks,omitempty"` // cluster: other nodes' URLs, tried in order (from the one that failed) when a connect fails
 	LocalAddrs  []string  `json:"local_addrs"`
 	App         string    `json:"app"`
 	Secret      string    `json:"secret"`
@@ -42,6 +43,10 @@ type Assignment struct {
 	Inbox       int       `json:"inbox,omitempty"`        // storm: inbox messages per user the coordinator may push (see inbox.go)
 	TopicMissed int       `json:"topic_missed,omitempty"` // storm: topic messages the coordinator may publish while the clients are away (see topic.go)
 }
+
+// maxFallbacks bounds Assignment.Fallbacks (a receiver's URL index is a
+// byte).
+const maxFallbacks = 32
 
 // unicastTarget is the user index a unicast message goes to: a fixed
 // permutation of the sequence numbers, known to coordinator and workers.
@@ -108,10 +113,10 @@ type WorkerResult struct {
 
 // worker holds one worker process's state.
 type worker struct {
-	a    Assignment
-	pool *LoadPool
-	out  *json.Encoder
-	outM sync.Mutex
+	a     Assignment
+	pools []*LoadPool // one per URL: the assignment's, then the fallbacks
+	out   *json.Encoder
+	outM  sync.Mutex
 
 	mu          sync.Mutex // guards the measurement state below
 	hist        *Histogram
@@ -127,6 +132,7 @@ type worker struct {
 	misrouted atomic.Int64 // unicast messages that reached the wrong user
 	connMu    sync.Mutex
 	conns     []*LoadConn // by receiver index
+	at        []uint8     // by receiver index: the pool (URL) it connects to
 	fails     map[string]int64
 }
 
@@ -154,6 +160,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		tr:          newWorkerTracker(a, n),
 		disconnects: map[string]int64{},
 		conns:       make([]*LoadConn, n),
+		at:          make([]uint8, n),
 		fails:       map[string]int64{},
 	}
 	if a.Inbox > 0 {
@@ -164,12 +171,22 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		w.topic = newTopicBook(a.Topic, n, min(a.TopicMissed, MaxTopicMissed))
 		cfg.OnReply = w.onReply
 	}
-	pool, err := NewLoadPool(cfg)
-	if err != nil {
-		return err
+	if len(a.Fallbacks) > maxFallbacks {
+		return fmt.Errorf("bench worker: %d fallback URLs, at most %d", len(a.Fallbacks), maxFallbacks)
 	}
-	w.pool = pool
-	defer pool.Stop()
+	defer func() {
+		for _, p := range w.pools {
+			p.Stop()
+		}
+	}()
+	for _, u := range append([]string{a.URL}, a.Fallbacks...) {
+		cfg.URL = u
+		pool, err := NewLoadPool(cfg)
+		if err != nil {
+			return err
+		}
+		w.pools = append(w.pools, pool)
+	}
 
 	cmds := make(chan string, 4)
 	go func() {
@@ -303,6 +320,7 @@ func (w *worker) connectOne(ctx context.Context, r int) {
 		subs = []Sub{{Topic: w.a.Topic}}
 	}
 	recovering := w.topic != nil && w.recovering.Load()
+	tried := 0 // URLs tried since the last pause
 	for attempt := 0; ; attempt++ {
 		tok, err := auth.Mint(w.a.App, []byte(w.a.Secret), user, []string{"*"}, 24*time.Hour, time.Now())
 		if err != nil {
@@ -312,8 +330,11 @@ func (w *worker) connectOne(ctx context.Context, r int) {
 		if recovering { // the position as it is now, for this attempt
 			subs[0] = w.topic.position(r, w.a.Topic)
 		}
+		w.connMu.Lock()
+		k := int(w.at[r])
+		w.connMu.Unlock()
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		c, replies, err := w.pool.ConnectSubs(cctx, r, tok, "d1", subs, nil)
+		c, replies, err := w.pools[k].ConnectSubs(cctx, r, tok, "d1", subs, nil)
 		cancel()
 		if err == nil {
 			if recovering && len(replies) == 1 {
@@ -325,6 +346,16 @@ func (w *worker) connectOne(ctx context.Context, r int) {
 			w.open.Add(1)
 			w.tl.connectionsLocked(&w.mu, time.Now(), w.open.Load())
 			return
+		}
+		if len(w.pools) > 1 && ctx.Err() == nil {
+			// Move to the next URL; try each once before pausing.
+			w.connMu.Lock()
+			w.at[r] = uint8((k + 1) % len(w.pools))
+			w.connMu.Unlock()
+			if tried++; tried < len(w.pools) {
+				continue
+			}
+			tried = 0
 		}
 		if !w.a.Retry || ctx.Err() != nil {
 			w.fail(err)
