@@ -131,8 +131,9 @@ type worker struct {
 	failed    atomic.Int64
 	misrouted atomic.Int64 // unicast messages that reached the wrong user
 	connMu    sync.Mutex
-	conns     []*LoadConn // by receiver index
-	at        []uint8     // by receiver index: the pool (URL) it connects to
+	conns     []*LoadConn            // by receiver index
+	down      map[*LoadConn]struct{} // connections counted down in open (by drop or onClose, whichever came first)
+	at        []uint8                // by receiver index: the pool (URL) it connects to
 	fails     map[string]int64
 }
 
@@ -160,6 +161,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		tr:          newWorkerTracker(a, n),
 		disconnects: map[string]int64{},
 		conns:       make([]*LoadConn, n),
+		down:        map[*LoadConn]struct{}{},
 		at:          make([]uint8, n),
 		fails:       map[string]int64{},
 	}
@@ -179,8 +181,8 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 			p.Stop()
 		}
 	}()
-	for _, u := range append([]string{a.URL}, a.Fallbacks...) {
-		cfg.URL = u
+	for k, u := range append([]string{a.URL}, a.Fallbacks...) {
+		cfg.URL, cfg.IDBase = u, k<<24 // connection ids unique over the pools
 		pool, err := NewLoadPool(cfg)
 		if err != nil {
 			return err
@@ -442,13 +444,29 @@ func (w *worker) onPush(c *LoadConn, f *protocol.Frame, received time.Time) {
 	w.mu.Unlock()
 }
 
+// countDown reports whether c is not yet counted down in open, and marks
+// it counted. drop and onClose race for a connection the server closed
+// while drop aborted it; whichever comes first counts it.
+func (w *worker) countDown(c *LoadConn) bool {
+	w.connMu.Lock()
+	defer w.connMu.Unlock()
+	if _, ok := w.down[c]; ok {
+		return false
+	}
+	w.down[c] = struct{}{}
+	return true
+}
+
 func (w *worker) onClose(c *LoadConn, d *protocol.Disconnect, err error) {
+	if !w.countDown(c) {
+		return // drop counted it (and recorded the end for the inbox)
+	}
 	kind := "closed"
 	switch {
 	case d != nil:
 		kind = d.Code.String()
 	case errors.Is(err, ErrLoadConnClosed):
-		return // we closed it (drop records the end for the inbox)
+		kind = "closed by the server while the client aborted it"
 	case err != nil:
 		kind = failKind(err)
 	}
@@ -476,9 +494,14 @@ func (w *worker) drop(ctx context.Context, res *WorkerResult, hold bool, cmds <-
 	w.connMu.Unlock()
 	var ix []int
 	for r, c := range conns {
-		// A connection the server already closed (a restart) was counted
-		// down by onClose; Abort fails on it.
-		if c != nil && c.Abort() == nil {
+		// A connection the server already closed (a restart or kill) may
+		// have been counted down by onClose already; countDown decides.
+		if c == nil {
+			ix = append(ix, r)
+			continue
+		}
+		_ = c.Abort() // fails on a connection the server closed
+		if w.countDown(c) {
 			w.open.Add(-1)
 			if w.inbox != nil {
 				w.inbox.ended(r, c.ID(), time.Now())
