@@ -270,37 +270,60 @@ func ParseTargets(ctx context.Context, spec string, base Target) ([]*Target, err
 }
 
 // discover asks the node's API which node it is and where its clients
-// connect.
+// connect. A node lists its addresses from its first presence renewal on,
+// so it asks again, for at most discoverTimeout, until they are there.
 func (t *Target) discover(ctx context.Context) error {
 	if _, err := url.Parse(t.APIURL); err != nil {
 		return fmt.Errorf("bench: target %q: %w", t.APIURL, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, discoverTimeout)
 	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		done, err := t.discoverOnce(ctx)
+		if done || err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bench: target %s: GET /v1/cluster lists no client address for node %q within %s (give api+ws+tcp instead)", t.APIURL, t.Node, discoverTimeout)
+		case <-tick.C:
+		}
+	}
+}
+
+// discoverTimeout bounds how long discover waits for a node's addresses.
+const discoverTimeout = 15 * time.Second
+
+// discoverOnce asks GET /v1/cluster once; done reports whether the node's
+// client addresses were listed.
+func (t *Target) discoverOnce(ctx context.Context) (done bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.APIURL+"/v1/cluster", nil)
 	if err != nil {
-		return fmt.Errorf("bench: target %q: %w", t.APIURL, err)
+		return false, fmt.Errorf("bench: target %q: %w", t.APIURL, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+t.APIKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("bench: target %s: GET /v1/cluster: %w", t.APIURL, err)
+		return false, fmt.Errorf("bench: target %s: GET /v1/cluster: %w", t.APIURL, err)
 	}
 	defer drain(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("bench: target %s: GET /v1/cluster answered %s (give api+ws+tcp instead)", t.APIURL, resp.Status)
+		return false, fmt.Errorf("bench: target %s: GET /v1/cluster answered %s (give api+ws+tcp instead)", t.APIURL, resp.Status)
 	}
 	var a clusterAnswer
 	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
-		return fmt.Errorf("bench: target %s: GET /v1/cluster: %w", t.APIURL, err)
+		return false, fmt.Errorf("bench: target %s: GET /v1/cluster: %w", t.APIURL, err)
 	}
 	for _, n := range a.Nodes {
 		if n.ID == a.Node {
 			t.Node, t.WSURL, t.TCPAddr = n.ID, n.WSURL, strings.TrimPrefix(n.TCPAddr, "tcp://")
-			return nil
+			return t.WSURL != "" || t.TCPAddr != "", nil
 		}
 	}
-	return fmt.Errorf("bench: target %s: GET /v1/cluster does not list the node that answered (%q)", t.APIURL, a.Node)
+	t.Node = a.Node
+	return false, nil
 }
 
 // NodeFlags are the command line's choices of servers and nodes, checked

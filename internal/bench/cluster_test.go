@@ -116,6 +116,38 @@ func TestClusterScenarios(t *testing.T) {
 	}
 }
 
+// TestParseTargets finds a running cluster's client addresses from its
+// nodes' API URLs, as -targets does, and takes api+ws+tcp as given.
+func TestParseTargets(t *testing.T) {
+	c := spawnTestCluster(t, 2)
+	base := Target{App: c.Nodes[0].App, APIKey: c.Nodes[0].APIKey, Secret: c.Nodes[0].Secret, Transport: "tcp"}
+	ts, err := ParseTargets(context.Background(), c.Nodes[0].APIURL+","+c.Nodes[1].APIURL+"/", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 2 {
+		t.Fatalf("%d targets", len(ts))
+	}
+	for i, tg := range ts {
+		n := c.Nodes[i]
+		if tg.Node != n.Node || tg.WSURL != n.WSURL || tg.TCPAddr != n.TCPAddr || tg.APIURL != n.APIURL || tg.Transport != "tcp" || tg.Secret != n.Secret {
+			t.Errorf("target %d: %+v, want node %s at %s, %s", i+1, tg, n.Node, n.WSURL, n.TCPAddr)
+		}
+	}
+	bad := base
+	bad.APIKey = "wrong"
+	if _, err := ParseTargets(context.Background(), c.Nodes[0].APIURL, bad); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("with a wrong key: %v", err)
+	}
+	ts, err = ParseTargets(context.Background(), "http://127.0.0.1:1+ws://127.0.0.1:2/ws+127.0.0.1:3", base)
+	if err != nil || ts[0].WSURL != "ws://127.0.0.1:2/ws" || ts[0].TCPAddr != "127.0.0.1:3" || ts[0].APIURL != "http://127.0.0.1:1" {
+		t.Errorf("explicit: %+v, %v", ts, err)
+	}
+	if _, err := ParseTargets(context.Background(), "a+b", base); err == nil {
+		t.Error("a+b accepted")
+	}
+}
+
 // TestClusterStormKill kills node 1 of a three-node cluster with every
 // client on it: they move to nodes 2 and 3 and get every inbox message
 // pushed (through those nodes) before and after the kill, and recover
