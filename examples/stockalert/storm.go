@@ -221,7 +221,9 @@ func RunStorm(ctx context.Context, svc *Service, cfg StormConfig, log *slog.Logg
 		slices.SortFunc(m.storm, func(a, b time.Time) int { return a.Compare(b) })
 		rep.DeliverTime = m.storm[len(m.storm)-1].Sub(tick)
 		slices.Sort(m.latencies)
-		q := func(p float64) time.Duration { return m.latencies[min(len(m.latencies)-1, int(p*float64(len(m.latencies))))] }
+		q := func(p float64) time.Duration {
+			return m.latencies[min(len(m.latencies)-1, int(p*float64(len(m.latencies))))]
+		}
 		rep.P50, rep.P99, rep.PMax = q(0.50), q(0.99), m.latencies[len(m.latencies)-1]
 		// Peak: the most arrivals within any one second (sliding window).
 		lo := 0
