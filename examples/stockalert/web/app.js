@@ -60,7 +60,7 @@ function showAlert(msg) {
   li.innerHTML = `<b></b> <span class="${a.dir}"></span><span class="meta"></span>`;
   li.children[0].textContent = a.symbol;
   li.children[1].textContent = `crossed ${a.dir === 'up' ? '+' : '−'}${a.bp / 100} %: ${money(a.price)} (${signed(change)})`;
-  li.children[2].textContent = `#${msg.seq} · ${new Date(msg.time).toLocaleTimeString()}`;
+  li.children[2].textContent = `inbox #${msg.seq} · ${new Date(msg.time).toLocaleTimeString()}`;
   $('alerts').prepend(li);
   $('no-alerts').hidden = true;
 }
