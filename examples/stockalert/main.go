@@ -61,8 +61,8 @@ func run(args []string) error {
 		vol      = fs.Float64("vol", 25, "price volatility per tick, basis points of the reference price")
 		publish  = fs.Bool("prices", true, "publish prices to the topic \"prices\" every tick (not in -storm)")
 		bundle   = fs.String("sdk", defaultBundle(), "the SDK's browser bundle (sdk/js/dist/herald.min.js)")
-		batch    = fs.Int("batch", 1000, "most messages per bulk push")
-		conc     = fs.Int("concurrency", 4, "bulk pushes in flight per tick")
+		batch    = fs.Int("batch", 500, "most messages per bulk push")
+		conc     = fs.Int("concurrency", 8, "bulk pushes in flight per tick")
 		duration = fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
 		seed     = fs.Uint64("seed", 1, "seed of the price walk")
 

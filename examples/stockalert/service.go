@@ -53,7 +53,7 @@ type Service struct {
 func NewService(m *Market, ix *Index, h *Herald, log *slog.Logger) *Service {
 	return &Service{
 		Market: m, Index: ix, Herald: h, Log: log,
-		Batch: 1000, Concurrency: 4,
+		Batch: 500, Concurrency: 8,
 		run: strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
 }
