@@ -74,7 +74,10 @@ func run(args []string) error {
 		stormWait   = fs.Duration("storm-wait", 60*time.Second, "storm: longest wait for the alerts to arrive")
 	)
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("flags: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	secret, key := os.Getenv("STOCKALERT_SECRET"), os.Getenv("STOCKALERT_API_KEY")
