@@ -20,11 +20,26 @@ import (
 
 // Sources are the snapshots the metrics are read from. Nil sources are skipped.
 type Sources struct {
-	Gateway     func() gateway.Stats
-	Hub         func() hub.Stats
-	Node        func() node.Stats
-	Store       func() StoreStats
+	Gateway func() gateway.Stats
+	Hub     func() hub.Stats
+	Node    func() node.Stats
+	Store   func() StoreStats
+	// Cluster is set on a node of a cluster.
+	Cluster     func() ClusterStats
 	LogsDropped func() uint64
+}
+
+// ClusterStats is what a node of a cluster adds: its broker and registry.
+type ClusterStats struct {
+	BrokerUp      bool   // the broker carries messages (Health nil)
+	RegistryUp    bool   // the presence registry answers
+	Published     uint64 // messages sent toward other nodes
+	PublishErrors uint64 // publishes that failed (the other nodes fill them from the store)
+	Received      uint64 // messages that reached this node from others
+	Dropped       uint64 // received messages dropped because handlers fell behind (then read from the store)
+	Resyncs       uint64 // times the node compared its streams with the store after losses
+	Reconnects    uint64 // reconnections to the broker
+	Subjects      int64  // subjects this node has interest in
 }
 
 // StoreStats is the message store's state.
@@ -94,8 +109,24 @@ var (
 	descStoreUp     = prometheus.NewDesc("herald_store_up", "1 while the message store takes writes, 0 while it refuses them (API writes answer 503).", nil, nil)
 	descStoreLoss   = prometheus.NewDesc("herald_store_data_loss_detected_total", "Store opens that found acknowledged messages missing (a damaged log) and started a new epoch.", nil, nil)
 	descStoreReopen = prometheus.NewDesc("herald_store_reopens_total", "Times the message store recovered from a write failure by reopening.", nil, nil)
+	descBrokerUp    = prometheus.NewDesc("herald_broker_up", "1 while the broker carries messages between nodes, 0 while it cannot (outage, subscription not in place, losses not yet resynced).", nil, nil)
+	descRegistryUp  = prometheus.NewDesc("herald_registry_up", "1 while the cluster's presence registry answers.", nil, nil)
+	descBrokerPub   = prometheus.NewDesc("herald_broker_published_total", "Messages this node sent to other nodes through the broker.", nil, nil)
+	descBrokerPubE  = prometheus.NewDesc("herald_broker_publish_errors_total", "Broker publishes that failed (other nodes read those messages from the store).", nil, nil)
+	descBrokerRecv  = prometheus.NewDesc("herald_broker_received_total", "Messages from other nodes that reached this node.", nil, nil)
+	descBrokerDrop  = prometheus.NewDesc("herald_broker_dropped_total", "Messages from other nodes dropped because this node fell behind (read from the store instead).", nil, nil)
+	descBrokerRes   = prometheus.NewDesc("herald_broker_resyncs_total", "Times this node compared the streams it follows with the store after possible losses.", nil, nil)
+	descBrokerRec   = prometheus.NewDesc("herald_broker_reconnects_total", "Reconnections to the broker.", nil, nil)
+	descBrokerSubj  = prometheus.NewDesc("herald_broker_subjects", "Users, topics and apps this node hears from other nodes.", nil, nil)
 	descLogDropped  = prometheus.NewDesc("herald_log_records_dropped_total", "Log records dropped because the log writer fell behind.", nil, nil)
 )
+
+func boolGauge(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 // snapshot is a collector over the Stats snapshots.
 type snapshot struct{ src Sources }
@@ -106,6 +137,12 @@ func (s *snapshot) Describe(ch chan<- *prometheus.Desc) {
 		descDropped, descGaps, descFilled, descAcks, descCaughtUp, descUndeliv, descRecovered, descUnrecovered, descLogDropped,
 		descStoreUp, descStoreLoss, descStoreReopen} {
 		ch <- d
+	}
+	if s.src.Cluster != nil {
+		for _, d := range []*prometheus.Desc{descBrokerUp, descRegistryUp, descBrokerPub, descBrokerPubE, descBrokerRecv,
+			descBrokerDrop, descBrokerRes, descBrokerRec, descBrokerSubj} {
+			ch <- d
+		}
 	}
 }
 
@@ -159,6 +196,18 @@ func (s *snapshot) Collect(ch chan<- prometheus.Metric) {
 		gauge(descStoreUp, up)
 		counter(descStoreLoss, st.LossesDetected)
 		counter(descStoreReopen, st.Reopens)
+	}
+	if s.src.Cluster != nil {
+		c := s.src.Cluster()
+		gauge(descBrokerUp, boolGauge(c.BrokerUp))
+		gauge(descRegistryUp, boolGauge(c.RegistryUp))
+		counter(descBrokerPub, c.Published)
+		counter(descBrokerPubE, c.PublishErrors)
+		counter(descBrokerRecv, c.Received)
+		counter(descBrokerDrop, c.Dropped)
+		counter(descBrokerRes, c.Resyncs)
+		counter(descBrokerRec, c.Reconnects)
+		gauge(descBrokerSubj, c.Subjects)
 	}
 	if s.src.LogsDropped != nil {
 		counter(descLogDropped, s.src.LogsDropped())
