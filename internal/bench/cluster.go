@@ -346,10 +346,10 @@ func (f NodeFlags) Check() (n int, clients, apis []int, err error) {
 	switch {
 	case f.Cluster < 0 || f.Cluster > MaxClusterNodes:
 		return 0, nil, nil, fmt.Errorf("bench: -cluster must be 1 to %d nodes, not %d", MaxClusterNodes, f.Cluster)
-	case f.Cluster > 0 && !f.Spawn:
-		return 0, nil, nil, errors.New("bench: -cluster starts a cluster and needs -spawn; measure a running one with -targets")
 	case f.Cluster > 0 && f.Targets != "":
 		return 0, nil, nil, errors.New("bench: -cluster and -targets exclude each other (start a cluster, or measure a running one)")
+	case f.Cluster > 0 && !f.Spawn:
+		return 0, nil, nil, errors.New("bench: -cluster starts a cluster and needs -spawn; measure a running one with -targets")
 	case f.Cluster > 0 && f.Servers > 1:
 		return 0, nil, nil, errors.New("bench: -cluster and -servers exclude each other")
 	case f.Servers < 1:

@@ -210,12 +210,12 @@ func (o Options) params() map[string]string {
 		"transport": o.Target.Transport,
 		"url":       o.Target.ClientURL(),
 	}
-	if len(o.More) > 0 {
+	if o.Cluster {
+		p["nodes"] = strconv.Itoa(1 + len(o.More))
+	} else if len(o.More) > 0 {
 		p["servers"] = strconv.Itoa(1 + len(o.More))
-		if o.Cluster {
-			delete(p, "servers")
-			p["nodes"] = strconv.Itoa(1 + len(o.More))
-		}
+	}
+	if len(o.More) > 0 {
 		if len(o.ClientNodes) > 0 && len(o.ClientNodes) < 1+len(o.More) {
 			p["client_nodes"] = nodeList(o.ClientNodes)
 		}
