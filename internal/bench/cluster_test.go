@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -293,3 +294,26 @@ func TestKillDefaults(t *testing.T) {
 // crossNodeDelivery is whether the server carries messages between nodes
 // yet (the broker wired in); until then the cross-node cases are skipped.
 const crossNodeDelivery = false
+
+// TestFallbackURL: clients assigned to a node that is down connect to the
+// next node of the cluster instead, and get every message.
+func TestFallbackURL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	live := startServer(t)
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := *live
+	dead.WSURL = "ws://127.0.0.1:" + strconv.Itoa(ports[0]) + "/ws"
+	dead.APIURL = "http://127.0.0.1:" + strconv.Itoa(ports[0])
+	o := testOptions(t, "unicast", &dead)
+	o.More, o.Cluster = []*Target{live}, true
+	o.ClientNodes, o.APINodes = []int{0}, []int{1}
+	r := runClean(t, o)
+	if r.Connections != 200 || r.Delivered != 50 {
+		t.Errorf("connections %d delivered %d, want 200, 50", r.Connections, r.Delivered)
+	}
+}
