@@ -20,6 +20,7 @@ import (
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 
+	"github.com/herald-push/herald/internal/origin"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -41,6 +42,10 @@ type Config struct {
 	WSAddr string // WebSocket listen address; empty disables
 	WSPath string // HTTP path of the WebSocket endpoint; default "/ws"
 	WSTLS  TLS    // certificate files; TLS is on when both are set
+	// AllowedOrigins are the browser origins allowed on the WebSocket (and
+	// SSE) endpoints; the zero List allows any. A request from another
+	// origin gets 403 origin_not_allowed before it is upgraded.
+	AllowedOrigins origin.List
 
 	TCPAddr string // raw TCP listen address; empty disables
 	TCPTLS  TLS    // certificate files; TLS is on when both are set

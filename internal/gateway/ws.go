@@ -38,6 +38,9 @@ func (g *Gateway) startWS() error {
 			http.Error(w, "server is draining", http.StatusServiceUnavailable)
 			return
 		}
+		if !g.originAllowed(w, r) {
+			return
+		}
 		setup.upgrading(r.RemoteAddr)
 		wc, err := up.Upgrade(w, r, nil)
 		if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/metrics"
 	"github.com/herald-push/herald/internal/node"
+	"github.com/herald-push/herald/internal/origin"
 	"github.com/herald-push/herald/internal/registry"
 	"github.com/herald-push/herald/internal/store"
 	"github.com/herald-push/herald/internal/store/embedded"
@@ -81,6 +82,21 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		opt.Now = time.Now
 	}
 	log := opt.Logger
+	wsOrigins, err := origin.Parse(cfg.WS.AllowedOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("ws.allowed_origins: %w", err)
+	}
+	corsOrigins, err := origin.Parse(cfg.API.CORSOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("api.cors_origins: %w", err)
+	}
+	var cors *origin.List
+	if len(cfg.API.CORSOrigins) > 0 {
+		cors = &corsOrigins
+	}
+	if len(cfg.WS.AllowedOrigins) == 0 {
+		log.Info("ws.allowed_origins is empty: browsers from any origin may connect; set it in production")
+	}
 	st, err := openStore(cfg, opt, log)
 	if err != nil {
 		return nil, err
@@ -143,20 +159,21 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	lim.MaxPayload = cfg.MaxPayload
 	lim.MaxConnect = cfg.MaxConnectSize
 	gw, err = gateway.New(gateway.Config{
-		WSAddr:        cfg.WS.Addr,
-		WSPath:        cfg.WS.Path,
-		WSTLS:         gateway.TLS{CertFile: cfg.WS.TLSCert, KeyFile: cfg.WS.TLSKey},
-		TCPAddr:       cfg.TCP.Addr,
-		TCPTLS:        gateway.TLS{CertFile: cfg.TCP.TLSCert, KeyFile: cfg.TCP.TLSKey},
-		Limits:        lim,
-		OutboundLimit: cfg.OutboundLimit,
-		FrameRate:     gateway.Rate{PerSecond: cfg.FrameRate, Burst: cfg.FrameBurst},
-		SubscribeRate: gateway.Rate{PerSecond: cfg.SubscribeRate, Burst: cfg.SubscribeBurst},
-		Heartbeat:     cfg.Heartbeat,
-		Grace:         cfg.HeartbeatGrace,
-		AuthTimeout:   cfg.AuthTimeout,
-		Logger:        log,
-		Now:           opt.Now,
+		WSAddr:         cfg.WS.Addr,
+		WSPath:         cfg.WS.Path,
+		WSTLS:          gateway.TLS{CertFile: cfg.WS.TLSCert, KeyFile: cfg.WS.TLSKey},
+		AllowedOrigins: wsOrigins,
+		TCPAddr:        cfg.TCP.Addr,
+		TCPTLS:         gateway.TLS{CertFile: cfg.TCP.TLSCert, KeyFile: cfg.TCP.TLSKey},
+		Limits:         lim,
+		OutboundLimit:  cfg.OutboundLimit,
+		FrameRate:      gateway.Rate{PerSecond: cfg.FrameRate, Burst: cfg.FrameBurst},
+		SubscribeRate:  gateway.Rate{PerSecond: cfg.SubscribeRate, Burst: cfg.SubscribeBurst},
+		Heartbeat:      cfg.Heartbeat,
+		Grace:          cfg.HeartbeatGrace,
+		AuthTimeout:    cfg.AuthTimeout,
+		Logger:         log,
+		Now:            opt.Now,
 	}, n)
 	if err != nil {
 		_ = h.Shutdown(context.Background())
@@ -183,6 +200,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxPayload:    cfg.MaxPayload,
 		MaxRecipients: cfg.MaxRecipients,
 		BodyTimeout:   cfg.APIBodyTimeout,
+		CORS:          cors,
 		Stats:         s.Stats,
 		Health:        s.health,
 		Observe:       m.ObserveAPI,
