@@ -316,21 +316,24 @@ type storeState struct {
 }
 
 type gatewayStats struct {
-	Open         int64             `json:"open"`
-	Accepted     uint64            `json:"accepted"`
-	FramesIn     uint64            `json:"frames_in"`
-	FramesOut    uint64            `json:"frames_out"`
-	BytesOut     uint64            `json:"bytes_out"`
-	Writes       uint64            `json:"writes"`
-	DecodeErrors uint64            `json:"decode_errors"`
-	Disconnects  map[string]uint64 `json:"disconnects"`
+	Open         int64  `json:"open"`
+	Accepted     uint64 `json:"accepted"`
+	FramesIn     uint64 `json:"frames_in"`
+	FramesOut    uint64 `json:"frames_out"`
+	BytesOut     uint64 `json:"bytes_out"`
+	Writes       uint64 `json:"writes"`
+	DecodeErrors uint64 `json:"decode_errors"`
+	// OriginRefused counts WebSocket and SSE requests refused for their
+	// Origin (ws.allowed_origins).
+	OriginRefused uint64            `json:"origin_refused"`
+	Disconnects   map[string]uint64 `json:"disconnects"`
 }
 
 // Stats returns a snapshot of every counter.
 func (s *Server) Stats() any {
 	g := s.gw.Stats()
 	gs := gatewayStats{Open: g.Open, Accepted: g.Accepted, FramesIn: g.FramesIn, FramesOut: g.FramesOut,
-		BytesOut: g.BytesOut, Writes: g.Writes, DecodeErrors: g.DecodeErrors, Disconnects: map[string]uint64{}}
+		BytesOut: g.BytesOut, Writes: g.Writes, DecodeErrors: g.DecodeErrors, OriginRefused: g.OriginRefused, Disconnects: map[string]uint64{}}
 	for code, v := range g.Disconnects {
 		gs.Disconnects[code.String()] = v
 	}

@@ -210,8 +210,8 @@ func (o *opener) one(ctx context.Context, user string) (net.Conn, error) {
 			return nil, fmt.Errorf("refused: %s", data)
 		}
 	}
-	if br.Buffered() > 0 {
-		return nil, errors.New("more data after the REPLY")
+	if rest, _ := br.Peek(br.Buffered()); len(bytes.TrimSpace(rest)) > 0 { // the chunk's CRLF may be left
+		return nil, fmt.Errorf("more data after the REPLY: %q", rest)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	ok = true
