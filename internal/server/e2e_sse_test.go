@@ -76,6 +76,22 @@ func TestSSESubscribeRecovery(t *testing.T) {
 	c2.expectPush("t:news", []byte(`"four"`))
 }
 
+// TestSSETLS runs a session over SSE on a TLS listener: the stream and the
+// POSTs are encrypted on the event loop like WebSocket's.
+func TestSSETLS(t *testing.T) {
+	t.Parallel()
+	h := startServer(t, withTLS(t))
+	c := h.sseConnect("tls", h.token(appA, "tess", "news"), "d1")
+	c.subscribe(protocol.Frame{ID: 1, Topic: "news"})
+	h.publish(appA, "news", "secret")
+	c.expectPush("t:news", []byte(`"secret"`))
+	h.pushUser(appA, "tess", "inbox")
+	p := c.expectPush("u:tess", []byte(`"inbox"`))
+	c.write(&protocol.Frame{Type: protocol.TypeAck, Stream: p.Stream, Seq: p.Seq})
+	c.write(&protocol.Frame{Type: protocol.TypeDisconnect, Code: uint32(protocol.DisconnectNormal)})
+	c.expectDisconnect(protocol.DisconnectNormal)
+}
+
 // TestSSEBatch sends several frames in one POST (a JSON array) and gets
 // their answers in order.
 func TestSSEBatch(t *testing.T) {

@@ -35,10 +35,17 @@ type sconn struct {
 	closeMu  sync.Mutex
 }
 
-// sseURL returns the URL of the server's event stream.
-func (h *harness) sseURL() string {
-	return "http://" + h.srv.gw.WSAddr().String() + "/sse"
+// sseBase returns the scheme and address of the WebSocket listener, where
+// the SSE transport is served.
+func (h *harness) sseBase() string {
+	if h.cfg.WS.TLSCert != "" {
+		return "https://" + h.srv.gw.WSAddr().String()
+	}
+	return "http://" + h.srv.gw.WSAddr().String()
 }
+
+// sseURL returns the URL of the server's event stream.
+func (h *harness) sseURL() string { return h.sseBase() + "/sse" }
 
 // sseOpen opens an event stream and reads its session event. from is the
 // Origin header ("" sends none).
@@ -53,7 +60,7 @@ func (h *harness) sseOpen(name, from string) (*sconn, error) {
 	if from != "" {
 		req.Header.Set("Origin", from)
 	}
-	hc := &http.Client{Transport: &http.Transport{}}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: h.clientTLS()}}
 	timer := time.AfterFunc(waitTime, cancel)
 	resp, err := hc.Do(req)
 	timer.Stop()
@@ -71,7 +78,7 @@ func (h *harness) sseOpen(name, from string) (*sconn, error) {
 		cancel()
 		return nil, fmt.Errorf("content type %q", ct)
 	}
-	c := &sconn{t: h.t, name: name + "/sse", base: "http://" + h.srv.gw.WSAddr().String(), origin: from,
+	c := &sconn{t: h.t, name: name + "/sse", base: h.sseBase(), origin: from,
 		http: hc, body: resp.Body, r: bufio.NewReader(resp.Body), cancel: cancel}
 	timer = time.AfterFunc(waitTime, func() { c.Close() })
 	event, data, err := c.event()

@@ -72,6 +72,7 @@ func run(exe string, conns, warmup int, hold time.Duration, concurrency int, ext
 	}
 	time.Sleep(2 * time.Second) // let the server settle before the baseline
 	base := median(ctx, t)
+	g0 := goroutines(t)
 	start := time.Now()
 	failed, err := o.open(ctx, "sse", conns, concurrency)
 	if err != nil {
@@ -80,13 +81,14 @@ func run(exe string, conns, warmup int, hold time.Duration, concurrency int, ext
 	ramp := time.Since(start)
 	time.Sleep(hold)
 	after := median(ctx, t)
+	g1 := goroutines(t)
 	open := conns - failed
 	if open == 0 {
 		return errors.New("no connection opened")
 	}
 	per := float64(after.RSS-base.RSS) / float64(open) / 1024
-	fmt.Printf("transport=sse conns=%d failed=%d ramp=%v hold=%v baseline_rss=%.1fMiB rss=%.1fMiB rss_per_conn=%.2fKiB\n",
-		open, failed, ramp.Round(time.Millisecond), hold, float64(base.RSS)/(1<<20), float64(after.RSS)/(1<<20), per)
+	fmt.Printf("transport=sse conns=%d failed=%d ramp=%v hold=%v baseline_rss=%.1fMiB rss=%.1fMiB rss_per_conn=%.2fKiB goroutines=%d->%d\n",
+		open, failed, ramp.Round(time.Millisecond), hold, float64(base.RSS)/(1<<20), float64(after.RSS)/(1<<20), per, g0, g1)
 	runtime.KeepAlive(o.held)
 	return nil
 }
@@ -109,6 +111,26 @@ func median(ctx context.Context, t *bench.Target) bench.ServerSample {
 	}
 	sort.Slice(ss, func(i, j int) bool { return ss[i].RSS < ss[j].RSS })
 	return ss[len(ss)/2]
+}
+
+// goroutines returns the server's go_goroutines, from /metrics (-1 if
+// unknown).
+func goroutines(t *bench.Target) int {
+	resp, err := http.Get(t.APIURL + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			var n int
+			if _, err := fmt.Sscan(v, &n); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 // opener opens SSE connections and keeps them.
