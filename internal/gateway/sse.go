@@ -109,6 +109,17 @@ const sseHead = "HTTP/1.1 200 OK\r\n" +
 	"X-Accel-Buffering: no\r\n" + // nginx: do not buffer the stream
 	"Transfer-Encoding: chunked\r\n"
 
+// headerSafe reports whether v can be written into a header as it is: no
+// control characters (the head is written by hand, not by net/http).
+func headerSafe(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // sseTokenBytes is the entropy of a session token.
 const sseTokenBytes = 24
 
@@ -160,7 +171,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request, setup *wsSetu
 	_ = nc.SetReadDeadline(time.Time{})
 
 	head := []byte(sseHead)
-	if o := r.Header.Get("Origin"); o != "" {
+	if o := r.Header.Get("Origin"); o != "" && headerSafe(o) {
 		head = append(head, "Access-Control-Allow-Origin: "...)
 		head = append(head, o...)
 		head = append(head, "\r\nVary: Origin\r\n"...)

@@ -78,3 +78,11 @@ func mustHex(t *testing.T, s string) int {
 	}
 	return n
 }
+
+func TestHeaderSafe(t *testing.T) {
+	for v, want := range map[string]bool{"https://app.example.com": true, "null": true, "a\rb": false, "a\nb": false, "a\x00": false, "a\x7f": false} {
+		if got := headerSafe(v); got != want {
+			t.Errorf("headerSafe(%q) = %v; want %v", v, got, want)
+		}
+	}
+}
