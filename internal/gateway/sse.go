@@ -206,7 +206,7 @@ func (g *Gateway) serveSSEPost(w http.ResponseWriter, r *http.Request) {
 	if !g.originAllowed(w, r) {
 		return
 	}
-	if o := r.Header.Get("Origin"); o != "" {
+	if o := r.Header.Get("Origin"); o != "" && headerSafe(o) {
 		w.Header().Set("Access-Control-Allow-Origin", o)
 		w.Header().Add("Vary", "Origin")
 	}
