@@ -258,10 +258,11 @@ func (c *sconn) expectPush(stream string, payload []byte) *protocol.Frame {
 	return f
 }
 
-func (c *sconn) expectDisconnect(code protocol.DisconnectCode) {
+func (c *sconn) expectDisconnect(code protocol.DisconnectCode) protocol.Disconnect {
 	c.t.Helper()
 	f := c.expect(protocol.TypeDisconnect)
-	if d := protocol.DisconnectFrom(f); d.Code != code {
+	d := protocol.DisconnectFrom(f)
+	if d.Code != code {
 		c.t.Fatalf("%s: got DISCONNECT %d (%s); want %d", c.name, d.Code, d.Reason, code)
 	}
 	f, err, timedOut := c.readWithin(waitTime)
@@ -273,6 +274,7 @@ func (c *sconn) expectDisconnect(code protocol.DisconnectCode) {
 	case !errors.Is(err, io.EOF):
 		c.t.Fatalf("%s: stream ended with %v; want its clean end (EOF)", c.name, err)
 	}
+	return d
 }
 
 func (c *sconn) write(f *protocol.Frame) {
