@@ -64,7 +64,7 @@ type NATS struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
+	mu   sync.RWMutex
 	subs map[string]*natsSubject // by NATS subject
 	gone uint64                  // drops of unsubscribed subjects
 
@@ -430,9 +430,9 @@ func (n *NATS) handle(d *dispatcher, m *nats.Msg) {
 		return
 	}
 	n.received.Add(1)
-	n.mu.Lock()
+	n.mu.RLock()
 	e := n.subs[m.Subject]
-	n.mu.Unlock()
+	n.mu.RUnlock()
 	if e == nil || e.sub != m.Sub {
 		return // unsubscribed meanwhile
 	}
@@ -500,9 +500,9 @@ func (n *NATS) onError(_ *nats.Conn, sub *nats.Subscription, err error) {
 	}
 	switch {
 	case errors.Is(err, nats.ErrSlowConsumer) && sub != nil:
-		n.mu.Lock()
+		n.mu.RLock()
 		e := n.subs[sub.Subject]
-		n.mu.Unlock()
+		n.mu.RUnlock()
 		if e != nil {
 			e.d.lossy.Store(true)
 			select {
