@@ -25,6 +25,7 @@ import (
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/jsonstr"
 	"github.com/herald-push/herald/internal/node"
+	"github.com/herald-push/herald/internal/origin"
 	"github.com/herald-push/herald/internal/registry"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	// when the handler starts; 0 means no bound. A body cut by it gets 408
 	// and the connection is closed.
 	BodyTimeout time.Duration
+	// CORS, if set, lists the browser origins the API answers CORS
+	// requests from (preflights and the headers on answers); nil: no CORS.
+	CORS *origin.List
 	// Stats returns the server's counters for GET /v1/stats.
 	Stats func() any
 	// Health, if set, reports whether the server can do its work (for
@@ -137,6 +141,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r = stripped
 	}
+	if a.cfg.CORS != nil && a.cors(w, r) {
+		return
+	}
 	if a.cfg.BodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
 		// Cleared once the body is decoded (decodeLimit). A body that is
 		// never read keeps it: the server then cannot discard the rest
@@ -146,6 +153,54 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	a.mux.ServeHTTP(w, r)
+}
+
+// CORS answers.
+const (
+	corsMethods = "GET, POST"
+	corsHeaders = "Authorization, Content-Type, X-API-Key"
+	corsMaxAge  = "600" // seconds a browser may cache a preflight
+)
+
+// cors handles CORS for r: it answers a preflight (and reports true), or
+// adds the CORS headers an answer to an allowed origin needs. A request
+// from an origin not listed gets no CORS headers, so the browser keeps the
+// answer from the page; its preflight gets 403.
+func (a *API) cors(w http.ResponseWriter, r *http.Request) bool {
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	o := r.Header.Get("Origin")
+	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+	if o == "" {
+		return false
+	}
+	allowed := a.cfg.CORS.Allowed(o)
+	if !preflight {
+		if allowed {
+			h.Set("Access-Control-Allow-Origin", o)
+		}
+		return false
+	}
+	h.Add("Vary", "Access-Control-Request-Method")
+	h.Add("Vary", "Access-Control-Request-Headers")
+	if !allowed {
+		a.log.Info("api: CORS preflight from an origin not allowed", "origin", o, "path", r.URL.Path)
+		writeError(w, http.StatusForbidden, "origin_not_allowed", "this origin may not call the API; the server's api.cors_origins lists the origins that may")
+		return true
+	}
+	probe := new(http.Request)
+	*probe = *r
+	probe.Method = r.Header.Get("Access-Control-Request-Method")
+	if _, pattern := a.mux.Handler(probe); pattern == "" || pattern == "/" || probe.Method == http.MethodOptions {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no %s %s to allow; see docs/api.md", probe.Method, r.URL.Path))
+		return true
+	}
+	h.Set("Access-Control-Allow-Origin", o)
+	h.Set("Access-Control-Allow-Methods", corsMethods)
+	h.Set("Access-Control-Allow-Headers", corsHeaders)
+	h.Set("Access-Control-Max-Age", corsMaxAge)
+	w.WriteHeader(http.StatusNoContent)
+	return true
 }
 
 // cleanPath reports whether p is an absolute path without empty, "." or

@@ -123,6 +123,15 @@ type Listener struct {
 	Path    string `yaml:"path"`     // HTTP path (ws: endpoint; api: optional prefix; tcp: unused)
 	TLSCert string `yaml:"tls_cert"` // PEM certificate chain file
 	TLSKey  string `yaml:"tls_key"`  // PEM private key file
+
+	// AllowedOrigins (ws only) lists the browser origins allowed to open
+	// WebSocket and SSE connections: "*" or scheme://host[:port]. Empty
+	// allows any origin; production should set it. A request without an
+	// Origin header (not a browser) is always allowed.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// CORSOrigins (api only) lists the browser origins the server API
+	// answers CORS requests from, in the same format. Empty: no CORS.
+	CORSOrigins []string `yaml:"cors_origins"`
 }
 
 // Enabled reports whether the listener has an address.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -198,6 +199,16 @@ func TestValidateRules(t *testing.T) {
 		{"api prefix", func(c *Config) { c.API.Path = "/herald" }, ""},
 		{"api prefix relative", func(c *Config) { c.API.Path = "herald" }, "api.path:"},
 		{"ws path empty", func(c *Config) { c.WS.Path = "" }, "ws.path: must not be empty"},
+		{"ws path is the sse path", func(c *Config) { c.WS.Path = "/push/sse" }, "ws.path: must not end in /sse"},
+		{"allowed origins", func(c *Config) {
+			c.WS.AllowedOrigins = []string{"https://app.example.com", "http://localhost:3000", "*"}
+		}, ""},
+		{"allowed origin with a path", func(c *Config) { c.WS.AllowedOrigins = []string{"https://app.example.com/"} }, "ws.allowed_origins[0]:"},
+		{"allowed origin without a scheme", func(c *Config) { c.WS.AllowedOrigins = []string{"*", "app.example.com"} }, "ws.allowed_origins[1]:"},
+		{"allowed origins on tcp", func(c *Config) { c.TCP.AllowedOrigins = []string{"*"} }, "tcp.allowed_origins: is not used"},
+		{"cors origins", func(c *Config) { c.API.CORSOrigins = []string{"https://admin.example.com:8443"} }, ""},
+		{"cors origin with a query", func(c *Config) { c.API.CORSOrigins = []string{"https://admin.example.com?x"} }, "api.cors_origins[0]:"},
+		{"cors origins on ws", func(c *Config) { c.WS.CORSOrigins = []string{"*"} }, "ws.cors_origins: is not used"},
 		{"named port", func(c *Config) { c.API.Addr = "localhost:http" }, "api.addr: port \"http\""},
 		{"shared address", func(c *Config) { c.API.Addr = c.WS.Addr }, "api.addr: same as ws.addr"},
 		{"auth timeout equals heartbeat", func(c *Config) { c.AuthTimeout = c.Heartbeat }, ""},
@@ -351,6 +362,15 @@ func TestPrecedence(t *testing.T) {
 			}
 			return ""
 		}},
+		{"origin lists from env and flags", map[string]string{"HERALD_WS_ALLOWED_ORIGINS": "https://a.example, http://localhost:3000,"},
+			[]string{"-api-cors-origins", "https://admin.example"},
+			func(c Config) string {
+				if !slices.Equal(c.WS.AllowedOrigins, []string{"https://a.example", "http://localhost:3000"}) ||
+					!slices.Equal(c.API.CORSOrigins, []string{"https://admin.example"}) {
+					return "origin lists not applied"
+				}
+				return ""
+			}},
 		{"flags over env", map[string]string{"HERALD_WS_ADDR": "env:1", "HERALD_NODE": "env-node", "HERALD_MAX_PAYLOAD": "1000"},
 			[]string{"-ws-addr", "flag:1", "-heartbeat", "2m", "-max-payload", "2000", "-duplicate-login", "refuse"},
 			func(c Config) string {

@@ -20,12 +20,20 @@ const example = `# herald configuration.
 data_dir: ./herald-data
 
 # WebSocket listener for clients. TLS is on when both tls_cert and tls_key
-# (PEM files) are set.
+# (PEM files) are set. The SSE transport (for clients that cannot use
+# WebSocket) is served on the same listener, beside path: /ws -> /sse.
 ws:
   addr: 127.0.0.1:8080
   path: /ws
   # tls_cert: /etc/herald/tls/cert.pem
   # tls_key: /etc/herald/tls/key.pem
+  # Browser origins allowed to connect (WebSocket and SSE): "*" or
+  # scheme://host[:port]. Empty (the default) allows any origin: set it in
+  # production, so that other sites' pages cannot connect with your users'
+  # tokens. Requests without an Origin header (apps, servers) are always
+  # allowed; a disallowed origin gets 403 origin_not_allowed.
+  # allowed_origins:
+  #   - https://app.example.com
 
 # Raw TCP listener for clients (length-prefixed frames). An empty addr
 # disables it. Takes tls_cert and tls_key like ws.
@@ -36,6 +44,11 @@ tcp:
 # like ws, and an optional path prefix.
 api:
   addr: 127.0.0.1:8081
+  # Browser origins allowed to call the API (CORS), in the same format.
+  # Empty (the default): no CORS headers, browsers cannot call it. API keys
+  # are secrets: only list origins of trusted internal tools.
+  # cors_origins:
+  #   - https://admin.example.com
 
 # Apps allowed to use the server. With no apps, herald creates a development
 # app in data_dir/dev-app.yaml.

@@ -68,7 +68,7 @@ func decode(r io.Reader, c *Config) error {
 type setting struct {
 	flag  string            // flag name; the variable is HERALD_ + upper snake case
 	usage string            // flag help
-	field func(*Config) any // *string, *int or *time.Duration
+	field func(*Config) any // *string, *int, *time.Duration or *[]string (comma-separated)
 }
 
 // env returns the environment variable name of s.
@@ -83,8 +83,10 @@ func settings() []setting {
 		{"data-dir", "data directory", func(c *Config) any { return &c.DataDir }},
 		{"ws-addr", "WebSocket listen address", func(c *Config) any { return &c.WS.Addr }},
 		{"ws-path", "WebSocket endpoint path", func(c *Config) any { return &c.WS.Path }},
+		{"ws-allowed-origins", "comma-separated browser origins allowed on WebSocket and SSE (scheme://host[:port] or *); empty allows any", func(c *Config) any { return &c.WS.AllowedOrigins }},
 		{"tcp-addr", "raw TCP listen address (empty disables)", func(c *Config) any { return &c.TCP.Addr }},
 		{"api-addr", "server API listen address", func(c *Config) any { return &c.API.Addr }},
+		{"api-cors-origins", "comma-separated browser origins allowed to call the server API (CORS); empty: none", func(c *Config) any { return &c.API.CORSOrigins }},
 		{"heartbeat", "heartbeat interval announced to clients", func(c *Config) any { return &c.Heartbeat }},
 		{"heartbeat-grace", "extra silence allowed after a missed heartbeat", func(c *Config) any { return &c.HeartbeatGrace }},
 		{"auth-timeout", "time allowed between accept and CONNECT", func(c *Config) any { return &c.AuthTimeout }},
@@ -134,6 +136,8 @@ func (c *Config) applyEnv(lookupEnv func(string) (string, bool)) error {
 		switch p := s.field(c).(type) {
 		case *string:
 			*p = v
+		case *[]string:
+			*p = splitList(v)
 		case *int:
 			n, err := strconv.Atoi(strings.TrimSpace(v))
 			if err != nil {
@@ -167,6 +171,36 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 			fs.IntVar(p, s.flag, *p, usage)
 		case *time.Duration:
 			fs.DurationVar(p, s.flag, *p, usage)
+		case *[]string:
+			fs.Var((*listFlag)(p), s.flag, usage)
 		}
 	}
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// listFlag is a comma-separated list flag; each use replaces the list.
+type listFlag []string
+
+// String implements flag.Value.
+func (l *listFlag) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+// Set implements flag.Value.
+func (l *listFlag) Set(v string) error {
+	*l = splitList(v)
+	return nil
 }

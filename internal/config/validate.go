@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/logging"
+	"github.com/herald-push/herald/internal/origin"
 )
 
 // Limits enforced by Validate.
@@ -52,6 +54,21 @@ func (c Config) Validate() error {
 	c.WS.check(&p, "ws", true, pathRequired)
 	c.TCP.check(&p, "tcp", false, pathUnused)
 	c.API.check(&p, "api", true, pathOptional)
+	checkOrigins(&p, "ws.allowed_origins", c.WS.AllowedOrigins)
+	checkOrigins(&p, "api.cors_origins", c.API.CORSOrigins)
+	for _, l := range []named{{"tcp", c.TCP}, {"api", c.API}} {
+		if len(l.l.AllowedOrigins) > 0 {
+			p.add(l.name+".allowed_origins", "is not used by this listener (see ws.allowed_origins)")
+		}
+	}
+	for _, l := range []named{{"ws", c.WS}, {"tcp", c.TCP}} {
+		if len(l.l.CORSOrigins) > 0 {
+			p.add(l.name+".cors_origins", "is not used by this listener (see api.cors_origins)")
+		}
+	}
+	if c.WS.Path != "" && path.Base(c.WS.Path) == "sse" {
+		p.add("ws.path", "must not end in /sse: the SSE transport is served there")
+	}
 	checkDistinct(&p, []named{{"ws", c.WS}, {"tcp", c.TCP}, {"api", c.API}})
 
 	if c.Heartbeat <= 0 {
@@ -165,6 +182,15 @@ func (c Config) checkRates(p *problems) {
 	}
 	if c.ReplayBurst < 1 {
 		p.add("replay_burst", "must be at least 1")
+	}
+}
+
+// checkOrigins validates a list of allowed origins.
+func checkOrigins(p *problems, field string, entries []string) {
+	for i, e := range entries {
+		if err := origin.Check(e); err != nil {
+			p.add(fmt.Sprintf("%s[%d]", field, i), "%q: %w", e, err)
+		}
 	}
 }
 

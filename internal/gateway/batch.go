@@ -15,6 +15,7 @@ const (
 	slotFramed   = iota // length-prefixed binary frames back to back (TCP)
 	slotWSBinary        // WebSocket binary messages carrying those frames
 	slotWSText          // WebSocket text messages carrying JSON arrays
+	slotSSE             // a chunk of SSE events carrying JSON frames
 )
 
 // SendBatch writes a batch shared with other connections. The batch's
@@ -29,6 +30,9 @@ func (c *Conn) SendBatch(b *protocol.Batch) error {
 	var buf []byte
 	var err error
 	switch {
+	case c.transport == SSE:
+		buf = b.Cached(slotSSE, c.g.buildSSE)
+		err = c.writeSSE(buf)
 	case c.tc != nil:
 		buf = b.Cached(slotFramed, buildFramed)
 		_, err = c.tc.Write(buf)

@@ -23,6 +23,7 @@ type Transport uint8
 const (
 	WebSocket Transport = iota + 1
 	TCP
+	SSE // Server-Sent Events down, HTTP POST up
 )
 
 // String names the transport for logs and metric labels.
@@ -32,6 +33,8 @@ func (t Transport) String() string {
 		return "ws"
 	case TCP:
 		return "tcp"
+	case SSE:
+		return "sse"
 	}
 	return "unknown"
 }
@@ -70,7 +73,7 @@ type Conn struct {
 	wsLeft  uint32
 
 	ws *websocket.Conn // immutable; set for WebSocket
-	nc *nbio.Conn      // immutable; set for TCP
+	nc *nbio.Conn      // immutable; set for TCP and SSE (its session is then the *sseConn)
 	tc *tls.Conn       // immutable; set for TCP with TLS
 
 	state    atomic.Uint32
@@ -190,6 +193,10 @@ func (c *Conn) close(d protocol.Disconnect, wsStatus int) {
 	}
 	c.setReason(d)
 	// Best effort: the socket may be full or gone.
+	if c.transport == SSE {
+		c.closeSSE(d)
+		return
+	}
 	e := protocol.Encode(d.Frame())
 	if c.nc != nil {
 		if c.tc != nil {

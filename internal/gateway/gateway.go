@@ -14,12 +14,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 
+	"github.com/herald-push/herald/internal/origin"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -39,8 +42,12 @@ type Handler interface {
 // noted on each field.
 type Config struct {
 	WSAddr string // WebSocket listen address; empty disables
-	WSPath string // HTTP path of the WebSocket endpoint; default "/ws"
+	WSPath string // HTTP path of the WebSocket endpoint; default "/ws". The SSE transport is served beside it: /ws -> /sse
 	WSTLS  TLS    // certificate files; TLS is on when both are set
+	// AllowedOrigins are the browser origins allowed on the WebSocket (and
+	// SSE) endpoints; the zero List allows any. A request from another
+	// origin gets 403 origin_not_allowed before it is upgraded.
+	AllowedOrigins origin.List
 
 	TCPAddr string // raw TCP listen address; empty disables
 	TCPTLS  TLS    // certificate files; TLS is on when both are set
@@ -139,6 +146,10 @@ type Gateway struct {
 	// What the WebSocket frame guard allows before and after CONNECT.
 	wsPreAuth, wsLimits wsLimits
 
+	// Open SSE connections by session token.
+	sseMu sync.Mutex
+	sse   map[string]*sseConn
+
 	draining atomic.Bool
 	stop     chan struct{}
 	done     chan struct{}
@@ -154,6 +165,9 @@ func New(cfg Config, h Handler) (*Gateway, error) {
 	if cfg.OutboundLimit < cfg.Limits.MaxFrame || cfg.OutboundLimit < maxBatch {
 		return nil, fmt.Errorf("gateway: outbound limit %d must be at least the frame limit %d and %d", cfg.OutboundLimit, cfg.Limits.MaxFrame, maxBatch)
 	}
+	if ssePath(cfg.WSPath) == path.Clean(cfg.WSPath) {
+		return nil, fmt.Errorf("gateway: websocket path %q is where the SSE transport is served", cfg.WSPath)
+	}
 	if cfg.Limits.MaxConnect > cfg.Limits.MaxFrame {
 		return nil, fmt.Errorf("gateway: connect limit %d is over the frame limit %d", cfg.Limits.MaxConnect, cfg.Limits.MaxFrame)
 	}
@@ -166,6 +180,7 @@ func New(cfg Config, h Handler) (*Gateway, error) {
 		log:     cfg.Logger,
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
+		sse:     make(map[string]*sseConn),
 		wsPreAuth: wsLimits{text: uint32(cfg.Limits.MaxConnect), binary: uint32(cfg.Limits.MaxConnect),
 			stopAtMessageEnd: true},
 		// A text message over MaxFrame is read whole and refused by the

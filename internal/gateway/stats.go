@@ -16,6 +16,9 @@ type Stats struct {
 	Writes       uint64 // write calls (messages) to clients; FramesOut/Writes is the batching factor
 	DecodeErrors uint64 // frames that failed to decode
 	RateLimited  uint64 // connections closed for going over a rate (frames, subscriptions)
+	// OriginRefused counts WebSocket and SSE requests refused for their
+	// Origin.
+	OriginRefused uint64
 	// Disconnects counts closed connections by reason.
 	Disconnects map[protocol.DisconnectCode]uint64
 }
@@ -23,15 +26,16 @@ type Stats struct {
 const firstCode, lastCode = protocol.DisconnectNormal, protocol.DisconnectPolicyViolation
 
 type counters struct {
-	open         atomic.Int64
-	accepted     atomic.Uint64
-	framesIn     atomic.Uint64
-	framesOut    atomic.Uint64
-	bytesOut     atomic.Uint64
-	writes       atomic.Uint64
-	decodeErrors atomic.Uint64
-	rateLimited  atomic.Uint64
-	disconnects  [lastCode - firstCode + 2]atomic.Uint64 // last slot: unknown codes
+	open          atomic.Int64
+	accepted      atomic.Uint64
+	framesIn      atomic.Uint64
+	framesOut     atomic.Uint64
+	bytesOut      atomic.Uint64
+	writes        atomic.Uint64
+	decodeErrors  atomic.Uint64
+	rateLimited   atomic.Uint64
+	originRefused atomic.Uint64
+	disconnects   [lastCode - firstCode + 2]atomic.Uint64 // last slot: unknown codes
 }
 
 func (c *counters) disconnect(code protocol.DisconnectCode) {
@@ -45,15 +49,16 @@ func (c *counters) disconnect(code protocol.DisconnectCode) {
 // Stats returns a snapshot of the gateway's counters.
 func (g *Gateway) Stats() Stats {
 	s := Stats{
-		Open:         g.stats.open.Load(),
-		Accepted:     g.stats.accepted.Load(),
-		FramesIn:     g.stats.framesIn.Load(),
-		FramesOut:    g.stats.framesOut.Load(),
-		BytesOut:     g.stats.bytesOut.Load(),
-		Writes:       g.stats.writes.Load(),
-		DecodeErrors: g.stats.decodeErrors.Load(),
-		RateLimited:  g.stats.rateLimited.Load(),
-		Disconnects:  make(map[protocol.DisconnectCode]uint64),
+		Open:          g.stats.open.Load(),
+		Accepted:      g.stats.accepted.Load(),
+		FramesIn:      g.stats.framesIn.Load(),
+		FramesOut:     g.stats.framesOut.Load(),
+		BytesOut:      g.stats.bytesOut.Load(),
+		Writes:        g.stats.writes.Load(),
+		DecodeErrors:  g.stats.decodeErrors.Load(),
+		RateLimited:   g.stats.rateLimited.Load(),
+		OriginRefused: g.stats.originRefused.Load(),
+		Disconnects:   make(map[protocol.DisconnectCode]uint64),
 	}
 	for code := firstCode; code <= lastCode; code++ {
 		s.Disconnects[code] = g.stats.disconnects[code-firstCode].Load()

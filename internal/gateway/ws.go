@@ -38,6 +38,9 @@ func (g *Gateway) startWS() error {
 			http.Error(w, "server is draining", http.StatusServiceUnavailable)
 			return
 		}
+		if !g.originAllowed(w, r) {
+			return
+		}
 		setup.upgrading(r.RemoteAddr)
 		wc, err := up.Upgrade(w, r, nil)
 		if err != nil {
@@ -49,6 +52,13 @@ func (g *Gateway) startWS() error {
 			g.log.Error("websocket upgrade", "err", err)
 			c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
 		}
+	})
+
+	sse := ssePath(g.cfg.WSPath)
+	mux.HandleFunc(sse, func(w http.ResponseWriter, r *http.Request) { g.serveSSE(w, r, setup) })
+	mux.HandleFunc(sse+"/", g.serveSSEPost)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, http.StatusNotFound, "not_found", "no such endpoint: WebSocket is at "+g.cfg.WSPath+", SSE at "+sse)
 	})
 
 	conf := nbhttp.Config{
@@ -66,8 +76,12 @@ func (g *Gateway) startWS() error {
 		// request before the upgrade, a partial WebSocket frame after it.
 		// The default is 64 MiB; a message the guard lets through and
 		// one read more is enough.
-		ReadLimit:               maxWSMessage(g.cfg.Limits) + wsMaxHeader + nbio.DefaultReadBufferSize,
-		MaxWriteBufferSize:      g.cfg.OutboundLimit,
+		ReadLimit:          maxWSMessage(g.cfg.Limits) + wsMaxHeader + nbio.DefaultReadBufferSize,
+		MaxWriteBufferSize: g.cfg.OutboundLimit,
+		// A POST to an SSE session carries at most a frame; nbhttp reads
+		// a body whole before the handler runs, and closes a connection
+		// whose body is over this.
+		MaxHTTPBodySize:         maxWSMessage(g.cfg.Limits),
 		ReleaseWebsocketPayload: true,
 		KeepaliveTime:           g.cfg.AuthTimeout, // only until the upgrade
 		// Handle messages on the event loop, as the TCP listener does,

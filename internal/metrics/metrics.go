@@ -91,6 +91,7 @@ var (
 	descBytesOut    = prometheus.NewDesc("herald_bytes_out_total", "Bytes of frames written to clients.", nil, nil)
 	descWrites      = prometheus.NewDesc("herald_writes_total", "Messages (write calls) to clients; frames_out/writes is the batching factor.", nil, nil)
 	descDecodeErr   = prometheus.NewDesc("herald_decode_errors_total", "Client frames that failed to decode.", nil, nil)
+	descOriginRef   = prometheus.NewDesc("herald_origin_refused_total", "WebSocket and SSE requests refused for their Origin (ws.allowed_origins).", nil, nil)
 	descSessions    = prometheus.NewDesc("herald_sessions", "Authenticated sessions.", nil, nil)
 	descUsers       = prometheus.NewDesc("herald_users_online", "Users with at least one local connection.", nil, nil)
 	descTopics      = prometheus.NewDesc("herald_topics", "Topics (and app broadcast groups) with local subscribers.", nil, nil)
@@ -133,7 +134,7 @@ type snapshot struct{ src Sources }
 
 func (s *snapshot) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descDisconnects, descFramesIn, descFramesOut, descBytesOut,
-		descWrites, descDecodeErr, descSessions, descUsers, descTopics, descSubs, descPublished, descDelivered, descPasses,
+		descWrites, descDecodeErr, descOriginRef, descSessions, descUsers, descTopics, descSubs, descPublished, descDelivered, descPasses,
 		descDropped, descGaps, descFilled, descAcks, descCaughtUp, descUndeliv, descRecovered, descUnrecovered, descLogDropped,
 		descStoreUp, descStoreLoss, descStoreReopen} {
 		ch <- d
@@ -162,6 +163,7 @@ func (s *snapshot) Collect(ch chan<- prometheus.Metric) {
 		counter(descBytesOut, g.BytesOut)
 		counter(descWrites, g.Writes)
 		counter(descDecodeErr, g.DecodeErrors)
+		counter(descOriginRef, g.OriginRefused)
 		for _, code := range protocol.AllDisconnectCodes() {
 			counter(descDisconnects, g.Disconnects[code], code.String())
 		}

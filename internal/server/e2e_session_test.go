@@ -351,7 +351,9 @@ func TestGracefulShutdown(t *testing.T) {
 			conns = append(conns, c)
 		}
 		unauth := h.dial(rawTCP, "unauthenticated")
-		h.waitOpen(4)
+		sse := h.sseConnect("c", h.token(appA, "user-sse", "*"), "d")
+		sse.subscribe(protocol.Frame{ID: 1, Topic: "news"})
+		h.waitOpen(5)
 
 		const alt = "127.0.0.1:9"
 		done := make(chan error, 1)
@@ -361,6 +363,9 @@ func TestGracefulShutdown(t *testing.T) {
 				t.Fatalf("%s: DISCONNECT %+v; want reconnect to %s", c.name, d, alt)
 			}
 		}
+		if d := sse.expectDisconnect(protocol.DisconnectShutdown); d.Alt != alt || !d.Reconnect {
+			t.Fatalf("%s: DISCONNECT %+v; want reconnect to %s", sse.name, d, alt)
+		}
 		select {
 		case err := <-done:
 			if err != nil {
@@ -369,7 +374,7 @@ func TestGracefulShutdown(t *testing.T) {
 		case <-time.After(waitTime):
 			t.Fatalf("Shutdown did not return within %v", waitTime)
 		}
-		h.waitDisconnects(protocol.DisconnectShutdown, 4)
+		h.waitDisconnects(protocol.DisconnectShutdown, 5)
 		// Nothing listens any more.
 		for _, addr := range []string{h.srv.gw.WSAddr().String(), h.srv.TCPAddr(), h.srv.apiLn.Addr().String()} {
 			if nc, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
@@ -383,6 +388,7 @@ func TestGracefulShutdown(t *testing.T) {
 		for _, c := range append(conns, unauth) {
 			_ = c.Close()
 		}
+		sse.Close()
 	}()
 	goleak.VerifyNone(t, before)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/metrics"
 	"github.com/herald-push/herald/internal/node"
+	"github.com/herald-push/herald/internal/origin"
 	"github.com/herald-push/herald/internal/registry"
 	"github.com/herald-push/herald/internal/store"
 	"github.com/herald-push/herald/internal/store/embedded"
@@ -83,6 +84,21 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		opt.Now = time.Now
 	}
 	log := opt.Logger
+	wsOrigins, err := origin.Parse(cfg.WS.AllowedOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("ws.allowed_origins: %w", err)
+	}
+	corsOrigins, err := origin.Parse(cfg.API.CORSOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("api.cors_origins: %w", err)
+	}
+	var cors *origin.List
+	if len(cfg.API.CORSOrigins) > 0 {
+		cors = &corsOrigins
+	}
+	if len(cfg.WS.AllowedOrigins) == 0 {
+		log.Info("ws.allowed_origins is empty: browsers from any origin may connect; set it in production")
+	}
 	st, err := openStore(cfg, opt, log)
 	if err != nil {
 		return nil, err
@@ -124,20 +140,21 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	lim.MaxPayload = cfg.MaxPayload
 	lim.MaxConnect = cfg.MaxConnectSize
 	gw, err = gateway.New(gateway.Config{
-		WSAddr:        cfg.WS.Addr,
-		WSPath:        cfg.WS.Path,
-		WSTLS:         gateway.TLS{CertFile: cfg.WS.TLSCert, KeyFile: cfg.WS.TLSKey},
-		TCPAddr:       cfg.TCP.Addr,
-		TCPTLS:        gateway.TLS{CertFile: cfg.TCP.TLSCert, KeyFile: cfg.TCP.TLSKey},
-		Limits:        lim,
-		OutboundLimit: cfg.OutboundLimit,
-		FrameRate:     gateway.Rate{PerSecond: cfg.FrameRate, Burst: cfg.FrameBurst},
-		SubscribeRate: gateway.Rate{PerSecond: cfg.SubscribeRate, Burst: cfg.SubscribeBurst},
-		Heartbeat:     cfg.Heartbeat,
-		Grace:         cfg.HeartbeatGrace,
-		AuthTimeout:   cfg.AuthTimeout,
-		Logger:        log,
-		Now:           opt.Now,
+		WSAddr:         cfg.WS.Addr,
+		WSPath:         cfg.WS.Path,
+		WSTLS:          gateway.TLS{CertFile: cfg.WS.TLSCert, KeyFile: cfg.WS.TLSKey},
+		AllowedOrigins: wsOrigins,
+		TCPAddr:        cfg.TCP.Addr,
+		TCPTLS:         gateway.TLS{CertFile: cfg.TCP.TLSCert, KeyFile: cfg.TCP.TLSKey},
+		Limits:         lim,
+		OutboundLimit:  cfg.OutboundLimit,
+		FrameRate:      gateway.Rate{PerSecond: cfg.FrameRate, Burst: cfg.FrameBurst},
+		SubscribeRate:  gateway.Rate{PerSecond: cfg.SubscribeRate, Burst: cfg.SubscribeBurst},
+		Heartbeat:      cfg.Heartbeat,
+		Grace:          cfg.HeartbeatGrace,
+		AuthTimeout:    cfg.AuthTimeout,
+		Logger:         log,
+		Now:            opt.Now,
 	}, n)
 	if err != nil {
 		_ = h.Shutdown(context.Background())
@@ -164,6 +181,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxPayload:    cfg.MaxPayload,
 		MaxRecipients: cfg.MaxRecipients,
 		BodyTimeout:   cfg.APIBodyTimeout,
+		CORS:          cors,
 		Stats:         s.Stats,
 		Health:        s.health,
 		Cluster:       s.cluster,
@@ -294,21 +312,24 @@ type storeState struct {
 }
 
 type gatewayStats struct {
-	Open         int64             `json:"open"`
-	Accepted     uint64            `json:"accepted"`
-	FramesIn     uint64            `json:"frames_in"`
-	FramesOut    uint64            `json:"frames_out"`
-	BytesOut     uint64            `json:"bytes_out"`
-	Writes       uint64            `json:"writes"`
-	DecodeErrors uint64            `json:"decode_errors"`
-	Disconnects  map[string]uint64 `json:"disconnects"`
+	Open         int64  `json:"open"`
+	Accepted     uint64 `json:"accepted"`
+	FramesIn     uint64 `json:"frames_in"`
+	FramesOut    uint64 `json:"frames_out"`
+	BytesOut     uint64 `json:"bytes_out"`
+	Writes       uint64 `json:"writes"`
+	DecodeErrors uint64 `json:"decode_errors"`
+	// OriginRefused counts WebSocket and SSE requests refused for their
+	// Origin (ws.allowed_origins).
+	OriginRefused uint64            `json:"origin_refused"`
+	Disconnects   map[string]uint64 `json:"disconnects"`
 }
 
 // Stats returns a snapshot of every counter.
 func (s *Server) Stats() any {
 	g := s.gw.Stats()
 	gs := gatewayStats{Open: g.Open, Accepted: g.Accepted, FramesIn: g.FramesIn, FramesOut: g.FramesOut,
-		BytesOut: g.BytesOut, Writes: g.Writes, DecodeErrors: g.DecodeErrors, Disconnects: map[string]uint64{}}
+		BytesOut: g.BytesOut, Writes: g.Writes, DecodeErrors: g.DecodeErrors, OriginRefused: g.OriginRefused, Disconnects: map[string]uint64{}}
 	for code, v := range g.Disconnects {
 		gs.Disconnects[code.String()] = v
 	}

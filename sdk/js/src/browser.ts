@@ -2,8 +2,8 @@
 // the other exports as its properties (Herald.memoryStorage, ...).
 import { Herald, VERSION } from './client';
 import { Subscription } from './subscription';
-import { webSocketTransport } from './transport';
+import { sseTransport, webSocketTransport } from './transport';
 import { memoryStorage } from './storage';
 import { ErrorCode, DisconnectCode } from './protocol';
 
-(globalThis as any).Herald = Object.assign(Herald, { Herald, VERSION, Subscription, webSocketTransport, memoryStorage, ErrorCode, DisconnectCode });
+(globalThis as any).Herald = Object.assign(Herald, { Herald, VERSION, Subscription, webSocketTransport, sseTransport, memoryStorage, ErrorCode, DisconnectCode });

@@ -3,7 +3,7 @@ import { codeFromClose, decode, encode, fromBase64, reconnectAdvised } from './p
 import type { Frame, ResumePosition, StreamPosition } from './protocol';
 import { defaultStorage } from './storage';
 import type { StorageLike } from './storage';
-import { webSocketTransport } from './transport';
+import { sseTransport, webSocketTransport } from './transport';
 import type { Transport, TransportFactory } from './transport';
 import { Subscription } from './subscription';
 import type { SubscriptionOwner, UnrecoveredContext } from './subscription';
@@ -39,6 +39,8 @@ interface Req {
 /** One connection attempt, and the connection when it succeeds. */
 class Conn {
   _t?: Transport;
+  _tf = ''; // the transport's name
+  _up = false; // the transport opened
   _ok = false; // CONNECTED arrived
   _closed = false;
   _since = 0;
@@ -68,6 +70,8 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
   node = '';
   /** The device id sent in CONNECT. */
   readonly device: string;
+  /** The transport of the current connection ("websocket", "sse"; "" when not connected). */
+  transport = '';
 
   private _o: Required<Pick<HeraldOptions, 'minBackoff' | 'maxBackoff' | 'connectTimeout' | 'heartbeatGrace' | 'ackDelay' | 'autoAck' | 'dedupeSize' | 'client'>> & HeraldOptions;
   private _eps: string[];
@@ -95,6 +99,8 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
   private _id = 0;
   private _gapOk = '';
   private _expired = 0;
+  private _tix = new Map<string, number>(); // endpoint -> index of its transport among those that support it
+  private _tfail = new Map<string, number>(); // endpoint -> attempts in a row whose transport never opened
 
   constructor(options: HeraldOptions) {
     super();
@@ -111,7 +117,9 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
     });
     this._eps = ([] as string[]).concat(o.endpoints).filter(Boolean);
     if (!this._eps.length) throw new Error('herald: no endpoints');
-    this._tfs = o.transports || [webSocketTransport(o.websocket)];
+    this._tfs = (o.transports || ['websocket', 'sse']).map((t) =>
+      t === 'websocket' ? webSocketTransport(o.websocket) : t === 'sse' ? sseTransport({ eventSource: o.eventSource, fetch: o.fetch }) : t,
+    );
     this._st = o.storage || defaultStorage();
     this._pre = o.storagePrefix ?? 'herald:';
     this._token = o.token || '';
@@ -280,11 +288,16 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
     }
     const url = this._round[this._ri];
     const c = (this._conn = new Conn(url));
-    const tf = this._tfs.find((t) => t.supports(url));
+    const tfs = this._tfs.filter((t) => t.supports(url));
+    const tf = tfs[(this._tix.get(url) || 0) % tfs.length];
     try {
       if (!tf) throw new Error('no transport for ' + url);
+      c._tf = tf.name;
       c._t = tf.open(url, {
-        onOpen: () => this._send(c, [this._connectFrame(token)]),
+        onOpen: () => {
+          c._up = true;
+          this._send(c, [this._connectFrame(token)]);
+        },
         onMessage: (text) => this._data(c, text),
         onClose: (status, reason) => this._closed(c, status, reason),
       });
@@ -353,6 +366,8 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
     this._expired = 0;
     this.session = f.session || '';
     this.node = f.node || '';
+    this.transport = c._tf;
+    this._tfail.delete(c._url);
     this._last = c._url;
     this._sput('endpoint', c._url);
     this._round = [];
@@ -366,7 +381,7 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
     for (const sub of this._subs.values()) frames.push(this._subFrame(c, sub));
     this._send(c, frames);
     this._flush(); // ACKs left from the previous connection
-    this._emit('connected', [{ session: this.session, node: this.node, heartbeat: f.heartbeat || 0, time: f.time || 0, endpoint: c._url }]);
+    this._emit('connected', [{ session: this.session, node: this.node, heartbeat: f.heartbeat || 0, time: f.time || 0, endpoint: c._url, transport: c._tf }]);
   }
 
   private _ping(c: Conn): void {
@@ -411,7 +426,7 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
     this._conn = null;
     const was = c._ok;
     if (was) {
-      this.session = this.node = '';
+      this.session = this.node = this.transport = '';
       for (const sub of this._subs.values()) {
         sub._recovering = false;
         sub._set('subscribing', { code, reason });
@@ -424,7 +439,25 @@ export class Herald extends Emitter<HeraldEvents> implements SubscriptionOwner {
     this._state('connecting');
     this._emit('connecting', [{ code, reason }]);
     if (was && Date.now() - c._since >= this._o.maxBackoff) this._bo = 0; // it was healthy
-    this._next(!was && !now, now);
+    const fell = !was && this._fallback(c);
+    this._next(!was && !now && !fell, now || fell);
+  }
+
+  /**
+   * After fallbackAfter attempts in a row on an endpoint whose transport
+   * never opened (refused, blocked, closed before open), the endpoint's
+   * next transport is tried, at once. Reports whether it switched.
+   */
+  private _fallback(c: Conn): boolean {
+    const url = c._url;
+    const n = this._tfs.filter((t) => t.supports(url)).length;
+    if (c._up || n < 2) return false;
+    const f = (this._tfail.get(url) || 0) + 1;
+    this._tfail.set(url, f);
+    if (f < (this._o.fallbackAfter || 2)) return false;
+    this._tfail.delete(url);
+    this._tix.set(url, (this._tix.get(url) || 0) + 1);
+    return true;
   }
 
   /** Schedules the next attempt: the next endpoint of the round at once, or a new round after a backoff. */

@@ -21,8 +21,18 @@ export type {
   ResetContext,
   GapContext,
 } from './types';
-export { webSocketTransport } from './transport';
-export type { Transport, TransportFactory, TransportHandlers, WebSocketConstructor, WebSocketLike } from './transport';
+export { sseTransport, webSocketTransport } from './transport';
+export type {
+  EventSourceConstructor,
+  EventSourceLike,
+  FetchLike,
+  SSEOptions,
+  Transport,
+  TransportFactory,
+  TransportHandlers,
+  WebSocketConstructor,
+  WebSocketLike,
+} from './transport';
 export { memoryStorage } from './storage';
 export type { StorageLike } from './storage';
 export { ErrorCode, DisconnectCode } from './protocol';

@@ -1,6 +1,6 @@
 import type { StreamPosition } from './protocol';
 import type { StorageLike } from './storage';
-import type { TransportFactory, WebSocketConstructor } from './transport';
+import type { EventSourceConstructor, FetchLike, TransportFactory, WebSocketConstructor } from './transport';
 import type { Subscription, UnrecoveredContext } from './subscription';
 
 /** One message pushed by the server. */
@@ -41,6 +41,8 @@ export interface ConnectedContext {
   /** The server's clock, Unix milliseconds. */
   time: number;
   endpoint: string;
+  /** The transport connected: "websocket" or "sse" (or a custom transport's name). */
+  transport: string;
 }
 
 /**
@@ -129,8 +131,20 @@ export interface HeraldOptions {
   storagePrefix?: string;
   /** A WebSocket constructor, for Node 20 (the ws package); default the global WebSocket. */
   websocket?: WebSocketConstructor;
-  /** Transports, tried in order for each endpoint; default [webSocketTransport(websocket)]. */
-  transports?: TransportFactory[];
+  /**
+   * Transports for each endpoint, in order of preference: "websocket",
+   * "sse" or a TransportFactory; default ["websocket", "sse"]. Those that do
+   * not support an endpoint (SSE without an EventSource) are skipped. After
+   * fallbackAfter attempts in a row on an endpoint whose transport never
+   * opened, the client tries the next one there.
+   */
+  transports?: ('websocket' | 'sse' | TransportFactory)[];
+  /** Attempts in a row whose transport never opened before the next transport is tried; default 2. */
+  fallbackAfter?: number;
+  /** An EventSource constructor for the SSE transport; default the global EventSource (browsers). */
+  eventSource?: EventSourceConstructor;
+  /** A fetch function for the SSE transport's POSTs; default the global fetch. */
+  fetch?: FetchLike;
   /** Backoff between reconnect rounds: full jitter, random in [0, min(maxBackoff, minBackoff·2ⁿ)]. Defaults 500 and 20000. */
   minBackoff?: number;
   maxBackoff?: number;

@@ -91,4 +91,25 @@ describe.skipIf(!haveChromium || !heraldBin)('browser bundle in headless Chromiu
     await page.screenshot({ path: SCREENSHOT });
     console.log('browser test: screenshot in ' + SCREENSHOT);
   });
+
+  test('SSE in the browser: the real EventSource and fetch, cross-origin (CORS), inbox, topic and ACK', async () => {
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(String(e)));
+    const user = 'browser-sse-user';
+    const topic = 'browser-sse-news';
+    const url = `${base}/?${new URLSearchParams({ ws: srv.ws, token: srv.token(user), topic, transports: 'sse' })}`;
+    await page.goto(url);
+    await page.waitForFunction(() => (window as any).heraldLog.subscribed !== null, undefined, { timeout: 10_000 });
+    expect(await page.evaluate(() => (window as any).heraldLog.transport)).toBe('sse');
+    await srv.push(user, { data: { text: 'over sse' } });
+    await srv.publish(topic, { data: { n: 1 } });
+    await page.waitForFunction(() => (window as any).heraldLog.inbox.length === 1 && (window as any).heraldLog.publications.length === 1, undefined, { timeout: 10_000 });
+    const log = await page.evaluate(() => (window as any).heraldLog);
+    expect(log.inbox).toEqual([{ stream: `u:${user}`, seq: 1, id: expect.any(String), data: { text: 'over sse' } }]);
+    expect(log.publications).toEqual([{ stream: `t:${topic}`, seq: 1, data: { n: 1 } }]);
+    expect(log.errors).toEqual([]);
+    expect(pageErrors).toEqual([]);
+    const device = await page.evaluate(() => localStorage.getItem('herald:device'));
+    await eventually(async () => expect(await srv.unread(user, device!)).toMatchObject({ acked: 1, unread: 0 }));
+  });
 });

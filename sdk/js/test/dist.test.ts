@@ -6,7 +6,7 @@ import { gzipSync } from 'node:zlib';
 import { expect, test } from 'vitest';
 
 /** Budgets for dist/herald.min.js, in bytes (centrifuge-js is about 35 kB minified). */
-export const BUDGET = { minified: 14_000, gzipped: 6_000 };
+export const BUDGET = { minified: 15_500, gzipped: 6_400 }; // raised from 14,000 / 6,000 for the SSE transport
 
 const dist = (f: string) => new URL(`../dist/${f}`, import.meta.url);
 
@@ -21,7 +21,7 @@ test('browser bundle size within budget', () => {
 test('ESM and CommonJS builds load, with the same exports; types are there', async () => {
   const esm = await import(dist('index.mjs').href);
   const cjs = createRequire(import.meta.url)(dist('index.cjs').pathname);
-  const names = ['DisconnectCode', 'ErrorCode', 'Herald', 'Subscription', 'VERSION', 'memoryStorage', 'webSocketTransport'];
+  const names = ['DisconnectCode', 'ErrorCode', 'Herald', 'Subscription', 'VERSION', 'memoryStorage', 'sseTransport', 'webSocketTransport'];
   expect(Object.keys(esm).sort()).toEqual(names);
   expect(Object.keys(cjs).sort()).toEqual(names);
   expect(typeof new esm.Herald({ endpoints: 'ws://127.0.0.1:1/ws', token: 't', storage: esm.memoryStorage() }).connect).toBe('function');

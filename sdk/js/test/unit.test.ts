@@ -154,4 +154,49 @@ describe('reconnect schedule (fake timers, in-memory transport)', () => {
     expect(mem.opened[n].url).toBe('mem:b');
     h.disconnect();
   });
+
+  test('fallback: after fallbackAfter attempts whose transport never opened, the next transport, at once; it stays', async () => {
+    vi.useFakeTimers();
+    vi.spyOn(Math, 'random').mockReturnValue(0.5);
+    const blocked = new MemTransport(); // never opens, like a WebSocket a proxy refuses
+    const other = new MemTransport();
+    other.up.add('mem:a');
+    const second: TransportFactory = { name: 'second', supports: (u) => other.supports(u), open: (u, hs) => other.open(u, hs) };
+    const h = new Herald({ endpoints: 'mem:a', token: 't', transports: [blocked, second], storage: memoryStorage(), minBackoff: 100, maxBackoff: 400 });
+    const t0 = Date.now();
+    const connected = new Promise<ConnectedContext>((r) => h.once('connected', r));
+    h.connect();
+    await vi.advanceTimersByTimeAsync(60);
+    // two refused attempts (the second after a 50 ms backoff), then the other transport at once
+    expect(blocked.opened.map((o) => o.at - t0)).toEqual([0, 50]);
+    expect(other.opened.map((o) => o.at - t0)).toEqual([50]);
+    const conn = other.opened[0];
+    conn.h.onMessage('{"type":"connected","session":"s1","node":"n","heartbeat":1000}');
+    expect((await connected).transport).toBe('second');
+    expect(h.transport).toBe('second');
+    // lost: the endpoint reconnects over the transport that worked
+    conn.h.onClose(1006, '');
+    expect(h.transport).toBe('');
+    await vi.advanceTimersByTimeAsync(400);
+    expect(blocked.opened.length).toBe(2);
+    expect(other.opened.length).toBe(2);
+    h.disconnect();
+  });
+
+  test('a transport that opens and is then refused (a bad token) does not count toward the fallback', async () => {
+    vi.useFakeTimers();
+    const first = new MemTransport();
+    first.up.add('mem:a');
+    const other = new MemTransport();
+    const second: TransportFactory = { name: 'second', supports: (u) => other.supports(u), open: (u, hs) => other.open(u, hs) };
+    const h = new Herald({ endpoints: 'mem:a', token: 't', transports: [first, second], storage: memoryStorage(), minBackoff: 10, maxBackoff: 20 });
+    h.connect();
+    for (let i = 0; i < 4; i++) {
+      await vi.advanceTimersByTimeAsync(30);
+      first.opened.at(-1)!.h.onClose(1006, ''); // opened, then lost before CONNECTED
+    }
+    expect(first.opened.length).toBeGreaterThanOrEqual(4);
+    expect(other.opened.length).toBe(0);
+    h.disconnect();
+  });
 });

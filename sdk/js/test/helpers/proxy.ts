@@ -1,6 +1,7 @@
 // A TCP proxy in front of a server, to cut connections and take an endpoint
 // down and up again, as a network would.
 import { createConnection, createServer } from 'node:net';
+import { createServer as createHTTPServer, request } from 'node:http';
 import type { AddressInfo, Server, Socket } from 'node:net';
 
 export class Proxy {
@@ -81,4 +82,45 @@ export async function deadEndpoint(): Promise<{ url: string; attempts: () => num
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return { url: `ws://127.0.0.1:${port}/ws`, attempts: () => n, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+/**
+ * An HTTP proxy in front of a server that passes plain requests (the SSE
+ * stream, its POSTs) and refuses WebSocket upgrades by closing the socket,
+ * as some corporate proxies do.
+ */
+export async function noWebSocketProxy(wsURL: string): Promise<{ url: string; upgrades: () => number; close: () => Promise<void> }> {
+  const target = new URL(wsURL);
+  let upgrades = 0;
+  const sockets = new Set<Socket>();
+  const server = createHTTPServer((req, res) => {
+    const up = request(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (r) => {
+        res.writeHead(r.statusCode || 502, r.headers);
+        r.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    res.on('close', () => up.destroy());
+    req.pipe(up);
+  });
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.on('upgrade', (_req, socket) => {
+    upgrades++;
+    socket.destroy();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `ws://127.0.0.1:${port}${target.pathname}`,
+    upgrades: () => upgrades,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((r) => server.close(() => r()));
+    },
+  };
 }
