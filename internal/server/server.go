@@ -117,6 +117,17 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	brk, err := openBroker(cfg, log, &n)
+	if err != nil {
+		_ = h.Shutdown(context.Background())
+		_ = reg.Close()
+		_ = st.Close()
+		return nil, err
+	}
+	lim := protocol.DefaultLimits()
+	lim.MaxFrame = cfg.MaxFrameSize
+	lim.MaxPayload = cfg.MaxPayload
+	lim.MaxConnect = cfg.MaxConnectSize
 	verifier := auth.NewVerifier(cfg.AppSecrets(), opt.Now)
 	n = node.New(node.Config{
 		ID:               cfg.Node,
@@ -131,14 +142,12 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		ReplayRate:       cfg.ReplayRate,
 		ReplayBurst:      cfg.ReplayBurst,
 		RemoteRegistry:   cfg.Cluster.Enabled(),
+		Limits:           lim,
+		Broker:           brk,
 		Logger:           log,
 		Now:              opt.Now,
 	}, verifier, h, reg, st)
 
-	lim := protocol.DefaultLimits()
-	lim.MaxFrame = cfg.MaxFrameSize
-	lim.MaxPayload = cfg.MaxPayload
-	lim.MaxConnect = cfg.MaxConnectSize
 	gw, err = gateway.New(gateway.Config{
 		WSAddr:         cfg.WS.Addr,
 		WSPath:         cfg.WS.Path,
@@ -160,21 +169,29 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		_ = h.Shutdown(context.Background())
 		_ = reg.Close()
 		_ = st.Close()
+		if brk != nil {
+			_ = brk.Close()
+		}
 		return nil, err
 	}
 
-	m := metrics.New(metrics.Sources{
+	var s *Server
+	src := metrics.Sources{
 		Gateway:     gw.Stats,
 		Hub:         h.Stats,
 		Node:        n.Stats,
 		Store:       func() metrics.StoreStats { return storeStats(st) },
 		LogsDropped: opt.LogsDropped,
-	})
+	}
+	if brk != nil {
+		src.Cluster = func() metrics.ClusterStats { return s.clusterStats() }
+	}
+	m := metrics.New(src)
 	apps := make([]string, 0, len(cfg.Apps))
 	for _, a := range cfg.Apps {
 		apps = append(apps, a.ID)
 	}
-	s := &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, metrics: m, apiDone: make(chan error, 1)}
+	s = &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, broker: brk, metrics: m, apiDone: make(chan error, 1)}
 	handler := api.New(api.Config{
 		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),
 		Apps:          apps,
