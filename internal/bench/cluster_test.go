@@ -83,19 +83,15 @@ func TestClusterScenarios(t *testing.T) {
 	cases := []struct {
 		name, scenario string
 		clients, apis  []int
-		cross          bool
 	}{
-		{"unicast-same-node", "unicast", []int{1}, []int{1}, false},
-		{"fanout-spread", "fanout", nil, nil, true},
-		{"fanout-same-node", "fanout", []int{0}, []int{0}, false},
-		{"unicast-cross", "unicast", []int{1}, []int{0}, true},
-		{"fanout-cross", "fanout", []int{1}, []int{0}, true},
+		{"unicast-same-node", "unicast", []int{1}, []int{1}},
+		{"fanout-spread", "fanout", nil, nil},
+		{"fanout-same-node", "fanout", []int{0}, []int{0}},
+		{"unicast-cross", "unicast", []int{1}, []int{0}},
+		{"fanout-cross", "fanout", []int{1}, []int{0}},
 	}
 	for _, k := range cases {
 		t.Run(k.name, func(t *testing.T) {
-			if k.cross && !crossNodeDelivery {
-				t.Skip("cross-node delivery needs the broker wired into the server")
-			}
 			o := clusterOptions(t, k.scenario, c)
 			o.ClientNodes, o.APINodes = k.clients, k.apis
 			r := runClean(t, o)
@@ -154,9 +150,6 @@ func TestParseTargets(t *testing.T) {
 // pushed (through those nodes) before and after the kill, and recover
 // their topic.
 func TestClusterStormKill(t *testing.T) {
-	if !crossNodeDelivery {
-		t.Skip("cross-node delivery needs the broker wired into the server")
-	}
 	c := spawnTestCluster(t, 3)
 	o := clusterOptions(t, "storm", c)
 	o.StormMode, o.Inbox, o.TopicMissed, o.Drain = "kill", 2, 3, 10*time.Second
@@ -290,10 +283,6 @@ func TestKillDefaults(t *testing.T) {
 		t.Errorf("independent servers have fallbacks %v", got)
 	}
 }
-
-// crossNodeDelivery is whether the server carries messages between nodes
-// yet (the broker wired in); until then the cross-node cases are skipped.
-const crossNodeDelivery = false
 
 // TestFallbackURL: clients assigned to a node that is down connect to the
 // next node of the cluster instead, and get every message.
