@@ -210,6 +210,9 @@ func (o Options) params() map[string]string {
 		"transport": o.Target.Transport,
 		"url":       o.Target.ClientURL(),
 	}
+	if cs := o.clientTargets(); len(cs) > 0 {
+		p["url"] = cs[0].ClientURL() // the first client node's
+	}
 	if o.Cluster {
 		p["nodes"] = strconv.Itoa(1 + len(o.More))
 	} else if len(o.More) > 0 {
