@@ -239,6 +239,7 @@ func TestRunValidatesNodes(t *testing.T) {
 		{"kill without a cluster", Options{Scenario: "storm", StormMode: "kill", Target: one}, "-mode kill needs a cluster"},
 		{"kill of servers not spawned", Options{Scenario: "storm", StormMode: "kill", Target: one, More: []*Target{two}, Cluster: true}, "needs nodes started by the bench"},
 		{"restart of a cluster", Options{Scenario: "storm", StormMode: "restart", Target: one, More: []*Target{two}, Cluster: true}, "restarts a single server"},
+		{"independent servers", Options{Scenario: "unicast", Target: one, More: []*Target{two}}, "connect scenario only"},
 		{"unknown mode", Options{Scenario: "storm", StormMode: "nap", Target: one}, "unknown storm -mode \"nap\""},
 	}
 	for _, c := range cases {

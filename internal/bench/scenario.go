@@ -149,6 +149,9 @@ func (o *Options) validate() error {
 		return errors.New("bench: no server to measure")
 	}
 	n := len(o.targets())
+	if n > 1 && !o.Cluster && o.Scenario != "connect" {
+		return errors.New("bench: several independent servers are supported by the connect scenario only; the others need the nodes of one cluster")
+	}
 	kill := o.Scenario == "storm" && o.StormMode == "kill"
 	if o.Scenario == "storm" {
 		switch o.StormMode {
