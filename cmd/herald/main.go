@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,9 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h: the command printed its help
+		}
 		var ee exitError
 		if !errors.As(err, &ee) {
 			fmt.Fprintln(os.Stderr, "herald:", err)
@@ -36,6 +40,9 @@ func main() {
 
 // exitError is an error that has already been reported to the user.
 type exitError struct{ error }
+
+// Unwrap returns the error reported.
+func (e exitError) Unwrap() error { return e.error }
 
 const usage = `herald: a real-time push server
 
@@ -73,6 +80,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
+	fmt.Fprintf(stderr, "herald: unknown command %q\n\n%s", args[0], usage)
 	return exitError{fmt.Errorf("unknown command %q", args[0])}
 }

@@ -19,36 +19,55 @@ import (
 	"github.com/herald-push/herald/internal/server"
 )
 
-// loadConfig parses -config and the config flags, applies the environment,
-// and validates. With withDevApp, a missing app list is filled with the
+// loadConfig parses -config and the config flags (only those named in
+// only, when it is not nil), applies the environment, and validates,
+// reporting every problem of the file, the environment, the flags and the
+// values at once. With withDevApp, a missing app list is filled with the
 // development app kept in the data directory.
-func loadConfig(name string, args []string, stderr io.Writer, withDevApp bool, extra func(*flag.FlagSet)) (config.Config, string, error) {
+func loadConfig(name string, args []string, stderr io.Writer, withDevApp bool, only []string, extra func(*flag.FlagSet)) (config.Config, string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", os.Getenv("HERALD_CONFIG"), "YAML configuration `file` (env HERALD_CONFIG)")
+	bind := func(c *config.Config, fs *flag.FlagSet) {
+		if only != nil {
+			c.BindFlagsOnly(fs, only...)
+		} else {
+			c.BindFlags(fs)
+		}
+		if extra != nil {
+			extra(fs)
+		}
+	}
 	// A first pass finds -config; the second applies flags over file and env.
 	pre := flag.NewFlagSet(name, flag.ContinueOnError)
 	pre.SetOutput(io.Discard)
 	prePath := pre.String("config", *path, "")
-	var cfg config.Config
-	cfg.BindFlags(pre)
-	if extra != nil {
-		extra(pre)
-	}
+	var scratch config.Config
+	bind(&scratch, pre)
 	_ = pre.Parse(args)
-	cfg, err := config.Load(*prePath, os.LookupEnv)
-	if err != nil {
-		return cfg, "", exitError{reportErrors(stderr, err)}
+	cfg, loadErr := config.Load(*prePath, os.LookupEnv)
+	if loadErr != nil && !errors.Is(loadErr, config.ErrPartial) {
+		return cfg, "", exitError{reportErrors(stderr, loadErr)}
 	}
-	cfg.BindFlags(fs)
-	if extra != nil {
-		extra(fs)
-	}
+	bind(&cfg, fs)
 	if err := fs.Parse(args); err != nil {
 		return cfg, "", exitError{err}
 	}
+	if loadErr != nil { // the rest of the configuration is checked too
+		err := errors.Join(loadErr, cfg.Validate())
+		return cfg, "", exitError{reportErrors(stderr, err)}
+	}
 	devPath := ""
 	if withDevApp {
+		if len(cfg.Apps) == 0 {
+			if _, err := os.Stat(cfg.DataDir); err != nil {
+				// No server has run here: minting a token for a new
+				// development app would give one no server accepts.
+				if name == "token" {
+					return cfg, "", fmt.Errorf("token: no apps configured and no data directory at %s (where herald serve keeps its development app); give -config, or -data-dir of the server", cfg.DataDir)
+				}
+			}
+		}
 		p, created, err := cfg.EnsureDevApp()
 		if err != nil {
 			return cfg, "", fmt.Errorf("development app: %w", err)
@@ -66,21 +85,31 @@ func loadConfig(name string, args []string, stderr io.Writer, withDevApp bool, e
 	return cfg, devPath, nil
 }
 
-// reportErrors prints each joined error on its own line.
+// reportErrors prints each of the (joined) errors on its own line.
 func reportErrors(w io.Writer, err error) error {
-	var joined interface{ Unwrap() []error }
-	if errors.As(err, &joined) {
-		for _, e := range joined.Unwrap() {
-			fmt.Fprintln(w, "config:", e)
-		}
-		return err
+	for _, e := range flatten(err) {
+		fmt.Fprintln(w, "config:", strings.TrimPrefix(e.Error(), "config: "))
 	}
-	fmt.Fprintln(w, "config:", err)
 	return err
 }
 
+// flatten lists the leaves of joined errors.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
+}
+
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, devPath, err := loadConfig("serve", args, stderr, true, nil)
+	cfg, devPath, err := loadConfig("serve", args, stderr, true, nil, nil)
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&topics, "topics", "", "comma-separated topic `patterns` the user may subscribe to (name, prefix.*, *)")
 		fs.DurationVar(&ttl, "ttl", 24*time.Hour, "token lifetime")
 	}
-	cfg, _, err := loadConfig("token", args, stderr, true, extra)
+	cfg, _, err := loadConfig("token", args, stderr, true, []string{"data-dir"}, extra)
 	if err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 }
 
 func checkConfig(args []string, stdout, stderr io.Writer) error {
-	if _, _, err := loadConfig("check-config", args, stderr, false, nil); err != nil {
+	if _, _, err := loadConfig("check-config", args, stderr, false, nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "configuration OK")

@@ -9,10 +9,10 @@ import (
 )
 
 // Network is an in-process cluster of Memory brokers: what one node
-// publishes reaches the other nodes of its network with interest. A
-// single-node server uses a network of one node, where Publish has no one
-// to deliver to. Tests build several nodes on one network, and may cut a
-// node off with Partition to see what an outage does.
+// publishes reaches the other nodes of its network with interest. On a
+// network of one node Publish has no one to deliver to. Tests build
+// several nodes on one network, and may cut a node off with Partition to
+// see what an outage does.
 type Network struct {
 	mu    sync.RWMutex
 	nodes []*Memory // open nodes, in the order they joined

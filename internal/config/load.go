@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,14 +18,23 @@ import (
 // document.
 var ErrMultipleDocuments = errors.New("config: more than one YAML document")
 
+// ErrPartial marks an error of Load after which the returned Config is
+// usable for reporting: every setting but those the error names was
+// applied (unknown keys, values of the wrong type, bad environment
+// values), so Validate can report its own problems in the same pass.
+var ErrPartial = errors.New("config: some settings were not applied")
+
 // Load returns Default overridden by the YAML file at path (skipped if path
 // is empty) and then by HERALD_* environment variables read through lookupEnv
 // (nil: none; normally os.LookupEnv). A variable that is set but empty
 // overrides too (HERALD_TCP_ADDR= disables the TCP listener). Unknown YAML
-// keys are errors; all bad environment values are reported together. Load
-// does not validate: call Validate once flags are parsed.
+// keys are errors; all bad environment values are reported together. An
+// error that wraps ErrPartial comes with the Config of every other setting,
+// so that a caller can also Validate it and report everything at once.
+// Load does not validate: call Validate once flags are parsed.
 func Load(path string, lookupEnv func(string) (string, bool)) (Config, error) {
 	c := Default()
+	var soft []error
 	if path != "" {
 		f, err := os.Open(path)
 		if err != nil {
@@ -32,16 +42,38 @@ func Load(path string, lookupEnv func(string) (string, bool)) (Config, error) {
 		}
 		defer f.Close()
 		if err := decode(f, &c); err != nil {
-			return Config{}, fmt.Errorf("config: %s: %w", path, err)
+			var te *yaml.TypeError
+			if !errors.As(err, &te) {
+				return Config{}, fmt.Errorf("config: %s: %w", path, err)
+			}
+			// yaml.v3 decodes the rest and lists what it could not.
+			for _, e := range te.Errors {
+				soft = append(soft, fmt.Errorf("config: %s: %s", path, e))
+			}
 		}
 	}
 	if lookupEnv != nil {
 		if err := c.applyEnv(lookupEnv); err != nil {
-			return Config{}, err
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				soft = append(soft, j.Unwrap()...)
+			} else {
+				soft = append(soft, err)
+			}
 		}
+	}
+	if len(soft) > 0 {
+		return c, partialError(soft)
 	}
 	return c, nil
 }
+
+// partialError is an error of Load that leaves the Config usable: its
+// problems, each on a line.
+type partialError []error
+
+func (e partialError) Error() string        { return errors.Join(e...).Error() }
+func (e partialError) Unwrap() []error      { return e }
+func (e partialError) Is(target error) bool { return target == ErrPartial }
 
 // decode reads one YAML document from r into c, keeping the values of c that
 // the document does not mention. An empty document is fine.
@@ -161,8 +193,23 @@ func (c *Config) applyEnv(lookupEnv func(string) (string, bool)) error {
 // -data-dir, -ws-addr, -tcp-addr, -api-addr, -heartbeat, -log-level, ...).
 // Each flag defaults to c's current value and writes into c when fs is
 // parsed, so c must stay where it is (not be copied) until then.
-func (c *Config) BindFlags(fs *flag.FlagSet) {
+func (c *Config) BindFlags(fs *flag.FlagSet) { c.bindFlags(fs, nil) }
+
+// BindFlagsOnly is BindFlags for the named flags alone (a tool that needs
+// only -data-dir, say, should not list the server's flags in its help).
+func (c *Config) BindFlagsOnly(fs *flag.FlagSet, names ...string) {
+	if names == nil {
+		names = []string{}
+	}
+	c.bindFlags(fs, names)
+}
+
+// bindFlags binds the settings named (all of them when names is nil).
+func (c *Config) bindFlags(fs *flag.FlagSet, names []string) {
 	for _, s := range settings() {
+		if names != nil && !slices.Contains(names, s.flag) {
+			continue
+		}
 		usage := fmt.Sprintf("%s (env %s)", s.usage, s.env())
 		switch p := s.field(c).(type) {
 		case *string:

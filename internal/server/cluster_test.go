@@ -110,6 +110,27 @@ func TestClusterPushAcrossNodes(t *testing.T) {
 	tablet.expectPush("u:bob", jsonOf(t, "while away"))
 	a.pushUser(appA, "bob", "live")
 	tablet.expectPush("u:bob", jsonOf(t, "live"))
+
+	// c counts what reached it from the others, and says how its broker is.
+	var st struct {
+		Sessions struct {
+			RemoteIn uint64 `json:"remote_in"`
+		} `json:"sessions"`
+		Cluster *struct {
+			BrokerHealthy bool `json:"broker_healthy"`
+			Broker        struct {
+				Received uint64 `json:"received"`
+			} `json:"broker"`
+		} `json:"cluster"`
+	}
+	c.apiOK("GET", "/v1/stats", keyA, nil, &st)
+	if st.Cluster == nil || !st.Cluster.BrokerHealthy || st.Cluster.Broker.Received < 4 || st.Sessions.RemoteIn < 4 {
+		t.Fatalf("stats of n3: %+v", st)
+	}
+	_, raw := c.apiCall("GET", "/metrics", "", nil)
+	if !strings.Contains(string(raw), "\nherald_broker_up 1\n") || !strings.Contains(string(raw), "\nherald_registry_up 1\n") {
+		t.Fatal("GET /metrics of n3 lacks herald_broker_up 1 or herald_registry_up 1")
+	}
 }
 
 // TestClusterTopicOrder publishes through every node at once to

@@ -313,11 +313,22 @@ func (s *Server) Node() *node.Node { return s.node }
 
 // Stats are the server's counters, as GET /v1/stats returns them.
 type Stats struct {
-	Node    string       `json:"node"`
-	Gateway gatewayStats `json:"connections"`
-	Hub     hub.Stats    `json:"routing"`
-	Session node.Stats   `json:"sessions"`
-	Store   storeState   `json:"store"`
+	Node    string        `json:"node"`
+	Gateway gatewayStats  `json:"connections"`
+	Hub     hub.Stats     `json:"routing"`
+	Session node.Stats    `json:"sessions"`
+	Store   storeState    `json:"store"`
+	Cluster *clusterState `json:"cluster,omitempty"` // on a node of a cluster
+}
+
+// clusterState is the cluster's part of Stats: the broker and the
+// registry as this node sees them.
+type clusterState struct {
+	BrokerHealthy   bool         `json:"broker_healthy"`
+	BrokerError     string       `json:"broker_error,omitempty"`
+	RegistryHealthy bool         `json:"registry_healthy"`
+	RegistryError   string       `json:"registry_error,omitempty"`
+	Broker          broker.Stats `json:"broker"`
 }
 
 // storeState is the store's part of Stats.
@@ -357,7 +368,18 @@ func (s *Server) Stats() any {
 	if err := s.store.Health(); err != nil {
 		st.Healthy, st.Error = false, err.Error()
 	}
-	return Stats{Node: s.cfg.Node, Gateway: gs, Hub: s.hub.Stats(), Session: s.node.Stats(), Store: st}
+	out := Stats{Node: s.cfg.Node, Gateway: gs, Hub: s.hub.Stats(), Session: s.node.Stats(), Store: st}
+	if s.broker != nil {
+		c := &clusterState{BrokerHealthy: true, RegistryHealthy: true, Broker: s.broker.Stats()}
+		if err := s.broker.Health(); err != nil {
+			c.BrokerHealthy, c.BrokerError = false, err.Error()
+		}
+		if err := s.reg.Health(); err != nil {
+			c.RegistryHealthy, c.RegistryError = false, err.Error()
+		}
+		out.Cluster = c
+	}
+	return out
 }
 
 // GatewayStats returns the gateway's counters.

@@ -42,8 +42,10 @@ export async function eventually<T>(fn: () => Promise<T> | T, ms = 5000, every =
 export class Recorder<T = any> {
   items: T[] = [];
   private waiters: { n: number; resolve: () => void }[] = [];
+  private readonly name: string;
 
   constructor(src?: Source, event?: string) {
+    this.name = event ?? 'items';
     if (src && event) src.on(event, (x: T) => this.add(x));
   }
 
@@ -56,7 +58,7 @@ export class Recorder<T = any> {
   until(n: number, ms = 5000): Promise<T[]> {
     if (this.items.length >= n) return Promise.resolve(this.items);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timeout: ${this.items.length} of ${n} in ${ms} ms`)), ms);
+      const timer = setTimeout(() => reject(new Error(`timeout: ${this.items.length} of ${n} ${this.name} events in ${ms} ms`)), ms);
       this.waiters.push({ n, resolve: () => (clearTimeout(timer), resolve(this.items)) });
     });
   }
