@@ -3,6 +3,12 @@
 # Runs in about 7 minutes on the reference machine (2 cores), everything on
 # loopback, every run bounded in time. Prints one Markdown row per run, then
 # the searched maxima. Usage: scripts/bench.sh [outdir]
+#
+# CLUSTER=1 scripts/bench.sh [outdir] adds the cluster rows (about 4 more
+# minutes): three-node clusters on the local Redis (127.0.0.1:6379, or
+# $HERALD_REDIS) and NATS (nats://127.0.0.1:4222, or $HERALD_NATS), each
+# beside the same run on a one-node cluster (same Redis store). CLUSTER=only
+# runs just those.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench-out}
@@ -25,6 +31,9 @@ p99_ms() { # the run's overall p99 in ms
 }
 throughput() { sed -n 's/^  "throughput": \([0-9.]*\).*/\1/p' "$1" | head -1 | awk '{printf "%d", $1}'; }
 
+cluster=${CLUSTER:-0}
+if [ "$cluster" = only ]; then skip_single=1; else skip_single=0; fi
+if [ "$skip_single" = 0 ]; then
 # Idle memory: 19,000 authenticated, subscribed WebSocket connections held
 # 10 s; RSS growth over a baseline taken with 200 warm-up connections open.
 run idle-19k connect -conns 19000 -hold 10s
@@ -66,10 +75,38 @@ run api-5k api -rate 5000 -duration 10s -concurrency 64
 # processes on their own ports (each may hold 20,000 files), 102,000 clients
 # from seven worker processes.
 run connect-102k connect -servers 6 -conns 102000 -connect-rate 6000 -hold 5s
+fi
+
+best_cross=0
+if [ "$cluster" != 0 ]; then
+	engines=(-cluster-redis "${HERALD_REDIS:-127.0.0.1:6379}" -cluster-nats "${HERALD_NATS:-nats://127.0.0.1:4222}")
+	# Fan-out to 19,000 subscribers spread over three nodes, each publish
+	# through the nodes in turn; beside it the same on one node.
+	run cluster3-fanout-19k fanout -cluster 3 "${engines[@]}" -conns 19000 -rate 5 -duration 20s
+	run cluster1-fanout-19k fanout -cluster 1 "${engines[@]}" -conns 19000 -rate 5 -duration 20s
+	# Durable unicast, API on node 1, every client on nodes 2 and 3: each
+	# message crosses one hop. Beside it the same rate on one node.
+	for rate in 250 500 1000 2000; do
+		run "cluster3-unicast-$rate" unicast -cluster 3 "${engines[@]}" -api-nodes 1 -client-nodes 2,3 -conns 10000 -rate "$rate" -duration 10s -concurrency 64 || true
+		run "cluster1-unicast-$rate" unicast -cluster 1 "${engines[@]}" -conns 10000 -rate "$rate" -duration 10s -concurrency 64 || true
+		p=$(p99_ms "$out/cluster3-unicast-$rate.json")
+		echo "   cross-node unicast at $rate/s: p99 ${p} ms" >&2
+		if [ -n "$p" ] && [ "$p" -le 50 ]; then best_cross=$rate; fi
+	done
+	# Node 1 killed (-9) with 5,000 clients on it: they reconnect to nodes 2
+	# and 3 and must get every inbox message (1 per user before the kill, 1
+	# after) and recover their topic.
+	run cluster3-kill-5k storm -cluster 3 "${engines[@]}" -mode kill -conns 5000 -drain 15s
+fi
 
 echo
 "$bin" bench row -header
 printf '%s\n' "${rows[@]}"
 echo
-echo "saturation (10,000 subscribers): highest rate with p99 < 250 ms: $best_rate publishes/s = $best_tp deliveries/s"
-echo "unicast: highest rate with p99 <= 50 ms: $best_uni pushes/s (one per request), $best_bulk messages/s (bulk, 100 per request)"
+if [ "$skip_single" = 0 ]; then
+	echo "saturation (10,000 subscribers): highest rate with p99 < 250 ms: $best_rate publishes/s = $best_tp deliveries/s"
+	echo "unicast: highest rate with p99 <= 50 ms: $best_uni pushes/s (one per request), $best_bulk messages/s (bulk, 100 per request)"
+fi
+if [ "$cluster" != 0 ]; then
+	echo "cluster unicast, API on node 1, clients on nodes 2-3: highest rate with p99 <= 50 ms: $best_cross pushes/s"
+fi

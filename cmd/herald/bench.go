@@ -25,8 +25,10 @@ Scenarios:
   fanout    -conns subscribers on one topic, -rate publishes/s through the API for
             -duration; deliveries/s, publish-to-receive latency, server CPU per delivery
   unicast   -conns users online, -rate pushes/s to random users; the same figures
-  storm     -conns clients connected, then all dropped at once (-mode drop) or the
-            server killed and restarted (-mode restart, needs -spawn); -inbox messages
+  storm     -conns clients connected, then all dropped at once (-mode drop), the
+            server killed and restarted (-mode restart, needs -spawn) or node 1 of a
+            cluster killed for good (-mode kill, needs -cluster N: its clients move to
+            the other nodes, the API calls go to those); -inbox messages
             per user pushed to durable inboxes and -topic-missed messages published to
             the topic while they are away; time until all are back and subscribed (each
             recovering the topic from its last position), until every inbox message
@@ -38,6 +40,12 @@ Scenarios:
 By default the bench starts its own server (-spawn); give -api (and -ws or -tcp,
 and credentials) to measure a running one. It exits non-zero when anything was
 lost, duplicated or failed.
+
+Clusters: -cluster N starts N nodes on the local Redis and NATS (-cluster-redis,
+-cluster-nats) with a fresh key prefix, deleted afterwards; -targets measures a
+running cluster. Clients are spread over -client-nodes by worker, API calls over
+-api-nodes by request (e.g. -api-nodes 1 -client-nodes 2,3: every message
+crosses from node 1 to another node).
 `
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -67,6 +75,12 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		jsonOut    = fs.Bool("json", false, "print the result as JSON")
 		report     = fs.String("report", "", "write a self-contained HTML report to `file`")
 		row        = fs.Bool("row", false, "print only a Markdown table row for BENCHMARKS.md")
+		cluster    = fs.Int("cluster", 0, fmt.Sprintf("with -spawn: start a cluster of this many nodes (1 to %d) on -cluster-redis and -cluster-nats, with one app and a fresh key prefix deleted afterwards", bench.MaxClusterNodes))
+		redisAddr  = fs.String("cluster-redis", bench.DefaultClusterRedis, "-cluster: Redis host:port")
+		natsURL    = fs.String("cluster-nats", bench.DefaultClusterNATS, "-cluster: NATS URL")
+		targets    = fs.String("targets", "", "measure a running cluster: comma-separated nodes, each an API URL (its GET /v1/cluster gives the client addresses) or api+ws+tcp; credentials from -config, -data-dir or -app/-key/-secret")
+		clientSel  = fs.String("client-nodes", "", "cluster: nodes (1-based, e.g. 2,3 or 2-3) the clients connect to, spread by worker (default all; storm -mode kill: 1)")
+		apiSel     = fs.String("api-nodes", "", "cluster: nodes the API calls go to, in turn (default all; storm -mode kill: all but 1)")
 	)
 	fs.StringVar(&t.APIURL, "api", "http://127.0.0.1:8081", "server API base URL (without -spawn)")
 	fs.StringVar(&t.WSURL, "ws", "ws://127.0.0.1:8080/ws", "WebSocket URL (without -spawn)")
@@ -90,13 +104,27 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&o.Drain, "drain", 3*time.Second, "wait after the last publish for late deliveries (storm: also the deadline, after every client is back, for the inbox messages)")
 	fs.IntVar(&o.Inbox, "inbox", 2, fmt.Sprintf("storm: messages pushed to each user's durable inbox while the clients are away, through the bulk API (restart: half just before the kill); 0 to %d", bench.MaxInbox))
 	fs.IntVar(&o.TopicMissed, "topic-missed", 3, fmt.Sprintf("storm: messages published to the topic while the clients are away (restart: after the restart), which every client must recover when it resubscribes with its position; 0 to %d", bench.MaxTopicMissed))
-	fs.StringVar(&o.StormMode, "mode", "drop", "storm: drop (clients reset their connections) or restart (server killed -9 and restarted)")
+	fs.StringVar(&o.StormMode, "mode", "drop", "storm: drop (clients reset their connections), restart (server killed -9 and restarted) or kill (cluster node 1 killed -9 for good; its clients reconnect to the other nodes)")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "stop the whole run after this long")
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitError{err}
 	}
 	if t.Transport != "ws" && t.Transport != "tcp" {
 		return fmt.Errorf("bench: -transport must be ws or tcp")
+	}
+	if *targets != "" {
+		spawnSet := false
+		fs.Visit(func(f *flag.Flag) { spawnSet = spawnSet || f.Name == "spawn" })
+		if spawnSet && *spawn {
+			return errors.New("bench: -targets measures a running cluster and excludes -spawn")
+		}
+		*spawn = false
+	}
+	nf := bench.NodeFlags{Scenario: scenario, Mode: o.StormMode, Spawn: *spawn, Servers: *servers,
+		Cluster: *cluster, Targets: *targets, ClientNodes: *clientSel, APINodes: *apiSel}
+	var err error
+	if _, o.ClientNodes, o.APINodes, err = nf.Check(); err != nil {
+		return err
 	}
 	if err := raiseNoFile(); err != nil {
 		fmt.Fprintln(stderr, "bench: warning:", err)
@@ -107,7 +135,31 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	nbiolog.SetLevel(nbiolog.LevelNone)
 	target := &t
-	if *spawn {
+	switch {
+	case *cluster > 0:
+		c, err := bench.SpawnCluster(ctx, exe, bench.ClusterOptions{Nodes: *cluster, Redis: *redisAddr, NATS: *natsURL, Extra: strings.Fields(*serverArgs)})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := c.Stop(); err != nil {
+				fmt.Fprintln(stderr, "bench: warning:", err)
+			}
+		}()
+		for _, n := range c.Nodes {
+			n.Transport = t.Transport
+		}
+		target, o.More, o.Cluster = c.Nodes[0], c.Nodes[1:], true
+	case *targets != "":
+		if err := t.LoadCredentials(*configPath, *dataDir); err != nil {
+			return err
+		}
+		ns, err := bench.ParseTargets(ctx, *targets, t)
+		if err != nil {
+			return err
+		}
+		target, o.More, o.Cluster = ns[0], ns[1:], true
+	case *spawn:
 		sp, err := bench.Spawn(ctx, exe, strings.Fields(*serverArgs))
 		if err != nil {
 			return err
@@ -124,8 +176,10 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			more.Transport = t.Transport
 			o.More = append(o.More, more)
 		}
-	} else if err := t.LoadCredentials(*configPath, *dataDir); err != nil {
-		return err
+	default:
+		if err := t.LoadCredentials(*configPath, *dataDir); err != nil {
+			return err
+		}
 	}
 	o.Scenario, o.Target, o.Exe, o.WorkerArgs = scenario, target, exe, []string{"bench", "worker"}
 	o.Progress = bench.NewProgress(stderr, isTerminal(stderr))

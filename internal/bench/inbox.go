@@ -223,7 +223,7 @@ func (p *inboxPushes) push(ctx context.Context, o Options, js []int, sent *atomi
 	if len(js) == 0 || p.users == 0 {
 		return
 	}
-	api := newAPIClient(o.Target, inboxConcurrency)
+	api := newAPIClient(o.apiTargets(), inboxConcurrency)
 	defer api.close()
 	path := "/v1/apps/" + url.PathEscape(o.Target.App) + "/push"
 	total := p.users * len(js)

@@ -71,6 +71,9 @@ type LoadPoolConfig struct {
 	// runs the close callbacks one after another, so it must not block
 	// long either. Open has already been decremented when it runs.
 	OnClose func(c *LoadConn, d *protocol.Disconnect, err error)
+	// IDBase is the first LoadConn.ID; pools of one process that must not
+	// share IDs start at different bases.
+	IDBase int
 }
 
 // LoadPool holds many client connections on one nbio event loop: an idle
@@ -109,6 +112,7 @@ type LoadPool struct {
 // NewLoadPool checks cfg and starts the event loop.
 func NewLoadPool(cfg LoadPoolConfig) (*LoadPool, error) {
 	p := &LoadPool{cfg: cfg, conns: make(map[*LoadConn]struct{})}
+	p.ids.Store(int64(cfg.IDBase))
 	def := protocol.DefaultLimits()
 	p.lim = cfg.Limits
 	if p.lim.MaxFrame <= 0 {

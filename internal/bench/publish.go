@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -87,15 +88,22 @@ func openLoop(ctx context.Context, start time.Time, rate float64, n, conc int, s
 	return started
 }
 
-// apiClient sends requests to the server API.
+// apiClient sends requests to the server API: with several targets (the
+// API nodes of a cluster), to each in turn.
 type apiClient struct {
-	t    *Target
+	ts   []*Target
+	next atomic.Uint64
 	http *http.Client
 }
 
-func newAPIClient(t *Target, conc int) *apiClient {
-	tr := &http.Transport{MaxIdleConns: conc * 2, MaxIdleConnsPerHost: conc * 2, IdleConnTimeout: time.Minute}
-	return &apiClient{t: t, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+func newAPIClient(ts []*Target, conc int) *apiClient {
+	tr := &http.Transport{MaxIdleConns: conc * 2 * len(ts), MaxIdleConnsPerHost: conc * 2, IdleConnTimeout: time.Minute}
+	return &apiClient{ts: ts, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+// target returns the API node of the next request.
+func (a *apiClient) target() *Target {
+	return a.ts[(a.next.Add(1)-1)%uint64(len(a.ts))]
 }
 
 func (a *apiClient) close() { a.http.CloseIdleConnections() }
@@ -112,11 +120,12 @@ func (a *apiClient) postDecode(ctx context.Context, path string, body any, out a
 	if err != nil {
 		return 0, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.t.APIURL+path, bytes.NewReader(b))
+	t := a.target()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.APIURL+path, bytes.NewReader(b))
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+a.t.APIKey)
+	req.Header.Set("Authorization", "Bearer "+t.APIKey)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := a.http.Do(req)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,8 +18,11 @@ import (
 // Options configure a scenario run.
 type Options struct {
 	Scenario    string        // connect, fanout, unicast, storm, api
-	Target      *Target       // the server under test
-	More        []*Target     // connect only: further servers; connections are spread over all
+	Target      *Target       // the server under test (node 1 of a cluster)
+	More        []*Target     // further servers, or nodes 2.. of a cluster; clients and API calls are spread over all
+	Cluster     bool          // the targets are nodes of one cluster, sharing one app: a client whose node fails moves to the others
+	ClientNodes []int         // nodes (0-based indexes into Target, More...) the clients connect to, round-robin by worker; nil: all (storm -mode kill: node 1)
+	APINodes    []int         // nodes the API calls go to, in turn; nil: all (storm -mode kill: all but node 1)
 	Exe         string        // binary that runs workers
 	WorkerArgs  []string      // arguments that make Exe a worker (e.g. "bench", "worker")
 	Workers     int           // minimum worker processes (more if Conns needs them)
@@ -34,7 +38,7 @@ type Options struct {
 	Topic       string        // fanout and storm topic
 	Concurrency int           // HTTP requests in flight from the coordinator
 	Drain       time.Duration // wait after the last publish for deliveries
-	StormMode   string        // storm: "drop" (clients reset their connections) or "restart" (server killed and restarted)
+	StormMode   string        // storm: "drop" (clients reset their connections), "restart" (server killed and restarted) or "kill" (cluster node 1 killed, its clients move to the other nodes)
 	Inbox       int           // storm: messages pushed to each user's durable inbox while the clients are away (0: none; at most MaxInbox)
 	TopicMissed int           // storm: messages published to the topic while the clients are away, which they must recover (0: none; at most MaxTopicMissed)
 	Timeout     time.Duration // the whole run
@@ -84,7 +88,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	// Inboxes are durable: users of an earlier run may have messages
 	// waiting. Each run has its own users.
 	o.prefix = "b" + strconv.FormatInt(start.UnixNano()%(1<<40), 36) + "-u"
-	r := Result{Scenario: o.Scenario, Started: start, Params: o.params()}
+	r := Result{Scenario: o.Scenario, Started: start}
 	runCtx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	if o.Inbox < 0 || o.Inbox > MaxInbox {
@@ -93,6 +97,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.TopicMissed < 0 || o.TopicMissed > MaxTopicMissed {
 		return r, fmt.Errorf("bench: topic messages missed must be 0 to %d, not %d", MaxTopicMissed, o.TopicMissed)
 	}
+	if err := o.validate(); err != nil {
+		return r, err
+	}
+	r.Params = o.params()
 	var err error
 	switch o.Scenario {
 	case "connect", "fanout", "unicast", "storm":
@@ -110,13 +118,116 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	return r, err
 }
 
+// targets returns every server or node: Target, then More.
+func (o *Options) targets() []*Target {
+	if o.Target == nil {
+		return o.More
+	}
+	return append([]*Target{o.Target}, o.More...)
+}
+
+// pick returns the targets at the 0-based indexes ix.
+func (o *Options) pick(ix []int) []*Target {
+	all := o.targets()
+	out := make([]*Target, 0, len(ix))
+	for _, i := range ix {
+		out = append(out, all[i])
+	}
+	return out
+}
+
+// clientTargets returns the nodes the clients connect to.
+func (o *Options) clientTargets() []*Target { return o.pick(o.ClientNodes) }
+
+// apiTargets returns the nodes the API calls go to.
+func (o *Options) apiTargets() []*Target { return o.pick(o.APINodes) }
+
+// validate checks the nodes and the storm mode, and fills the default
+// client and API nodes.
+func (o *Options) validate() error {
+	if o.Target == nil {
+		return errors.New("bench: no server to measure")
+	}
+	n := len(o.targets())
+	if n > 1 && !o.Cluster && o.Scenario != "connect" {
+		return errors.New("bench: several independent servers are supported by the connect scenario only; the others need the nodes of one cluster")
+	}
+	kill := o.Scenario == "storm" && o.StormMode == "kill"
+	if o.Scenario == "storm" {
+		switch o.StormMode {
+		case "drop":
+		case "restart":
+			if n > 1 {
+				return errors.New("bench: -mode restart restarts a single server; use -mode kill with a cluster")
+			}
+		case "kill":
+			if !o.Cluster || n < 2 {
+				return errors.New("bench: -mode kill needs a cluster of 2 or more nodes started by the bench (-cluster N with -spawn)")
+			}
+			if o.Target.PID() == 0 {
+				return errors.New("bench: -mode kill needs nodes started by the bench (-cluster N with -spawn)")
+			}
+		default:
+			return fmt.Errorf("bench: unknown storm -mode %q (drop, restart or kill)", o.StormMode)
+		}
+	}
+	for _, x := range []struct {
+		name string
+		ix   *[]int
+		def  []int
+	}{
+		{"client-nodes", &o.ClientNodes, indexes(n)},
+		{"api-nodes", &o.APINodes, indexes(n)},
+	} {
+		if *x.ix == nil {
+			*x.ix = x.def
+			if kill && x.name == "client-nodes" {
+				*x.ix = []int{0}
+			}
+			if kill && x.name == "api-nodes" {
+				*x.ix = x.def[1:]
+			}
+		}
+		if len(*x.ix) == 0 {
+			return fmt.Errorf("bench: -%s lists no node", x.name)
+		}
+		for _, i := range *x.ix {
+			if i < 0 || i >= n {
+				return fmt.Errorf("bench: -%s: node %d out of range: the run has %d node(s), numbered 1 to %d", x.name, i+1, n, n)
+			}
+		}
+	}
+	if kill {
+		if len(o.ClientNodes) != 1 || o.ClientNodes[0] != 0 {
+			return errors.New("bench: -mode kill kills node 1: its clients are the ones measured, so -client-nodes must be 1")
+		}
+		if slices.Contains(o.APINodes, 0) {
+			return errors.New("bench: -mode kill kills node 1: -api-nodes must not include it")
+		}
+	}
+	return nil
+}
+
 func (o Options) params() map[string]string {
 	p := map[string]string{
 		"transport": o.Target.Transport,
 		"url":       o.Target.ClientURL(),
 	}
-	if len(o.More) > 0 {
+	if cs := o.clientTargets(); len(cs) > 0 {
+		p["url"] = cs[0].ClientURL() // the first client node's
+	}
+	if o.Cluster {
+		p["nodes"] = strconv.Itoa(1 + len(o.More))
+	} else if len(o.More) > 0 {
 		p["servers"] = strconv.Itoa(1 + len(o.More))
+	}
+	if len(o.More) > 0 {
+		if len(o.ClientNodes) > 0 && len(o.ClientNodes) < 1+len(o.More) {
+			p["client_nodes"] = nodeList(o.ClientNodes)
+		}
+		if len(o.APINodes) > 0 && len(o.APINodes) < 1+len(o.More) {
+			p["api_nodes"] = nodeList(o.APINodes)
+		}
 	}
 	switch o.Scenario {
 	case "connect":
@@ -140,6 +251,16 @@ func (o Options) params() map[string]string {
 		p["rate"], p["duration"], p["concurrency"] = ftoa(o.Rate), o.Duration.String(), strconv.Itoa(o.Concurrency)
 	}
 	return p
+}
+
+// nodeList writes 0-based node indexes as the 1-based list -client-nodes
+// takes.
+func nodeList(ix []int) string {
+	s := make([]string, len(ix))
+	for i, x := range ix {
+		s[i] = strconv.Itoa(x + 1)
+	}
+	return strings.Join(s, ",")
 }
 
 func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
@@ -168,23 +289,20 @@ func (o Options) messages() int {
 const stormCheckMessages = 5
 
 func runWithWorkers(ctx context.Context, o Options, r *Result) error {
-	t := o.Target
 	start := time.Now()
 	maxSeconds := int((o.Timeout + time.Minute).Seconds())
-	targets := append([]*Target{t}, o.More...)
-	if len(targets) > 1 && o.Scenario != "connect" {
-		return fmt.Errorf("bench: several servers are supported by the connect scenario only")
-	}
-	// Workers are spread over the servers round-robin: give each server the
+	targets := o.targets()
+	clients := o.clientTargets()
+	// Workers are spread over the client nodes round-robin: give each the
 	// same number of workers, so each gets an equal share of connections.
-	nw := max(o.Workers, len(targets), (o.Conns+maxPerWorker-1)/maxPerWorker)
-	nw = (nw + len(targets) - 1) / len(targets) * len(targets)
+	nw := max(o.Workers, len(clients), (o.Conns+maxPerWorker-1)/maxPerWorker)
+	nw = (nw + len(clients) - 1) / len(clients) * len(clients)
 	parts := plan(o.Conns, nw)
 	var as []Assignment
 	for i, p := range parts {
-		tg := targets[i%len(targets)]
+		tg := clients[i%len(clients)]
 		a := Assignment{
-			Scenario: o.Scenario, URL: tg.ClientURL(), LocalAddrs: localAddrs(o.SrcIPs),
+			Scenario: o.Scenario, URL: tg.ClientURL(), Fallbacks: o.fallbacks(tg, i), LocalAddrs: localAddrs(o.SrcIPs),
 			App: tg.App, Secret: tg.Secret, UserPrefix: o.prefix, From: p[0], To: p[1],
 			Messages: o.messages(), Users: o.Conns, Unicast: o.Scenario == "unicast",
 			Rate: o.ConnectRate / float64(len(parts)), Concurrency: 128,
@@ -229,7 +347,7 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 	var sent atomic.Int64
 	var sendTime time.Duration // how long the measured phase sent for
 	errs := newCounter()
-	cpu0 := sampleAll(ctx, targets)
+	cpu0 := sampleNodes(ctx, targets)
 	phaseStart := time.Now()
 	switch o.Scenario {
 	case "connect":
@@ -246,7 +364,7 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 	case "storm":
 		measureErr = stormPhase(ctx, o, ws, as, r, &sent, errs)
 	}
-	cpu1 := sampleAll(ctx, targets)
+	cpu1 := sampleNodes(ctx, targets)
 	phase := time.Since(phaseStart)
 
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -259,12 +377,13 @@ func runWithWorkers(ctx context.Context, o Options, r *Result) error {
 	for k, v := range errs.snapshot() {
 		r.Errors[k] += v
 	}
-	if cpu1.CPU > cpu0.CPU {
-		r.ServerCPU = cpu1.CPU - cpu0.CPU
+	r.ServerCPU = cpuDelta(cpu0, cpu1)
+	if len(targets) > 1 {
+		r.Notes = append(r.Notes, nodeNotes(targets, cpu0, cpu1)...)
 	}
 	switch o.Scenario {
 	case "connect":
-		r.ServerRSSBefore, r.ServerRSSAfter = before.RSS, cpu1.RSS
+		r.ServerRSSBefore, r.ServerRSSAfter = before.RSS, sumSamples(cpu1).RSS
 		if o.Hold > 0 {
 			r.ServerRSSAfter = medianSample(ctx, targets).RSS
 		}
@@ -333,21 +452,89 @@ func medianSample(ctx context.Context, ts []*Target) ServerSample {
 
 // sampleAll adds up the CPU and RSS of every server.
 func sampleAll(ctx context.Context, ts []*Target) ServerSample {
+	return sumSamples(sampleNodes(ctx, ts))
+}
+
+// sampleNodes samples every server; a server that does not answer (a
+// killed node) has a zero sample.
+func sampleNodes(ctx context.Context, ts []*Target) []ServerSample {
+	out := make([]ServerSample, len(ts))
+	for i, t := range ts {
+		s, err := t.SampleServer(ctx)
+		if err == nil {
+			out[i] = s
+		}
+	}
+	return out
+}
+
+func sumSamples(ss []ServerSample) ServerSample {
 	var sum ServerSample
-	for _, t := range ts {
-		s, _ := t.SampleServer(ctx)
+	for _, s := range ss {
 		sum.CPU += s.CPU
 		sum.RSS += s.RSS
-		sum.At = s.At
+		if s.At.After(sum.At) {
+			sum.At = s.At
+		}
 	}
 	return sum
+}
+
+// cpuDelta adds up the CPU each server used between two samples, over the
+// servers sampled both times (a node killed meanwhile is left out).
+func cpuDelta(a, b []ServerSample) time.Duration {
+	var d time.Duration
+	for i := range min(len(a), len(b)) {
+		if !a[i].At.IsZero() && !b[i].At.IsZero() && b[i].CPU > a[i].CPU {
+			d += b[i].CPU - a[i].CPU
+		}
+	}
+	return d
+}
+
+// nodeNotes are the per-node CPU and RSS figures of a run on several
+// servers.
+func nodeNotes(ts []*Target, a, b []ServerSample) []string {
+	var out []string
+	for i, t := range ts {
+		name := nodeName(t, i)
+		if i >= len(b) || b[i].At.IsZero() {
+			out = append(out, fmt.Sprintf("%s: not sampled at the end (stopped or killed)", name))
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s: CPU %s in the measured phase, RSS %.1f MB", name,
+			cpuDelta(a[i:i+1], b[i:i+1]).Round(time.Millisecond), float64(b[i].RSS)/1e6))
+	}
+	return out
+}
+
+// fallbacks returns the client URLs a worker on tg tries after tg fails:
+// in a cluster, the other nodes, starting at a different one for each
+// worker so that a dead node's clients spread over the rest. Killed node 1
+// is never a fallback.
+func (o *Options) fallbacks(tg *Target, worker int) []string {
+	if !o.Cluster {
+		return nil
+	}
+	var others []string
+	for i, t := range o.targets() {
+		if t == tg || (i == 0 && o.Scenario == "storm" && o.StormMode == "kill") {
+			continue
+		}
+		others = append(others, t.ClientURL())
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	k := worker % len(others)
+	return append(others[k:len(others):len(others)], others[:k]...)
 }
 
 // publishPhase sends the measured phase's messages through the API, open loop.
 // It returns how long sending took, which is the window deliveries/s is
 // computed over (late deliveries during the drain still count).
 func publishPhase(ctx context.Context, o Options, sent *atomic.Int64, errs *counter) (time.Duration, error) {
-	api := newAPIClient(o.Target, o.Concurrency)
+	api := newAPIClient(o.apiTargets(), o.Concurrency)
 	defer api.close()
 	n := o.messages()
 	app := url.PathEscape(o.Target.App)
@@ -437,7 +624,7 @@ func stormPhase(ctx context.Context, o Options, ws []*workerProc, as []Assignmen
 	if o.Inbox > 0 {
 		pushes = newInboxPushes(o.Conns, o.Inbox)
 		for j := range o.Inbox {
-			if o.StormMode == "restart" && j < o.Inbox/2 {
+			if (o.StormMode == "restart" || o.StormMode == "kill") && j < o.Inbox/2 {
 				before = append(before, j)
 			} else {
 				during = append(during, j)
@@ -450,10 +637,16 @@ func stormPhase(ctx context.Context, o Options, ws []*workerProc, as []Assignmen
 		o.Progress.Done()
 	}
 	t0 := time.Now()
-	if o.StormMode == "restart" {
+	switch o.StormMode {
+	case "restart":
 		if err := o.Target.Restart(ctx, true); err != nil {
 			return err
 		}
+	case "kill":
+		if err := o.Target.Kill(); err != nil {
+			return err
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("node %s killed with SIGKILL (not restarted); its %d clients reconnect to the other nodes", nodeName(o.Target, 0), o.Conns))
 	}
 	hold := pushes != nil || o.TopicMissed > 0
 	drop := "drop"
@@ -529,7 +722,7 @@ func stormPhase(ctx context.Context, o Options, ws []*workerProc, as []Assignmen
 	}
 	r.RecoveryTime = last.Sub(t0) - held
 	// Publish the check messages: every client must receive each once.
-	api := newAPIClient(o.Target, 4)
+	api := newAPIClient(o.apiTargets(), 4)
 	defer api.close()
 	path := "/v1/apps/" + url.PathEscape(o.Target.App) + "/topics/" + url.PathEscape(o.Topic) + "/messages"
 	for seq := range stormCheckMessages {
@@ -595,7 +788,7 @@ func waitInbox(ctx context.Context, o Options, ws []*workerProc, r *Result, t0, 
 // runAPI drives the HTTP API alone at a fixed rate: pushes to users who are
 // not connected, so the figure is the API's own cost.
 func runAPI(ctx context.Context, o Options, r *Result) error {
-	api := newAPIClient(o.Target, o.Concurrency)
+	api := newAPIClient(o.apiTargets(), o.Concurrency)
 	defer api.close()
 	start := time.Now()
 	n := max(int(o.Rate*o.Duration.Seconds()), 1)
@@ -604,7 +797,7 @@ func runAPI(ctx context.Context, o Options, r *Result) error {
 	tl := NewTimelineLimit(start, int((o.Timeout + time.Minute).Seconds()))
 	errs := newCounter()
 	var sent atomic.Int64
-	cpu0, _ := o.Target.SampleServer(ctx)
+	cpu0 := sampleAll(ctx, o.apiTargets())
 	app := url.PathEscape(o.Target.App)
 	done := make(chan struct{})
 	go func() {
@@ -638,7 +831,7 @@ func runAPI(ctx context.Context, o Options, r *Result) error {
 	})
 	close(done)
 	o.Progress.Done()
-	cpu1, _ := o.Target.SampleServer(ctx)
+	cpu1 := sampleAll(ctx, o.apiTargets())
 	r.Sent = sent.Load()
 	r.Errors = errs.snapshot()
 	r.Latency = h.Quantiles()
@@ -712,4 +905,12 @@ func Failed(r Result) []string {
 		why = append(why, fmt.Sprintf("%d errors", errs))
 	}
 	return why
+}
+
+// nodeName names the i-th (0-based) server in notes.
+func nodeName(t *Target, i int) string {
+	if t.Node != "" {
+		return t.Node
+	}
+	return "server " + strconv.Itoa(i+1)
 }

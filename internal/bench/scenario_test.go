@@ -53,7 +53,11 @@ func TestMain(m *testing.M) {
 // storm kills and starts again.
 func testServe(args []string) error {
 	nbiolog.SetLevel(nbiolog.LevelNone)
-	cfg, err := config.Load("", nil)
+	path := ""
+	if len(args) > 1 && args[0] == "-config" { // spawnNode puts it first
+		path, args = args[1], args[2:]
+	}
+	cfg, err := config.Load(path, nil)
 	if err != nil {
 		return err
 	}

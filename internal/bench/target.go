@@ -30,6 +30,7 @@ type Target struct {
 	APIKey    string
 	Secret    string // token secret, to mint client tokens
 	Transport string // "ws" or "tcp": what the clients use
+	Node      string // node id in a cluster ("" for a single server)
 
 	proc    *exec.Cmd // set when the bench started the server
 	dataDir string
@@ -87,6 +88,12 @@ func (t *Target) LoadCredentials(configPath, dataDir string) error {
 // in a temporary data directory, with extra flags, and waits until its API
 // answers.
 func Spawn(ctx context.Context, exe string, extra []string) (*Target, error) {
+	return spawnNode(ctx, exe, "", extra)
+}
+
+// spawnNode is Spawn with a configuration file (empty: none), from which
+// the app's credentials are read too.
+func spawnNode(ctx context.Context, exe, configPath string, extra []string) (*Target, error) {
 	dir, err := os.MkdirTemp("", "herald-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -107,10 +114,14 @@ func Spawn(ctx context.Context, exe string, extra []string) (*Target, error) {
 		"-tcp-addr", t.TCPAddr,
 		"-api-addr", fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		"-log-level", "warn"}, extra...)
+	if configPath != "" {
+		t.args = append([]string{"serve", "-config", configPath}, t.args[1:]...)
+	}
 	if err := t.start(ctx, exe); err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := t.LoadCredentials("", filepath.Join(dir, "data")); err != nil {
+	if err := t.LoadCredentials(configPath, filepath.Join(dir, "data")); err != nil {
 		t.Stop()
 		return nil, err
 	}
@@ -161,6 +172,20 @@ func (t *Target) Restart(ctx context.Context, hard bool) error {
 	_ = t.proc.Wait()
 	t.proc = nil
 	return t.start(ctx, exe)
+}
+
+// Kill ends a spawned server with SIGKILL and does not restart it; its
+// directory stays until Stop.
+func (t *Target) Kill() error {
+	if t.proc == nil {
+		return errors.New("bench: kill needs a running server started by the bench (-spawn)")
+	}
+	if err := t.proc.Process.Signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("bench: kill server: %w", err)
+	}
+	_ = t.proc.Wait()
+	t.proc = nil
+	return nil
 }
 
 // Stop ends a spawned server and removes its directory.

@@ -205,7 +205,7 @@ func topicMissedID(prefix string, j int) string { return prefix + "-topic-" + st
 // and the seq it gave each. A failed publish counts as an error; its
 // message is not expected.
 func publishMissed(ctx context.Context, o Options, sent *atomic.Int64, errs *counter) (mask uint64, seqs []uint64) {
-	api := newAPIClient(o.Target, 1)
+	api := newAPIClient(o.apiTargets(), 1)
 	defer api.close()
 	path := "/v1/apps/" + url.PathEscape(o.Target.App) + "/topics/" + url.PathEscape(o.Topic) + "/messages"
 	for j := 0; j < o.TopicMissed && j < MaxTopicMissed && ctx.Err() == nil; j++ {

@@ -23,6 +23,7 @@ import (
 type Assignment struct {
 	Scenario    string    `json:"scenario"`
 	URL         string    `json:"url"`
+	Fallbacks   []string  `json:"fallbacks,omitempty"` // cluster: other nodes' URLs, tried in order (from the one that failed) when a connect fails
 	LocalAddrs  []string  `json:"local_addrs"`
 	App         string    `json:"app"`
 	Secret      string    `json:"secret"`
@@ -42,6 +43,10 @@ type Assignment struct {
 	Inbox       int       `json:"inbox,omitempty"`        // storm: inbox messages per user the coordinator may push (see inbox.go)
 	TopicMissed int       `json:"topic_missed,omitempty"` // storm: topic messages the coordinator may publish while the clients are away (see topic.go)
 }
+
+// maxFallbacks bounds Assignment.Fallbacks (a receiver's URL index is a
+// byte).
+const maxFallbacks = 32
 
 // unicastTarget is the user index a unicast message goes to: a fixed
 // permutation of the sequence numbers, known to coordinator and workers.
@@ -108,10 +113,10 @@ type WorkerResult struct {
 
 // worker holds one worker process's state.
 type worker struct {
-	a    Assignment
-	pool *LoadPool
-	out  *json.Encoder
-	outM sync.Mutex
+	a     Assignment
+	pools []*LoadPool // one per URL: the assignment's, then the fallbacks
+	out   *json.Encoder
+	outM  sync.Mutex
 
 	mu          sync.Mutex // guards the measurement state below
 	hist        *Histogram
@@ -126,7 +131,9 @@ type worker struct {
 	failed    atomic.Int64
 	misrouted atomic.Int64 // unicast messages that reached the wrong user
 	connMu    sync.Mutex
-	conns     []*LoadConn // by receiver index
+	conns     []*LoadConn            // by receiver index
+	down      map[*LoadConn]struct{} // connections counted down in open (by drop or onClose, whichever came first)
+	at        []uint8                // by receiver index: the pool (URL) it connects to
 	fails     map[string]int64
 }
 
@@ -154,6 +161,8 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		tr:          newWorkerTracker(a, n),
 		disconnects: map[string]int64{},
 		conns:       make([]*LoadConn, n),
+		down:        map[*LoadConn]struct{}{},
+		at:          make([]uint8, n),
 		fails:       map[string]int64{},
 	}
 	if a.Inbox > 0 {
@@ -164,12 +173,22 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		w.topic = newTopicBook(a.Topic, n, min(a.TopicMissed, MaxTopicMissed))
 		cfg.OnReply = w.onReply
 	}
-	pool, err := NewLoadPool(cfg)
-	if err != nil {
-		return err
+	if len(a.Fallbacks) > maxFallbacks {
+		return fmt.Errorf("bench worker: %d fallback URLs, at most %d", len(a.Fallbacks), maxFallbacks)
 	}
-	w.pool = pool
-	defer pool.Stop()
+	defer func() {
+		for _, p := range w.pools {
+			p.Stop()
+		}
+	}()
+	for k, u := range append([]string{a.URL}, a.Fallbacks...) {
+		cfg.URL, cfg.IDBase = u, k<<24 // connection ids unique over the pools
+		pool, err := NewLoadPool(cfg)
+		if err != nil {
+			return err
+		}
+		w.pools = append(w.pools, pool)
+	}
 
 	cmds := make(chan string, 4)
 	go func() {
@@ -303,6 +322,7 @@ func (w *worker) connectOne(ctx context.Context, r int) {
 		subs = []Sub{{Topic: w.a.Topic}}
 	}
 	recovering := w.topic != nil && w.recovering.Load()
+	tried := 0 // URLs tried since the last pause
 	for attempt := 0; ; attempt++ {
 		tok, err := auth.Mint(w.a.App, []byte(w.a.Secret), user, []string{"*"}, 24*time.Hour, time.Now())
 		if err != nil {
@@ -312,8 +332,11 @@ func (w *worker) connectOne(ctx context.Context, r int) {
 		if recovering { // the position as it is now, for this attempt
 			subs[0] = w.topic.position(r, w.a.Topic)
 		}
+		w.connMu.Lock()
+		k := int(w.at[r])
+		w.connMu.Unlock()
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		c, replies, err := w.pool.ConnectSubs(cctx, r, tok, "d1", subs, nil)
+		c, replies, err := w.pools[k].ConnectSubs(cctx, r, tok, "d1", subs, nil)
 		cancel()
 		if err == nil {
 			if recovering && len(replies) == 1 {
@@ -325,6 +348,16 @@ func (w *worker) connectOne(ctx context.Context, r int) {
 			w.open.Add(1)
 			w.tl.connectionsLocked(&w.mu, time.Now(), w.open.Load())
 			return
+		}
+		if len(w.pools) > 1 && ctx.Err() == nil {
+			// Move to the next URL; try each once before pausing.
+			w.connMu.Lock()
+			w.at[r] = uint8((k + 1) % len(w.pools))
+			w.connMu.Unlock()
+			if tried++; tried < len(w.pools) {
+				continue
+			}
+			tried = 0
 		}
 		if !w.a.Retry || ctx.Err() != nil {
 			w.fail(err)
@@ -411,13 +444,29 @@ func (w *worker) onPush(c *LoadConn, f *protocol.Frame, received time.Time) {
 	w.mu.Unlock()
 }
 
+// countDown reports whether c is not yet counted down in open, and marks
+// it counted. drop and onClose race for a connection the server closed
+// while drop aborted it; whichever comes first counts it.
+func (w *worker) countDown(c *LoadConn) bool {
+	w.connMu.Lock()
+	defer w.connMu.Unlock()
+	if _, ok := w.down[c]; ok {
+		return false
+	}
+	w.down[c] = struct{}{}
+	return true
+}
+
 func (w *worker) onClose(c *LoadConn, d *protocol.Disconnect, err error) {
+	if !w.countDown(c) {
+		return // drop counted it (and recorded the end for the inbox)
+	}
 	kind := "closed"
 	switch {
 	case d != nil:
 		kind = d.Code.String()
 	case errors.Is(err, ErrLoadConnClosed):
-		return // we closed it (drop records the end for the inbox)
+		kind = "closed by the server while the client aborted it"
 	case err != nil:
 		kind = failKind(err)
 	}
@@ -445,9 +494,14 @@ func (w *worker) drop(ctx context.Context, res *WorkerResult, hold bool, cmds <-
 	w.connMu.Unlock()
 	var ix []int
 	for r, c := range conns {
-		// A connection the server already closed (a restart) was counted
-		// down by onClose; Abort fails on it.
-		if c != nil && c.Abort() == nil {
+		// A connection the server already closed (a restart or kill) may
+		// have been counted down by onClose already; countDown decides.
+		if c == nil {
+			ix = append(ix, r)
+			continue
+		}
+		_ = c.Abort() // fails on a connection the server closed
+		if w.countDown(c) {
 			w.open.Add(-1)
 			if w.inbox != nil {
 				w.inbox.ended(r, c.ID(), time.Now())
