@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	nbiolog "github.com/lesismal/nbio/logging"
@@ -55,6 +54,10 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(args) > 0 && args[0] == "row" {
 		return benchRow(args[1:], stdout)
+	}
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprint(stdout, benchUsage, "\nRun \"herald bench <scenario> -h\" for the flags.\n")
+		return nil
 	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(stderr, benchUsage)
@@ -111,6 +114,10 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if t.Transport != "ws" && t.Transport != "tcp" {
 		return fmt.Errorf("bench: -transport must be ws or tcp")
+	}
+	o.Scenario = scenario
+	if err := o.CheckNumbers(); err != nil {
+		return err
 	}
 	if *targets != "" {
 		spawnSet := false
@@ -214,20 +221,6 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if why := bench.Failed(r); len(why) > 0 {
 		return fmt.Errorf("bench: %s failed: %s", scenario, strings.Join(why, ", "))
-	}
-	return nil
-}
-
-// raiseNoFile lifts the soft open-file limit to the hard one; worker
-// processes and a spawned server inherit it.
-func raiseNoFile() error {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return err
-	}
-	if l.Cur < l.Max {
-		l.Cur = l.Max
-		return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 	}
 	return nil
 }

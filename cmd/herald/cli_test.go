@@ -92,3 +92,20 @@ func TestCheckConfigOnePass(t *testing.T) {
 		t.Errorf("want one problem per line, got:\n%s", errOut)
 	}
 }
+
+// TestBenchFlags: bad numbers are refused with every problem named before
+// anything starts (no panic, no server spawned).
+func TestBenchFlags(t *testing.T) {
+	if _, _, err := runCLI(t, "bench", "-h"); err != nil {
+		t.Fatalf("bench -h: %v", err)
+	}
+	_, _, err := runCLI(t, "bench", "unicast", "-conns", "-5", "-rate", "0", "-size", "3", "-spawn=false")
+	if err == nil {
+		t.Fatal("bad numbers accepted")
+	}
+	for _, want := range []string{"-conns must be", "-rate must be positive", "-size must be"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+}

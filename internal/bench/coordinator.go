@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -40,7 +39,7 @@ func startWorkers(ctx context.Context, exe string, workerArgs []string, as []Ass
 	for _, a := range as {
 		cmd := exec.Command(exe, workerArgs...)
 		cmd.Stderr = os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = childAttr()
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
 			stopWorkers(ws)

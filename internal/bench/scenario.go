@@ -100,6 +100,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if err := o.validate(); err != nil {
 		return r, err
 	}
+	if err := o.CheckNumbers(); err != nil {
+		return r, err
+	}
 	r.Params = o.params()
 	var err error
 	switch o.Scenario {
@@ -148,6 +151,7 @@ func (o *Options) validate() error {
 	if o.Target == nil {
 		return errors.New("bench: no server to measure")
 	}
+
 	n := len(o.targets())
 	if n > 1 && !o.Cluster && o.Scenario != "connect" {
 		return errors.New("bench: several independent servers are supported by the connect scenario only; the others need the nodes of one cluster")

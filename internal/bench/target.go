@@ -135,7 +135,7 @@ func (t *Target) start(ctx context.Context, exe string) error {
 	}
 	cmd := exec.Command(exe, t.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("bench: start server: %w", err)

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"runtime/metrics"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/herald-push/herald/internal/config"
@@ -84,10 +83,8 @@ func (l *loadSampler) sample() registry.Load {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ld := registry.Load{Connections: int(l.open())}
-	var ru syscall.Rusage
 	now := time.Now()
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if cpu, ok := processCPU(); ok {
 		if !l.lastAt.IsZero() {
 			if wall := now.Sub(l.lastAt); wall > 0 {
 				ld.CPU = float64(cpu-l.lastCPU) / float64(wall)

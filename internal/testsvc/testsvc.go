@@ -237,7 +237,7 @@ func (s *Server) Kill() {
 	if s.cmd == nil {
 		return
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGCONT) // in case a test paused it
+	resume(s.cmd.Process) // in case a test paused it
 	_ = s.cmd.Process.Kill()
 	<-s.done
 	s.cmd = nil
