@@ -22,22 +22,6 @@ import (
 // longWait bounds waits that include reconnections and lease expiry.
 const longWait = 30 * time.Second
 
-// waitWithin is waitFor with its own deadline.
-func waitWithin(t testing.TB, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
-		}
-		<-time.After(wait) // polling interval, not synchronisation
-	}
-}
-
 // receivers are managed clients, one device per user, that record every
 // message id they get.
 type receivers struct {

@@ -138,7 +138,7 @@ func crashConn(t *testing.T, tcpAddr, user, device string) *tconn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := &tconn{t: t, Conn: c, name: user}
+	tc := newTconn(t, c, user)
 	t.Cleanup(func() { c.Close() })
 	if _, err := tc.handshake(mint(t, appA, secretA, user, []string{"*"}, time.Hour, time.Now()), device); err != nil {
 		t.Fatal(err)

@@ -223,9 +223,27 @@ func (h *harness) url(tr transport) string {
 // closes the Conn when no frame arrives in time, which fails the test.
 type tconn struct {
 	*client.Conn
+	reader
+}
+
+// reader holds the bounded-read helpers of a test client (tconn over
+// WebSocket or TCP, sconn over SSE).
+type reader struct {
+	fc       frameConn
 	t        testing.TB
 	name     string
 	timedOut atomic.Bool
+}
+
+// frameConn is what the helpers need of a test client's connection.
+type frameConn interface {
+	ReadFrame() (*protocol.Frame, error)
+	WriteFrame(*protocol.Frame) error
+	Close() error
+}
+
+func newTconn(t testing.TB, c *client.Conn, name string) *tconn {
+	return &tconn{Conn: c, reader: reader{fc: c, t: t, name: name}}
 }
 
 // dial opens a connection without any frame exchanged.
@@ -241,7 +259,7 @@ func (h *harness) dial(tr transport, name string) *tconn {
 	if err != nil {
 		h.t.Fatalf("%s: dial %s: %v", name, tr.name, err)
 	}
-	tc := &tconn{Conn: c, t: h.t, name: name + "/" + tr.name}
+	tc := newTconn(h.t, c, name+"/"+tr.name)
 	h.t.Cleanup(func() { _ = c.Close() })
 	return tc
 }
@@ -268,18 +286,18 @@ func (c *tconn) handshake(token, device string) (*protocol.Frame, error) {
 
 // readWithin returns the next frame, or the read error. timedOut reports
 // that nothing arrived within d (the Conn is then closed).
-func (c *tconn) readWithin(d time.Duration) (f *protocol.Frame, err error, timedOut bool) {
+func (c *reader) readWithin(d time.Duration) (f *protocol.Frame, err error, timedOut bool) {
 	timer := time.AfterFunc(d, func() {
 		c.timedOut.Store(true)
-		_ = c.Close()
+		_ = c.fc.Close()
 	})
-	f, err = c.ReadFrame()
+	f, err = c.fc.ReadFrame()
 	timer.Stop()
 	return f, err, err != nil && c.timedOut.Load()
 }
 
 // next returns the next frame or fails the test.
-func (c *tconn) next() *protocol.Frame {
+func (c *reader) next() *protocol.Frame {
 	c.t.Helper()
 	f, err, timedOut := c.readWithin(waitTime)
 	switch {
@@ -292,7 +310,7 @@ func (c *tconn) next() *protocol.Frame {
 }
 
 // expect returns the next frame, failing the test unless it has type typ.
-func (c *tconn) expect(typ protocol.Type) *protocol.Frame {
+func (c *reader) expect(typ protocol.Type) *protocol.Frame {
 	c.t.Helper()
 	f := c.next()
 	if f.Type != typ {
@@ -302,7 +320,7 @@ func (c *tconn) expect(typ protocol.Type) *protocol.Frame {
 }
 
 // expectPush reads a PUSH of stream with payload and returns it.
-func (c *tconn) expectPush(stream string, payload []byte) *protocol.Frame {
+func (c *reader) expectPush(stream string, payload []byte) *protocol.Frame {
 	c.t.Helper()
 	f := c.expect(protocol.TypePush)
 	if f.Stream != stream || !bytes.Equal(f.Payload, payload) {
@@ -315,7 +333,7 @@ func (c *tconn) expectPush(stream string, payload []byte) *protocol.Frame {
 }
 
 // expectError reads an ERROR with code and request id.
-func (c *tconn) expectError(code protocol.ErrorCode, id uint32) *protocol.Frame {
+func (c *reader) expectError(code protocol.ErrorCode, id uint32) *protocol.Frame {
 	c.t.Helper()
 	f := c.expect(protocol.TypeError)
 	if protocol.ErrorCode(f.Code) != code || f.ID != id {
@@ -343,7 +361,7 @@ func (c *tconn) expectDisconnect(code protocol.DisconnectCode) protocol.Disconne
 
 // expectClosed fails the test unless the server closes the connection
 // (rather than sending another frame, or nothing).
-func (c *tconn) expectClosed() {
+func (c *reader) expectClosed() {
 	c.t.Helper()
 	f, err, timedOut := c.readWithin(waitTime)
 	switch {
@@ -372,9 +390,9 @@ func (c *tconn) ping(at int64) {
 	}
 }
 
-func (c *tconn) write(f *protocol.Frame) {
+func (c *reader) write(f *protocol.Frame) {
 	c.t.Helper()
-	if err := c.WriteFrame(f); err != nil {
+	if err := c.fc.WriteFrame(f); err != nil {
 		c.t.Fatalf("%s: write %s: %v", c.name, f.Type, err)
 	}
 }
@@ -501,14 +519,20 @@ func jsonOf(t testing.TB, v any) []byte {
 // last error if that takes longer than waitTime.
 func waitFor(t testing.TB, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(waitTime)
+	waitWithin(t, waitTime, what, cond)
+}
+
+// waitWithin is waitFor with its own deadline.
+func waitWithin(t testing.TB, d time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
 		err := cond()
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %v", what, err)
+			t.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
 		}
 		<-time.After(wait) // polling interval, not synchronisation
 	}

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,18 +20,16 @@ import (
 // sconn is a test client of the SSE transport: the event stream read with
 // net/http, frames sent with POST. Reads are bounded like tconn's.
 type sconn struct {
-	t        testing.TB
-	name     string
-	base     string // scheme://host:port
-	path     string // the session's POST path
-	origin   string
-	http     *http.Client
-	body     io.ReadCloser
-	r        *bufio.Reader
-	cancel   context.CancelFunc
-	queue    []protocol.Frame
-	timedOut atomic.Bool
-	closeMu  sync.Mutex
+	reader
+	base    string // scheme://host:port
+	path    string // the session's POST path
+	origin  string
+	http    *http.Client
+	body    io.ReadCloser
+	r       *bufio.Reader
+	cancel  context.CancelFunc
+	queue   []protocol.Frame
+	closeMu sync.Mutex
 }
 
 // sseBase returns the scheme and address of the WebSocket listener, where
@@ -78,8 +75,9 @@ func (h *harness) sseOpen(name, from string) (*sconn, error) {
 		cancel()
 		return nil, fmt.Errorf("content type %q", ct)
 	}
-	c := &sconn{t: h.t, name: name + "/sse", base: h.sseBase(), origin: from,
+	c := &sconn{reader: reader{t: h.t, name: name + "/sse"}, base: h.sseBase(), origin: from,
 		http: hc, body: resp.Body, r: bufio.NewReader(resp.Body), cancel: cancel}
+	c.fc = c
 	timer = time.AfterFunc(waitTime, func() { c.Close() })
 	event, data, err := c.event()
 	timer.Stop()
@@ -210,52 +208,13 @@ func (c *sconn) WriteFrame(f *protocol.Frame) error {
 }
 
 // Close closes the stream.
-func (c *sconn) Close() {
+func (c *sconn) Close() error {
 	c.closeMu.Lock()
 	defer c.closeMu.Unlock()
 	c.cancel()
-	_ = c.body.Close()
+	err := c.body.Close()
 	c.http.CloseIdleConnections()
-}
-
-func (c *sconn) readWithin(d time.Duration) (f *protocol.Frame, err error, timedOut bool) {
-	timer := time.AfterFunc(d, func() {
-		c.timedOut.Store(true)
-		c.Close()
-	})
-	f, err = c.ReadFrame()
-	timer.Stop()
-	return f, err, err != nil && c.timedOut.Load()
-}
-
-func (c *sconn) next() *protocol.Frame {
-	c.t.Helper()
-	f, err, timedOut := c.readWithin(waitTime)
-	switch {
-	case timedOut:
-		c.t.Fatalf("%s: no frame within %v", c.name, waitTime)
-	case err != nil:
-		c.t.Fatalf("%s: read: %v", c.name, err)
-	}
-	return f
-}
-
-func (c *sconn) expect(typ protocol.Type) *protocol.Frame {
-	c.t.Helper()
-	f := c.next()
-	if f.Type != typ {
-		c.t.Fatalf("%s: got %s %s; want %s", c.name, f.Type, describe(f), typ)
-	}
-	return f
-}
-
-func (c *sconn) expectPush(stream string, payload []byte) *protocol.Frame {
-	c.t.Helper()
-	f := c.expect(protocol.TypePush)
-	if f.Stream != stream || !bytes.Equal(f.Payload, payload) {
-		c.t.Fatalf("%s: got PUSH stream %q payload %q; want stream %q payload %q", c.name, f.Stream, f.Payload, stream, payload)
-	}
-	return f
+	return err
 }
 
 func (c *sconn) expectDisconnect(code protocol.DisconnectCode) protocol.Disconnect {
@@ -275,13 +234,6 @@ func (c *sconn) expectDisconnect(code protocol.DisconnectCode) protocol.Disconne
 		c.t.Fatalf("%s: stream ended with %v; want its clean end (EOF)", c.name, err)
 	}
 	return d
-}
-
-func (c *sconn) write(f *protocol.Frame) {
-	c.t.Helper()
-	if err := c.WriteFrame(f); err != nil {
-		c.t.Fatalf("%s: write %s: %v", c.name, f.Type, err)
-	}
 }
 
 func (c *sconn) subscribe(f protocol.Frame) *protocol.Frame {
