@@ -134,17 +134,5 @@ func TestNATSNoServer(t *testing.T) {
 
 func waitFor(t testing.TB, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing: %v", what, err)
-		}
-		<-tick.C
-	}
+	testsvc.WaitFor(t, 10*time.Second, what, f)
 }

@@ -292,3 +292,22 @@ func tail(b []byte) string {
 	}
 	return string(b)
 }
+
+// WaitFor calls cond until it returns nil, failing tb with cond's last
+// error when that takes longer than d. It polls (every few milliseconds,
+// backing off to 50 ms): for conditions that become true by themselves,
+// such as a service coming back.
+func WaitFor(tb testing.TB, d time.Duration, what string, cond func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: still failing after %v: %v", what, d, err)
+		}
+		<-time.After(wait) // polling interval, not synchronisation
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/herald-push/herald/internal/testsvc"
 )
 
 // redisServerPath is the redis-server the outage tests run their own
@@ -134,17 +136,5 @@ func (r *redisServer) shutdown() {
 // waitFor calls f until it returns nil, for at most d.
 func waitFor(t testing.TB, d time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %v: %v", what, d, err)
-		}
-		<-tick.C
-	}
+	testsvc.WaitFor(t, d, what, f)
 }
