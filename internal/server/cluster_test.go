@@ -112,6 +112,10 @@ func TestClusterPushAcrossNodes(t *testing.T) {
 	tablet.expectPush("u:bob", jsonOf(t, "live"))
 
 	// c counts what reached it from the others, and says how its broker is.
+	// Only "live" must have come through the broker: c subscribed to
+	// bob's inbox before it read the store for the tablet, while alice's
+	// first pushes may have been read from the store by the phone's
+	// catch-up (CONNECTED precedes it).
 	var st struct {
 		Sessions struct {
 			RemoteIn uint64 `json:"remote_in"`
@@ -124,7 +128,7 @@ func TestClusterPushAcrossNodes(t *testing.T) {
 		} `json:"cluster"`
 	}
 	c.apiOK("GET", "/v1/stats", keyA, nil, &st)
-	if st.Cluster == nil || !st.Cluster.BrokerHealthy || st.Cluster.Broker.Received < 4 || st.Sessions.RemoteIn < 4 {
+	if st.Cluster == nil || !st.Cluster.BrokerHealthy || st.Cluster.Broker.Received < 1 || st.Sessions.RemoteIn < 1 {
 		t.Fatalf("stats of n3: %+v", st)
 	}
 	_, raw := c.apiCall("GET", "/metrics", "", nil)
