@@ -83,7 +83,8 @@ func poll(t *testing.T, what string, cond func() error) {
 // TestSIGHUPReload runs herald serve as a child process, changes an app's
 // API key in its -config file, sends SIGHUP, and checks that the API
 // answers with the new key only, that a connection made before stays and
-// receives, that an invalid file is refused with every problem logged and
+// receives, that a command-line flag keeps winning over the file, that an
+// invalid file is refused with every problem logged and
 // the configuration in force kept, and that the process is alive.
 func TestSIGHUPReload(t *testing.T) {
 	dir := t.TempDir()
@@ -109,7 +110,7 @@ func TestSIGHUPReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stderr syncBuffer
-	cmd := exec.Command(exe, "serve", "-config", path, "-log-format", "text")
+	cmd := exec.Command(exe, "serve", "-config", path, "-log-format", "text", "-frame-rate", "700")
 	cmd.Env = append(os.Environ(), serveChildEnv+"=1")
 	cmd.Stderr = &stderr
 	cmd.Stdout = io.Discard
@@ -197,8 +198,8 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 	expectPush()
 
-	// Rotate the key through the file.
-	write(key2, "")
+	// Rotate the key through the file; its frame_rate loses to the flag.
+	write(key2, "frame_rate: 900\n")
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -209,8 +210,8 @@ func TestSIGHUPReload(t *testing.T) {
 		}
 		return nil
 	})
-	if !strings.Contains(stderr.String(), "apps: changed a: api_keys (1)") {
-		t.Errorf("the reload line does not say what changed:\n%s", stderr.String())
+	if !strings.Contains(stderr.String(), `changes="[apps: changed a: api_keys (1)]"`) {
+		t.Errorf("the reload line does not say what changed, or the file's frame_rate won over the flag:\n%s", stderr.String())
 	}
 	if s := push(key1); s != http.StatusUnauthorized {
 		t.Fatalf("push with the removed key1: %d; want 401", s)
@@ -221,7 +222,7 @@ func TestSIGHUPReload(t *testing.T) {
 	expectPush()
 
 	// An invalid file: refused whole, every problem logged.
-	write(key1, "frame_rate: 0\n")
+	write(key1, "max_subscriptions: 0\n")
 	if err := os.WriteFile(path, bytes.Replace(must(os.ReadFile(path)), []byte(tcpAddr), []byte("127.0.0.1:1"), 1), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestSIGHUPReload(t *testing.T) {
 		}
 		return nil
 	})
-	for _, want := range []string{"frame_rate: must be at least 1", "tcp.addr: cannot change"} {
+	for _, want := range []string{"max_subscriptions: must be at least 1", "tcp.addr: cannot change"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("refusal does not name %q:\n%s", want, stderr.String())
 		}

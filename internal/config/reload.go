@@ -6,7 +6,7 @@ import (
 	"slices"
 )
 
-// Reloadable lists, by YAML path, the settings a running server can take
+// reloadable lists, by YAML path, the settings a running server can take
 // from a new configuration (Server.Reload, SIGHUP). Every other setting is
 // fixed for the life of the process: see Fixed.
 var reloadable = []string{
