@@ -237,3 +237,56 @@ func TestReloadLimits(t *testing.T) {
 	c.write(&protocol.Frame{Type: protocol.TypeSubscribe, ID: 2, Topic: "b"})
 	c.expectError(protocol.CodeTooManySubscriptions, 2)
 }
+
+// TestReloadFrameRate: a lowered frame rate applies to a connection
+// already open: it is refused after about the new burst, with the new
+// numbers in the ERROR.
+func TestReloadFrameRate(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	c := h.connect(rawTCP, "alice", h.token(appA, "alice"), "d")
+	c.ping(1)
+	h.reloadWith(func(c *config.Config) {
+		c.FrameRate, c.FrameBurst = 1, 20
+		c.SubscribeBurst, c.MaxSubscriptions = 10, 10
+	})
+	sent := flood(t, c, []*protocol.Frame{{Type: protocol.TypePing, Time: 1}}, 1)
+	if sent > 25 {
+		t.Fatalf("refused after %d frames; want about the new burst of 20", sent)
+	}
+}
+
+// TestReloadUnderLoad: reloads that add and remove an app and change
+// limits, run while clients connect and the API pushes, disturb nobody
+// (and, under -race, show that the swaps are safe).
+func TestReloadUnderLoad(t *testing.T) {
+	t.Parallel()
+	h := startServer(t)
+	base := h.srv.Config()
+	done := make(chan error, 1)
+	go func() {
+		for i := range 50 {
+			cfg := base
+			cfg.Apps = slices.Clone(base.Apps)
+			if i%2 == 0 {
+				cfg.Apps = append(cfg.Apps, config.App{ID: appC, Secret: secretC, APIKeys: []string{keyC}})
+				cfg.FrameRate = 900 + i
+			}
+			if _, err := h.srv.Reload(cfg); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range 10 {
+		user := "u" + string(rune('a'+i))
+		tr := allTransports[i%len(allTransports)]
+		c := h.connect(tr, user, h.token(appA, user), "d")
+		h.pushUser(appA, user, i)
+		c.expectPush("u:"+user, jsonOf(t, i))
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+}
