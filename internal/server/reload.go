@@ -57,9 +57,9 @@ type ReloadResult struct {
 // configuration in force: listener addresses, data_dir, store, cluster,
 // node, ...; see config.ReloadableSettings); if anything is wrong it
 // changes nothing and returns an error wrapping ErrReloadRefused that
-// lists every problem (a *RefusedError). Otherwise it replaces, each atomically, the apps,
-// API keys and token secrets, the log level and the per-connection rate
-// and subscription limits.
+// lists every problem (a *RefusedError). Otherwise it replaces, each
+// atomically, the apps, API keys and token secrets, the log level and the
+// per-connection rate and subscription limits.
 //
 // Connections already open keep running, those of an app that was removed
 // too: they were authenticated with a token valid then, and stay until
@@ -83,23 +83,29 @@ func (s *Server) Reload(cfg config.Config) (ReloadResult, error) {
 	if len(problems) > 0 {
 		return ReloadResult{Took: time.Since(start)}, &RefusedError{Problems: problems}
 	}
-	// Checked above: SetRates cannot fail on a validated configuration,
-	// but a failure must still leave everything as it was.
+	// SetRates cannot fail on a validated configuration; were it to, the
+	// configuration in force is still whole.
 	frame := gateway.Rate{PerSecond: cfg.FrameRate, Burst: cfg.FrameBurst}
 	sub := gateway.Rate{PerSecond: cfg.SubscribeRate, Burst: cfg.SubscribeBurst}
 	if err := s.gw.SetRates(frame, sub); err != nil {
 		return ReloadResult{Took: time.Since(start)}, &RefusedError{Problems: []error{err}}
 	}
 	s.node.SetTunables(node.Tunables{MaxSubscriptions: cfg.MaxSubscriptions, ReplayRate: cfg.ReplayRate, ReplayBurst: cfg.ReplayBurst})
-	// New apps get their keys and secrets before the API knows them, and
-	// removed apps lose theirs before it forgets them: either way a request
-	// sees a consistent answer (401 for an unknown key).
 	s.verifier.SetSecrets(cfg.AppSecretSets())
-	s.keys.Set(cfg.APIKeys())
-	ids := make([]string, 0, len(cfg.Apps))
+	// The API knows the old and new apps while the keys change, so that a
+	// request never finds its key valid and its app unknown: an added app
+	// is known before its keys work, a removed app's keys stop working
+	// before it is forgotten.
+	var ids, both []string
 	for _, a := range cfg.Apps {
 		ids = append(ids, a.ID)
 	}
+	both = append(both, ids...)
+	for _, a := range old.Apps {
+		both = append(both, a.ID)
+	}
+	s.api.SetApps(both)
+	s.keys.Set(cfg.APIKeys())
 	s.api.SetApps(ids)
 	if s.logLevel != nil {
 		lvl, _ := logging.ParseLevel(cfg.Log.Level) // validated
