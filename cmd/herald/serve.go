@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	nbiolog "github.com/lesismal/nbio/logging"
@@ -109,11 +111,24 @@ func flatten(err error) []error {
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// SIGHUP reloads the configuration; caught from the start so that it
+	// never kills the process (one that comes before the server runs is
+	// taken as a reload of what was just read).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	cfg, devPath, err := loadConfig("serve", args, stderr, true, nil, nil)
 	if err != nil {
 		return err
 	}
-	logger, async, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format, cfg.Log.Buffer)
+	level := new(slog.LevelVar)
+	lvl, err := logging.ParseLevel(cfg.Log.Level)
+	if err != nil {
+		return err
+	}
+	level.Set(lvl)
+	logger, async, err := logging.NewLeveled(stderr, level, cfg.Log.Format, cfg.Log.Buffer)
 	if err != nil {
 		return err
 	}
@@ -127,7 +142,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
 
-	srv, err := server.New(cfg, server.Options{Logger: logger, LogsDropped: async.Dropped})
+	srv, err := server.New(cfg, server.Options{Logger: logger, LogsDropped: async.Dropped, LogLevel: level})
 	if err != nil {
 		return err
 	}
@@ -145,7 +160,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "  API:       %s\n", srv.APIURL())
 		fmt.Fprintf(stdout, "  Token:     herald token -data-dir %s -user alice -topics '*'\n", cfg.DataDir)
 	}
-	<-ctx.Done()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-hup:
+			reload(srv, args, logger)
+		}
+	}
 	logger.Info("shutting down: draining connections")
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -155,6 +177,59 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// reload re-reads the configuration as serve did (the -config file, the
+// environment, then the same command-line flags, which keep winning) and
+// applies it to srv, logging what changed or every problem found; on a
+// problem the configuration in force stays.
+func reload(srv *server.Server, args []string, logger *slog.Logger) {
+	start := time.Now()
+	var errOut strings.Builder
+	cfg, _, err := loadConfig("serve", args, &errOut, true, nil, nil)
+	if err != nil {
+		var problems []string
+		for _, e := range flatten(unwrapExit(err)) {
+			problems = append(problems, strings.TrimPrefix(e.Error(), "config: "))
+		}
+		// A file that could be read is also checked for settings that
+		// cannot change, so that one pass lists everything.
+		if cfg.Node != "" || cfg.DataDir != "" {
+			for _, e := range config.FixedChanges(srv.Config(), cfg) {
+				problems = append(problems, e.Error())
+			}
+		}
+		logger.Error("reload refused: the configuration in force is unchanged", "problems", problems)
+		return
+	}
+	res, err := srv.Reload(cfg)
+	if err != nil {
+		var problems []string
+		for _, e := range flatten(unwrapRefused(err)) {
+			problems = append(problems, e.Error())
+		}
+		logger.Error("reload refused: the configuration in force is unchanged", "problems", problems)
+		return
+	}
+	logger.Info("reloaded", "changes", res.Changed, "took", time.Since(start))
+}
+
+// unwrapExit returns the error an exitError reported.
+func unwrapExit(err error) error {
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.error
+	}
+	return err
+}
+
+// unwrapRefused returns the problems of a refused reload, joined.
+func unwrapRefused(err error) error {
+	var re *server.RefusedError
+	if errors.As(err, &re) {
+		return errors.Join(re.Problems...)
+	}
+	return err
 }
 
 // nbioLogger sends the event-loop library's logs to slog.

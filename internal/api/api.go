@@ -19,6 +19,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -86,7 +87,7 @@ type API struct {
 	cfg  Config
 	svc  Service
 	keys Keys
-	apps map[string]bool
+	apps atomic.Pointer[map[string]bool] // known app ids; SetApps replaces it
 	log  *slog.Logger
 	mux  *http.ServeMux
 }
@@ -96,10 +97,8 @@ func New(cfg Config, svc Service, keys Keys) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &API{cfg: cfg, svc: svc, keys: keys, apps: make(map[string]bool), log: cfg.Logger, mux: http.NewServeMux()}
-	for _, id := range cfg.Apps {
-		a.apps[id] = true
-	}
+	a := &API{cfg: cfg, svc: svc, keys: keys, log: cfg.Logger, mux: http.NewServeMux()}
+	a.SetApps(cfg.Apps)
 	a.route("POST /v1/apps/{app}/users/{user}/messages", a.pushUser)
 	a.route("POST /v1/apps/{app}/messages", a.pushUsers)
 	a.route("POST /v1/apps/{app}/push", a.pushBulk)
@@ -118,6 +117,17 @@ func New(cfg Config, svc Service, keys Keys) *API {
 	}
 	a.mux.HandleFunc("/", a.noRoute)
 	return a
+}
+
+// SetApps replaces the known app ids (a configuration reload); requests
+// under way finish with the list they started with. Keys, which the
+// caller owns, are replaced apart.
+func (a *API) SetApps(ids []string) {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	a.apps.Store(&m)
 }
 
 // ServeHTTP implements http.Handler.
@@ -266,7 +276,7 @@ func (a *API) route(pattern string, h appHandler) {
 			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown API key; send Authorization: Bearer <key>")
 			return
 		}
-		if !a.apps[app] {
+		if !(*a.apps.Load())[app] {
 			writeError(w, http.StatusNotFound, "unknown_app", fmt.Sprintf("no app %q", app))
 			return
 		}

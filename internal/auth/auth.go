@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -102,9 +103,9 @@ type tokenClaims struct {
 }
 
 // Verifier checks client tokens against per-app secrets. It is safe for
-// concurrent use.
+// concurrent use, SetSecrets included.
 type Verifier struct {
-	secrets map[string][]byte
+	secrets atomic.Pointer[map[string][][]byte] // app id -> accepted secrets
 	parser  *jwt.Parser
 }
 
@@ -112,21 +113,42 @@ type Verifier struct {
 // Tokens of an app whose secret is shorter than MinSecretLen never verify.
 // now is the clock used for expiry checks; nil means time.Now.
 func NewVerifier(secrets map[string][]byte, now func() time.Time) *Verifier {
+	many := make(map[string][][]byte, len(secrets))
+	for app, s := range secrets {
+		many[app] = [][]byte{s}
+	}
+	return NewRotatingVerifier(many, now)
+}
+
+// NewRotatingVerifier is NewVerifier for apps that accept several secrets
+// at once (a key rotation: the new secret and the old ones). A token
+// verifies if it is signed with any of its app's secrets.
+func NewRotatingVerifier(secrets map[string][][]byte, now func() time.Time) *Verifier {
 	if now == nil {
 		now = time.Now
 	}
-	cp := make(map[string][]byte, len(secrets))
-	for app, s := range secrets {
-		cp[app] = append([]byte(nil), s...)
-	}
-	return &Verifier{
-		secrets: cp,
+	v := &Verifier{
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithExpirationRequired(),
 			jwt.WithTimeFunc(now),
 		),
 	}
+	v.SetSecrets(secrets)
+	return v
+}
+
+// SetSecrets replaces, atomically, the app id -> secrets map (copied).
+// Verifications under way finish with the map they started with; a
+// connection already verified is not affected.
+func (v *Verifier) SetSecrets(secrets map[string][][]byte) {
+	cp := make(map[string][][]byte, len(secrets))
+	for app, list := range secrets {
+		for _, s := range list {
+			cp[app] = append(cp[app], append([]byte(nil), s...))
+		}
+	}
+	v.secrets.Store(&cp)
 }
 
 // Verify checks token's signature and claims and returns the claims. Every
@@ -186,14 +208,23 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 	if !ok || tc.App == "" {
 		return nil, fmt.Errorf("%w: missing app claim", ErrInvalid)
 	}
-	secret, ok := v.secrets[tc.App]
+	secrets, ok := (*v.secrets.Load())[tc.App]
 	if !ok {
 		return nil, ErrUnknownApp
 	}
-	if len(secret) < MinSecretLen {
-		return nil, fmt.Errorf("%w: app %q has no usable secret", ErrInvalid, tc.App)
+	var set jwt.VerificationKeySet
+	for _, s := range secrets {
+		if len(s) >= MinSecretLen {
+			set.Keys = append(set.Keys, s)
+		}
 	}
-	return secret, nil
+	switch len(set.Keys) {
+	case 0:
+		return nil, fmt.Errorf("%w: app %q has no usable secret", ErrInvalid, tc.App)
+	case 1:
+		return set.Keys[0], nil
+	}
+	return set, nil
 }
 
 // checkClaims validates the user id and topic patterns of a token.

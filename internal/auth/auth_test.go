@@ -330,3 +330,47 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestRotatingVerifier: a token signed with any of an app's secrets
+// verifies; SetSecrets replaces them for later verifications.
+func TestRotatingVerifier(t *testing.T) {
+	now := time.Now()
+	oldS, newS := []byte("old-secret-0123456789"), []byte("new-secret-0123456789")
+	oldTok, err := Mint("a", oldS, "u", nil, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newTok, err := Mint("a", newS, "u", nil, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := NewRotatingVerifier(map[string][][]byte{"a": {newS, oldS}}, nil)
+	for _, tok := range []string{oldTok, newTok} {
+		if _, err := v.Verify(tok); err != nil {
+			t.Fatalf("Verify during rotation: %v", err)
+		}
+	}
+	v.SetSecrets(map[string][][]byte{"a": {newS}})
+	if _, err := v.Verify(oldTok); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("old token after rotation: %v; want ErrInvalid", err)
+	}
+	if _, err := v.Verify(newTok); err != nil {
+		t.Fatalf("new token after rotation: %v", err)
+	}
+	v.SetSecrets(map[string][][]byte{"b": {newS}})
+	if _, err := v.Verify(newTok); !errors.Is(err, ErrUnknownApp) {
+		t.Fatalf("token of a removed app: %v; want ErrUnknownApp", err)
+	}
+}
+
+// TestKeysSet: Set replaces the keys.
+func TestKeysSet(t *testing.T) {
+	k := NewKeys(map[string]string{"old-key": "a"})
+	k.Set(map[string]string{"new-key": "a"})
+	if _, ok := k.App("old-key"); ok {
+		t.Fatal("old key still works")
+	}
+	if app, ok := k.App("new-key"); !ok || app != "a" {
+		t.Fatalf("new key: %q %v", app, ok)
+	}
+}

@@ -142,9 +142,14 @@ func (l Listener) TLSEnabled() bool { return l.TLSCert != "" && l.TLSKey != "" }
 
 // App is an application allowed to use the server.
 type App struct {
-	ID      string   `yaml:"id"`
-	Secret  string   `yaml:"secret"`   // HS256 secret for client tokens (its bytes, as written)
-	APIKeys []string `yaml:"api_keys"` // keys for the server API
+	ID     string `yaml:"id"`
+	Secret string `yaml:"secret"` // HS256 secret for client tokens (its bytes, as written)
+	// PreviousSecrets are secrets still accepted while clients move to
+	// tokens signed with Secret (a key rotation). Tokens are only minted
+	// (herald token) with Secret. Remove them, and reload, to end the
+	// rotation.
+	PreviousSecrets []string `yaml:"previous_secrets,omitempty"`
+	APIKeys         []string `yaml:"api_keys"` // keys for the server API
 }
 
 // Log configures logging.
@@ -205,6 +210,19 @@ func (c Config) AppSecrets() map[string][]byte {
 	m := make(map[string][]byte, len(c.Apps))
 	for _, a := range c.Apps {
 		m[a.ID] = []byte(a.Secret)
+	}
+	return m
+}
+
+// AppSecretSets returns the app id -> accepted token secrets map for
+// auth.NewRotatingVerifier: each app's Secret, then its PreviousSecrets.
+func (c Config) AppSecretSets() map[string][][]byte {
+	m := make(map[string][][]byte, len(c.Apps))
+	for _, a := range c.Apps {
+		m[a.ID] = append(m[a.ID], []byte(a.Secret))
+		for _, s := range a.PreviousSecrets {
+			m[a.ID] = append(m[a.ID], []byte(s))
+		}
 	}
 	return m
 }

@@ -57,6 +57,11 @@ apps:
     # HS256 secret that the app backend signs client tokens with; at least
     # 16 bytes.
     secret: change-me-to-a-long-random-secret
+    # Secrets still accepted during a rotation: put the new secret in
+    # secret, the old one here, reload (SIGHUP); once clients have new
+    # tokens, remove it and reload again.
+    # previous_secrets:
+    #   - the-old-secret
     # Keys the app backend sends to the server API: at least one, each at
     # least 16 characters, unique across apps.
     api_keys:

@@ -323,6 +323,15 @@ func checkApp(p *problems, f string, a App) {
 	if len(a.Secret) < auth.MinSecretLen {
 		p.add(f+".secret", "must be at least %d bytes", auth.MinSecretLen)
 	}
+	for k, prev := range a.PreviousSecrets {
+		pf := fmt.Sprintf("%s.previous_secrets[%d]", f, k)
+		switch {
+		case len(prev) < auth.MinSecretLen:
+			p.add(pf, "must be at least %d bytes", auth.MinSecretLen)
+		case prev == a.Secret:
+			p.add(pf, "is the same as secret")
+		}
+	}
 	if len(a.APIKeys) == 0 {
 		p.add(f+".api_keys", "must have at least one key")
 	}

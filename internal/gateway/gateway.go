@@ -150,6 +150,10 @@ type Gateway struct {
 	sseMu sync.Mutex
 	sse   map[string]*sseConn
 
+	// rates are the frame and subscribe rates, replaced whole by SetRates
+	// (one atomic load per frame).
+	rates atomic.Pointer[rates]
+
 	draining atomic.Bool
 	stop     chan struct{}
 	done     chan struct{}
@@ -187,6 +191,7 @@ func New(cfg Config, h Handler) (*Gateway, error) {
 		// JSON decoder, as a binary message with a frame over it is.
 		wsLimits: wsLimits{text: uint32(maxWSMessage(cfg.Limits)), binary: uint32(maxWSMessage(cfg.Limits))},
 	}
+	g.rates.Store(&rates{frame: cfg.FrameRate, subscribe: cfg.SubscribeRate})
 	g.wheel = newWheel(g.tick(), max(cfg.AuthTimeout, cfg.Heartbeat+cfg.Grace), cfg.Now())
 	return g, nil
 }
@@ -316,8 +321,9 @@ func (g *Gateway) opened(t Transport, attach func(*Conn)) *Conn {
 	}
 	attach(c)
 	c.lastRead.Store(now.UnixNano())
-	c.frames.fill(g.cfg.FrameRate, now.UnixMilli())
-	c.subs.fill(g.cfg.SubscribeRate, now.UnixMilli())
+	r := g.rates.Load()
+	c.frames.fill(r.frame, now.UnixMilli())
+	c.subs.fill(r.subscribe, now.UnixMilli())
 	// Publish c to the event loop. nbio calls the TCP OnOpen on its
 	// acceptor goroutine and OnData on a poller goroutine, and hands the
 	// connection over through epoll: the kernel orders the two, but the Go
@@ -368,7 +374,7 @@ func (g *Gateway) frame(c *Conn, f *protocol.Frame) {
 			protocol.NewDisconnect(protocol.DisconnectProtocolError))
 		return
 	}
-	if (f.Type == protocol.TypeSubscribe || f.Type == protocol.TypeUnsubscribe) && !c.subs.take(g.cfg.SubscribeRate, now.UnixMilli()) {
+	if (f.Type == protocol.TypeSubscribe || f.Type == protocol.TypeUnsubscribe) && !c.subs.take(g.rates.Load().subscribe, now.UnixMilli()) {
 		g.rateLimited(c, "subscriptions")
 		return
 	}

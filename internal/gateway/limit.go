@@ -49,7 +49,21 @@ func (b *bucket) take(r Rate, nowMilli int64) bool {
 // allowFrame counts one frame (or WebSocket control frame) from c against
 // its frame rate. It runs on c's event loop goroutine.
 func (g *Gateway) allowFrame(c *Conn, nowMilli int64) bool {
-	return c.frames.take(g.cfg.FrameRate, nowMilli)
+	return c.frames.take(g.rates.Load().frame, nowMilli)
+}
+
+// rates are the per-connection rates in force.
+type rates struct{ frame, subscribe Rate }
+
+// SetRates replaces the per-connection frame and subscribe rates, for
+// every connection, open ones included (a bucket keeps its tokens, up to
+// the new burst). It is safe to call while the gateway runs.
+func (g *Gateway) SetRates(frame, subscribe Rate) error {
+	if !frame.valid() || !subscribe.valid() {
+		return fmt.Errorf("gateway: rates %+v and %+v must be positive, with bursts of at most %d", frame, subscribe, MaxBurst)
+	}
+	g.rates.Store(&rates{frame: frame, subscribe: subscribe})
+	return nil
 }
 
 // rateLimited closes c for going over a bound: ERROR rate limited, then
@@ -57,11 +71,12 @@ func (g *Gateway) allowFrame(c *Conn, nowMilli int64) bool {
 func (g *Gateway) rateLimited(c *Conn, what string) {
 	g.stats.rateLimited.Add(1)
 	var text string
+	r := g.rates.Load()
 	switch what {
 	case "subscriptions":
-		text = fmt.Sprintf("more than %d SUBSCRIBE and UNSUBSCRIBE requests at once, or %d per second", g.cfg.SubscribeRate.Burst, g.cfg.SubscribeRate.PerSecond)
+		text = fmt.Sprintf("more than %d SUBSCRIBE and UNSUBSCRIBE requests at once, or %d per second", r.subscribe.Burst, r.subscribe.PerSecond)
 	default:
-		text = fmt.Sprintf("more than %d frames at once, or %d per second", g.cfg.FrameRate.Burst, g.cfg.FrameRate.PerSecond)
+		text = fmt.Sprintf("more than %d frames at once, or %d per second", r.frame.Burst, r.frame.PerSecond)
 	}
 	g.log.Info("rate limited", "conn_id", c.id, "remote", c.RemoteAddr(), "transport", c.transport.String(), "limit", what)
 	c.Fail(&protocol.Error{Code: protocol.CodeRateLimited, Text: text}, protocol.NewDisconnect(protocol.DisconnectPolicyViolation))

@@ -55,11 +55,19 @@ func New(w io.Writer, level, format string, buffer int) (*slog.Logger, *Async, e
 	if err != nil {
 		return nil, nil, err
 	}
+	v := new(slog.LevelVar)
+	v.Set(lvl)
+	return NewLeveled(w, v, format, buffer)
+}
+
+// NewLeveled is New with a level the caller can change while the logger
+// is in use (level.Set, for a configuration reload).
+func NewLeveled(w io.Writer, level *slog.LevelVar, format string, buffer int) (*slog.Logger, *Async, error) {
 	f, err := ParseFormat(format)
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	opts := &slog.HandlerOptions{Level: level}
 	var inner slog.Handler
 	if f == "json" {
 		inner = slog.NewJSONHandler(w, opts)

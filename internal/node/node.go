@@ -124,6 +124,9 @@ type Node struct {
 
 	redeliver redelivery
 
+	// tun are the per-connection limits that SetTunables replaces.
+	tun atomic.Pointer[Tunables]
+
 	acks, uplinks, caughtUp, undeliverable, recovered, unrecovered atomic.Uint64
 }
 
@@ -162,7 +165,7 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 	if cfg.Limits == (protocol.Limits{}) {
 		cfg.Limits = protocol.DefaultLimits()
 	}
-	return &Node{
+	n := &Node{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		verifier:  v,
@@ -177,6 +180,33 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 		redeliver: redelivery{m: make(map[string]redeliveryEntry)},
 		idPrefix:  strconv.FormatInt(cfg.Now().UnixNano(), 36) + "-",
 	}
+	n.SetTunables(Tunables{MaxSubscriptions: cfg.MaxSubscriptions, ReplayRate: cfg.ReplayRate, ReplayBurst: cfg.ReplayBurst})
+	return n
+}
+
+// Tunables are the per-connection limits a running node can change
+// (SetTunables); zero fields take the defaults of New.
+type Tunables struct {
+	MaxSubscriptions int // subscriptions per connection
+	ReplayRate       int // bytes of history replayed per second per connection
+	ReplayBurst      int // bytes replayed at once; raised to the replay budget
+}
+
+// SetTunables replaces the per-connection limits, for open connections
+// too: a connection over a lowered MaxSubscriptions keeps its
+// subscriptions but cannot add any. It is safe to call while the node runs.
+func (n *Node) SetTunables(t Tunables) {
+	if t.MaxSubscriptions <= 0 {
+		t.MaxSubscriptions = 128
+	}
+	if t.ReplayRate <= 0 {
+		t.ReplayRate = 256 << 10
+	}
+	if t.ReplayBurst <= 0 {
+		t.ReplayBurst = 4 << 20
+	}
+	t.ReplayBurst = max(t.ReplayBurst, n.cfg.ReplayBudget)
+	n.tun.Store(&t)
 }
 
 // Start subscribes the node to its control messages (in a cluster).

@@ -338,7 +338,8 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 		if cost > n.cfg.ReplayBudget {
 			return fmt.Sprintf("more than %d bytes missed: too many to replay", n.cfg.ReplayBudget)
 		}
-		return fmt.Sprintf("replay limit: this connection may recover %d bytes at once and %d bytes per second", n.cfg.ReplayBurst, n.cfg.ReplayRate)
+		t := n.tun.Load()
+		return fmt.Sprintf("replay limit: this connection may recover %d bytes at once and %d bytes per second", t.ReplayBurst, t.ReplayRate)
 	}
 	limit := min(n.cfg.ReplayBudget, allowance)
 	switch {
@@ -399,17 +400,18 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 // second, kept as one number: the time at which the bytes replayed so far
 // will have been paid for (s.replayed). The caller holds s.mu.
 func (n *Node) replayAllowance(s *session, now time.Time) int {
+	t := n.tun.Load()
 	owed := s.replayed - now.UnixNano()
 	if owed <= 0 {
-		return n.cfg.ReplayBurst
+		return t.ReplayBurst
 	}
-	return max(0, n.cfg.ReplayBurst-int(owed*int64(n.cfg.ReplayRate)/int64(time.Second)))
+	return max(0, t.ReplayBurst-int(owed*int64(t.ReplayRate)/int64(time.Second)))
 }
 
 // chargeReplay takes cost bytes from s's replay bucket. The caller holds
 // s.mu and checked cost against replayAllowance.
 func (n *Node) chargeReplay(s *session, cost int, now time.Time) {
-	s.replayed = max(s.replayed, now.UnixNano()) + int64(cost)*int64(time.Second)/int64(n.cfg.ReplayRate)
+	s.replayed = max(s.replayed, now.UnixNano()) + int64(cost)*int64(time.Second)/int64(n.tun.Load().ReplayRate)
 }
 
 // replayCache shares the frames of recent recoveries. In a reconnect
@@ -482,12 +484,13 @@ func (c *replayCache) put(e replayEntry) {
 // subscribing: a plain REPLY if s is subscribed already, an ERROR at the
 // subscription limit; nil otherwise. The caller holds s.mu.
 func (n *Node) topicRefusal(s *session, f *protocol.Frame) *protocol.Frame {
+	limit := n.tun.Load().MaxSubscriptions
 	switch {
 	case slices.Contains(s.topics, f.Topic):
 		return &protocol.Frame{Type: protocol.TypeReply, ID: f.ID}
-	case len(s.topics) >= n.cfg.MaxSubscriptions:
+	case len(s.topics) >= limit:
 		return (&protocol.Error{ID: f.ID, Code: protocol.CodeTooManySubscriptions,
-			Text: fmt.Sprintf("at most %d subscriptions per connection", n.cfg.MaxSubscriptions)}).Frame()
+			Text: fmt.Sprintf("at most %d subscriptions per connection", limit)}).Frame()
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-push/herald/internal/config"
@@ -18,15 +19,16 @@ import (
 // openRegistry opens the presence registry: in memory for a single node,
 // on the cluster's Redis for a node of a cluster. gw and n are read when
 // the registry calls back, after New has set them.
-func openRegistry(cfg config.Config, opt Options, log *slog.Logger, gw **gateway.Gateway, n **node.Node) (registry.Registry, error) {
+func openRegistry(cfg config.Config, opt Options, log *slog.Logger, gwRef *atomic.Pointer[gateway.Gateway], n **node.Node) (registry.Registry, error) {
 	self := registry.NodeInfo{ID: cfg.Node, WSURL: cfg.Cluster.AdvertiseWS, TCPAddr: cfg.Cluster.AdvertiseTCP}
 	// The registry reports the node while it opens, before the gateway
 	// and the node exist.
 	load := newLoadSampler(func() int64 {
-		if *gw == nil {
+		gw := gwRef.Load()
+		if gw == nil {
 			return 0
 		}
-		return (*gw).Stats().Open
+		return gw.Stats().Open
 	})
 	if !cfg.Cluster.Enabled() {
 		return registry.NewMemory(registry.MemoryOptions{Node: self, Now: opt.Now}), nil
@@ -40,10 +42,11 @@ func openRegistry(cfg config.Config, opt Options, log *slog.Logger, gw **gateway
 		Lease:  cfg.Cluster.Lease,
 		Load:   load.sample,
 		Addrs: func() (string, string) {
-			if *gw == nil {
+			gw := gwRef.Load()
+			if gw == nil {
 				return "", ""
 			}
-			return wsURL((*gw).WSAddr(), cfg.WS.Path, cfg.WS.TLSCert != ""), addrString((*gw).TCPAddr())
+			return wsURL(gw.WSAddr(), cfg.WS.Path, cfg.WS.TLSCert != ""), addrString(gw.TCPAddr())
 		},
 		Sessions: func(yield func(*registry.Session) bool) {
 			if *n != nil {

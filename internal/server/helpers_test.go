@@ -117,8 +117,8 @@ func startServer(t testing.TB, mutate ...func(*config.Config)) *harness {
 	return startServerWith(t, Options{}, mutate...)
 }
 
-// startServerWith is startServer with server options (the logger is
-// always discarded).
+// startServerWith is startServer with server options (without a Logger
+// the logs are discarded).
 func startServerWith(t testing.TB, opt Options, mutate ...func(*config.Config)) *harness {
 	t.Helper()
 	cfg := testConfig(t)
@@ -128,7 +128,9 @@ func startServerWith(t testing.TB, opt Options, mutate ...func(*config.Config)) 
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("invalid test config: %v", err)
 	}
-	opt.Logger = slog.New(slog.DiscardHandler)
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
 	srv, err := New(cfg, opt)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -49,6 +50,9 @@ type Options struct {
 	// StoreRetry is how often a failed embedded store tries to reopen; 0
 	// means the store's default.
 	StoreRetry time.Duration
+	// LogLevel, if set, is the level of Logger, which Reload changes when
+	// log.level does; without it Reload refuses a change of log.level.
+	LogLevel *slog.LevelVar
 }
 
 // Server is one running Herald process.
@@ -70,6 +74,16 @@ type Server struct {
 	expiryDone chan struct{}
 
 	pprofSrv *http.Server
+
+	// What Reload replaces, and the configuration in force (cfg keeps the
+	// one the server started with; the settings Reload may not change are
+	// the same in both).
+	verifier *auth.Verifier
+	keys     *auth.Keys
+	api      *api.API
+	logLevel *slog.LevelVar
+	reloadMu sync.Mutex
+	cur      config.Config
 
 	stopOnce sync.Once
 	stopErr  error
@@ -111,7 +125,9 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	h := hub.New(hub.Config{Workers: cfg.FanoutWorkers, Logger: log, Filler: fillFunc(func(ctx context.Context, s hub.Stream, after, before uint64) (string, []hub.Ordered, error) {
 		return n.Fill(ctx, s, after, before)
 	})})
-	reg, err := openRegistry(cfg, opt, log, &gw, &n)
+	// The registry's goroutine reads the gateway while New builds it.
+	var gwRef atomic.Pointer[gateway.Gateway]
+	reg, err := openRegistry(cfg, opt, log, &gwRef, &n)
 	if err != nil {
 		_ = h.Shutdown(context.Background())
 		_ = st.Close()
@@ -128,7 +144,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	lim.MaxFrame = cfg.MaxFrameSize
 	lim.MaxPayload = cfg.MaxPayload
 	lim.MaxConnect = cfg.MaxConnectSize
-	verifier := auth.NewVerifier(cfg.AppSecrets(), opt.Now)
+	verifier := auth.NewRotatingVerifier(cfg.AppSecretSets(), opt.Now)
 	n = node.New(node.Config{
 		ID:               cfg.Node,
 		Heartbeat:        cfg.Heartbeat,
@@ -175,6 +191,8 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		return nil, err
 	}
 
+	gwRef.Store(gw)
+
 	var s *Server
 	src := metrics.Sources{
 		Gateway:     gw.Stats,
@@ -191,7 +209,8 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	for _, a := range cfg.Apps {
 		apps = append(apps, a.ID)
 	}
-	s = &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, broker: brk, metrics: m, apiDone: make(chan error, 1)}
+	s = &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, broker: brk, metrics: m, apiDone: make(chan error, 1),
+		verifier: verifier, keys: auth.NewKeys(cfg.APIKeys()), logLevel: opt.LogLevel, cur: cfg}
 	handler := api.New(api.Config{
 		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),
 		Apps:          apps,
@@ -205,7 +224,8 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Observe:       m.ObserveAPI,
 		Extra:         map[string]http.Handler{"GET /metrics": m.Handler()},
 		Logger:        log,
-	}, n, auth.NewKeys(cfg.APIKeys()))
+	}, n, s.keys)
+	s.api = handler
 	s.apiSrv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
