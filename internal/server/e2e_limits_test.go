@@ -640,7 +640,9 @@ func TestAutoAckBacklog(t *testing.T) {
 		if d := m.disconnects(); len(d) > 0 {
 			t.Fatalf("%s: disconnected: %v", tr.name, d)
 		}
-		if sent := h.srv.node.Stats().Acks - acks; sent > n/10 {
+		// Batches are what one read hands over: smaller on a loaded
+		// machine, never one push each.
+		if sent := h.srv.node.Stats().Acks - acks; sent > n/4 {
 			t.Fatalf("%s: %d ACKs for %d messages; want one per batch", tr.name, sent, n)
 		}
 	}
