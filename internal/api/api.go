@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -51,10 +52,13 @@ type Keys interface {
 type Config struct {
 	// Prefix, if set, is a path prefix such as "/herald" under which the
 	// API is served: /herald/v1/stats. Requests outside it get 404.
-	Prefix        string
-	Apps          []string // known app ids
-	MaxPayload    int      // bytes of a message payload
-	MaxRecipients int      // users in one call
+	Prefix string
+	Apps   []string // known app ids
+	// Limits are the apps' quotas by app id; an app without an entry is
+	// unlimited.
+	Limits        map[string]Limits
+	MaxPayload    int // bytes of a message payload
+	MaxRecipients int // users in one call
 	// BodyTimeout bounds the time a request has to send its body, from
 	// when the handler starts; 0 means no bound. A body cut by it gets 408
 	// and the connection is closed.
@@ -89,6 +93,9 @@ type API struct {
 	apps map[string]bool
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// quotas holds every known app's buckets and 429 counters; read-only
+	// after New.
+	quotas map[string]*appQuota
 }
 
 // New returns the API handler.
@@ -96,7 +103,13 @@ func New(cfg Config, svc Service, keys Keys) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &API{cfg: cfg, svc: svc, keys: keys, apps: make(map[string]bool), log: cfg.Logger, mux: http.NewServeMux()}
+	a := &API{cfg: cfg, svc: svc, keys: keys, apps: make(map[string]bool), log: cfg.Logger, mux: http.NewServeMux(),
+		quotas: make(map[string]*appQuota)}
+	now := time.Now()
+	for _, id := range cfg.Apps {
+		l := cfg.Limits[id]
+		a.quotas[id] = &appQuota{limits: l, api: newBucket(l.APIRate, l.APIBurst, now), publish: newBucket(l.PublishRate, l.PublishBurst, now)}
+	}
 	for _, id := range cfg.Apps {
 		a.apps[id] = true
 	}
@@ -274,9 +287,16 @@ func (a *API) route(pattern string, h appHandler) {
 			writeError(w, http.StatusForbidden, "forbidden", "this API key belongs to another app")
 			return
 		}
-		if err := h(w, r, app); err != nil {
+		err := a.allowRequest(app)
+		if err == nil {
+			err = h(w, r, app)
+		}
+		if err != nil {
 			var he *httpError
 			if errors.As(err, &he) {
+				if he.retryAfter > 0 {
+					w.Header().Set("Retry-After", strconv.Itoa(he.retryAfter))
+				}
 				writeError(w, he.status, he.code, he.msg)
 				return
 			}
@@ -321,9 +341,10 @@ func apiKey(r *http.Request) string {
 
 // httpError is a caller's mistake with its status and code.
 type httpError struct {
-	status int
-	code   string
-	msg    string
+	status     int
+	code       string
+	msg        string
+	retryAfter int // seconds, sent as Retry-After when positive
 }
 
 func (e *httpError) Error() string { return e.code + ": " + e.msg }
@@ -478,6 +499,9 @@ func (a *API) pushUser(w http.ResponseWriter, r *http.Request, app string) error
 	if err != nil {
 		return err
 	}
+	if err := a.allowPublish(app, 1); err != nil {
+		return err
+	}
 	acc, err := a.svc.PushUser(r.Context(), app, user, m)
 	if err != nil {
 		return storeError(err)
@@ -550,6 +574,9 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 	if err != nil {
 		return err
 	}
+	if err := a.allowPublish(app, len(users)); err != nil {
+		return err
+	}
 	accs, err := a.svc.PushUsers(r.Context(), app, users, m)
 	if err != nil {
 		return storeError(err)
@@ -608,6 +635,9 @@ func (a *API) pushBulk(w http.ResponseWriter, r *http.Request, app string) error
 	for i := range b.Messages {
 		users[i] = string(b.Messages[i].User)
 	}
+	if err := a.allowPublish(app, len(msgs)); err != nil {
+		return err
+	}
 	accs, err := a.svc.PushMany(r.Context(), app, users, msgs)
 	if err != nil {
 		return storeError(err)
@@ -633,6 +663,9 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, app string) error 
 	if err != nil {
 		return err
 	}
+	if err := a.allowPublish(app, 1); err != nil {
+		return err
+	}
 	p, err := a.svc.Publish(r.Context(), app, topic, m)
 	if err != nil {
 		return storeError(err)
@@ -648,6 +681,9 @@ func (a *API) broadcast(w http.ResponseWriter, r *http.Request, app string) erro
 	}
 	m, err := a.message(b)
 	if err != nil {
+		return err
+	}
+	if err := a.allowPublish(app, 1); err != nil {
 		return err
 	}
 	p, err := a.svc.Broadcast(r.Context(), app, m)
