@@ -31,3 +31,16 @@ func TestTokenBucket(t *testing.T) {
 		t.Fatalf("retryAfter(1.1s) = %d, want 2 (rounded up)", got)
 	}
 }
+
+// BenchmarkQuotaChecks is what a push pays for its app's quotas when they
+// are configured and never hit: one API token and one publish token.
+func BenchmarkQuotaChecks(b *testing.B) {
+	a := New(Config{Apps: []string{"a"}, Limits: map[string]Limits{"a": {APIRate: 1e9, APIBurst: 1e9, PublishRate: 1e9, PublishBurst: 1e9}}}, nil, nil)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if a.allowRequest("a") != nil || a.allowPublish("a", 1) != nil {
+				b.Fatal("limited")
+			}
+		}
+	})
+}

@@ -77,7 +77,7 @@ type refusal struct {
 	retryAfter time.Duration // when trying again may succeed; 0: not soon
 }
 
-// ipState is what the tracker keeps per source address: 32 bytes.
+// ipState is what the tracker keeps per source address: 40 bytes.
 type ipState struct {
 	conns       bucket // connection rate
 	windowStart int64  // unix ms the flap window began
@@ -158,11 +158,14 @@ func addrOf(a net.Addr) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-// admit decides whether a new connection from ip may open. open is the
-// number of connections open now. It records the connect against ip.
+// admit decides whether a new connection from ip may open, and records
+// the connect against ip. It returns nil to admit.
 func (g *Gateway) admit(ip netip.Addr, nowMilli int64) *refusal {
 	a := g.admission
 	p := &a.p
+	if !ip.IsValid() && len(p.Allow) > 0 {
+		return a.refuse(g, rNotAllowed, 0, ip) // an address we cannot read is not on the list
+	}
 	if ip.IsValid() {
 		for _, d := range p.Deny {
 			if d.Contains(ip) {

@@ -72,3 +72,27 @@ func TestAdmitLists(t *testing.T) {
 		t.Fatalf("refused %v", s.Refused)
 	}
 }
+
+// BenchmarkAdmit is what accepting a connection pays for protection with
+// every check configured and none hit (lists of a few entries, the
+// per-address tracker, the connection and memory bounds).
+func BenchmarkAdmit(b *testing.B) {
+	now := time.Unix(1_000_000, 0)
+	g, err := New(Config{TCPAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
+		Protection: Protection{ConnRate: Rate{PerSecond: 1e6, Burst: 1e6}, FlapConnects: 1e9, FlapWindow: time.Second, FlapBan: time.Second,
+			Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.0/8")},
+			Deny:  []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, MaxConnections: 1e9, MaxMemory: 1 << 50}}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ips := make([]netip.Addr, 1024)
+	for i := range ips {
+		ips[i] = netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if r := g.admit(ips[i%len(ips)], now.UnixMilli()); r != nil {
+			b.Fatalf("refused: %+v", r)
+		}
+	}
+}
