@@ -54,6 +54,10 @@ const (
 	// per second, subscription requests per second). Fatal: the server
 	// then sends DISCONNECT DisconnectPolicyViolation.
 	CodeRateLimited ErrorCode = 2006
+	// CodeAppConnectionLimit: the app already has as many connections on
+	// this server as it may. Fatal: the server then sends DISCONNECT
+	// DisconnectAppConnectionLimit.
+	CodeAppConnectionLimit ErrorCode = 2007
 	// CodeInternal: the server failed; retry later. Fatal.
 	CodeInternal ErrorCode = 2500
 )
@@ -88,6 +92,8 @@ func (c ErrorCode) String() string {
 		return "token expired"
 	case CodeRateLimited:
 		return "rate limited"
+	case CodeAppConnectionLimit:
+		return "app connection limit"
 	case CodeInternal:
 		return "internal error"
 	}
@@ -136,10 +142,14 @@ const (
 	// bound (after ERROR CodeRateLimited); reconnect with backoff, and
 	// send less.
 	DisconnectPolicyViolation DisconnectCode = 3012
+	// DisconnectAppConnectionLimit: the app is at its connection limit on
+	// this server (after ERROR CodeAppConnectionLimit); reconnect with a
+	// backoff of seconds, growing, with jitter.
+	DisconnectAppConnectionLimit DisconnectCode = 3013
 )
 
 // lastDisconnectCode is the highest disconnect code of this version.
-const lastDisconnectCode = DisconnectPolicyViolation
+const lastDisconnectCode = DisconnectAppConnectionLimit
 
 // String returns the reason in a form fit for logs and metric labels.
 func (c DisconnectCode) String() string {
@@ -170,6 +180,8 @@ func (c DisconnectCode) String() string {
 		return "server error"
 	case DisconnectPolicyViolation:
 		return "policy violation"
+	case DisconnectAppConnectionLimit:
+		return "app connection limit"
 	}
 	return fmt.Sprintf("disconnect(%d)", uint32(c))
 }
@@ -179,7 +191,7 @@ func (c DisconnectCode) Reconnect() bool {
 	switch c {
 	case DisconnectShutdown, DisconnectSlowConsumer, DisconnectIdleTimeout,
 		DisconnectAuthTimeout, DisconnectConnectionLost, DisconnectServerError,
-		DisconnectPolicyViolation:
+		DisconnectPolicyViolation, DisconnectAppConnectionLimit:
 		return true
 	}
 	return false

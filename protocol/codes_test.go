@@ -32,6 +32,7 @@ func TestErrorCodes(t *testing.T) {
 		{CodeBadToken, "bad token", true},
 		{CodeTokenExpired, "token expired", true},
 		{CodeRateLimited, "rate limited", true},
+		{CodeAppConnectionLimit, "app connection limit", true},
 		{CodeInternal, "internal error", true},
 		{2999, "error(2999)", true},
 	}
@@ -47,7 +48,7 @@ func TestErrorCodes(t *testing.T) {
 	nums := map[ErrorCode]uint32{CodeBadRequest: 1000, CodeForbidden: 1001, CodeTooManySubscriptions: 1002,
 		CodeNotSupported: 1003, CodeBadName: 1004, CodeMalformed: 2000, CodeTooLarge: 2001,
 		CodeUnsupportedVersion: 2002, CodeNotAuthenticated: 2003, CodeBadToken: 2004, CodeTokenExpired: 2005,
-		CodeRateLimited: 2006, CodeInternal: 2500}
+		CodeRateLimited: 2006, CodeAppConnectionLimit: 2007, CodeInternal: 2500}
 	for c, n := range nums {
 		if uint32(c) != n {
 			t.Errorf("%s = %d, want %d", c, uint32(c), n)
@@ -75,6 +76,7 @@ func TestDisconnectCodes(t *testing.T) {
 		{DisconnectConnectionLost, 3010, "connection lost", true},
 		{DisconnectServerError, 3011, "server error", true},
 		{DisconnectPolicyViolation, 3012, "policy violation", true},
+		{DisconnectAppConnectionLimit, 3013, "app connection limit", true},
 	}
 	all := AllDisconnectCodes()
 	if len(all) != len(tests) {
@@ -94,7 +96,7 @@ func TestDisconnectCodes(t *testing.T) {
 			t.Errorf("%d.Reconnect() = %v, want %v", tt.num, got, tt.reconnect)
 		}
 	}
-	for _, c := range []DisconnectCode{0, 2999, 3013} {
+	for _, c := range []DisconnectCode{0, 2999, 3014} {
 		if got, want := c.String(), fmt.Sprintf("disconnect(%d)", uint32(c)); got != want {
 			t.Errorf("%d.String() = %q, want %q", uint32(c), got, want)
 		}

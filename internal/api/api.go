@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -52,10 +53,13 @@ type Keys interface {
 type Config struct {
 	// Prefix, if set, is a path prefix such as "/herald" under which the
 	// API is served: /herald/v1/stats. Requests outside it get 404.
-	Prefix        string
-	Apps          []string // known app ids
-	MaxPayload    int      // bytes of a message payload
-	MaxRecipients int      // users in one call
+	Prefix string
+	Apps   []string // known app ids
+	// Limits are the apps' quotas by app id; an app without an entry is
+	// unlimited.
+	Limits        map[string]Limits
+	MaxPayload    int // bytes of a message payload
+	MaxRecipients int // users in one call
 	// BodyTimeout bounds the time a request has to send its body, from
 	// when the handler starts; 0 means no bound. A body cut by it gets 408
 	// and the connection is closed.
@@ -90,6 +94,9 @@ type API struct {
 	apps atomic.Pointer[map[string]bool] // known app ids; SetApps replaces it
 	log  *slog.Logger
 	mux  *http.ServeMux
+	// quotas holds every configured app's buckets and 429 counters;
+	// SetLimits replaces it.
+	quotas atomic.Pointer[map[string]*appQuota]
 }
 
 // New returns the API handler.
@@ -99,6 +106,7 @@ func New(cfg Config, svc Service, keys Keys) *API {
 	}
 	a := &API{cfg: cfg, svc: svc, keys: keys, log: cfg.Logger, mux: http.NewServeMux()}
 	a.SetApps(cfg.Apps)
+	a.SetLimits(cfg.Limits)
 	a.route("POST /v1/apps/{app}/users/{user}/messages", a.pushUser)
 	a.route("POST /v1/apps/{app}/messages", a.pushUsers)
 	a.route("POST /v1/apps/{app}/push", a.pushBulk)
@@ -284,9 +292,16 @@ func (a *API) route(pattern string, h appHandler) {
 			writeError(w, http.StatusForbidden, "forbidden", "this API key belongs to another app")
 			return
 		}
-		if err := h(w, r, app); err != nil {
+		err := a.allowRequest(app)
+		if err == nil {
+			err = h(w, r, app)
+		}
+		if err != nil {
 			var he *httpError
 			if errors.As(err, &he) {
+				if he.retryAfter > 0 {
+					w.Header().Set("Retry-After", strconv.Itoa(he.retryAfter))
+				}
 				writeError(w, he.status, he.code, he.msg)
 				return
 			}
@@ -331,9 +346,10 @@ func apiKey(r *http.Request) string {
 
 // httpError is a caller's mistake with its status and code.
 type httpError struct {
-	status int
-	code   string
-	msg    string
+	status     int
+	code       string
+	msg        string
+	retryAfter int // seconds, sent as Retry-After when positive
 }
 
 func (e *httpError) Error() string { return e.code + ": " + e.msg }
@@ -488,6 +504,9 @@ func (a *API) pushUser(w http.ResponseWriter, r *http.Request, app string) error
 	if err != nil {
 		return err
 	}
+	if err := a.allowPublish(app, 1); err != nil {
+		return err
+	}
 	acc, err := a.svc.PushUser(r.Context(), app, user, m)
 	if err != nil {
 		return storeError(err)
@@ -560,6 +579,9 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 	if err != nil {
 		return err
 	}
+	if err := a.allowPublish(app, len(users)); err != nil {
+		return err
+	}
 	accs, err := a.svc.PushUsers(r.Context(), app, users, m)
 	if err != nil {
 		return storeError(err)
@@ -618,6 +640,9 @@ func (a *API) pushBulk(w http.ResponseWriter, r *http.Request, app string) error
 	for i := range b.Messages {
 		users[i] = string(b.Messages[i].User)
 	}
+	if err := a.allowPublish(app, len(msgs)); err != nil {
+		return err
+	}
 	accs, err := a.svc.PushMany(r.Context(), app, users, msgs)
 	if err != nil {
 		return storeError(err)
@@ -643,6 +668,9 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, app string) error 
 	if err != nil {
 		return err
 	}
+	if err := a.allowPublish(app, 1); err != nil {
+		return err
+	}
 	p, err := a.svc.Publish(r.Context(), app, topic, m)
 	if err != nil {
 		return storeError(err)
@@ -658,6 +686,9 @@ func (a *API) broadcast(w http.ResponseWriter, r *http.Request, app string) erro
 	}
 	m, err := a.message(b)
 	if err != nil {
+		return err
+	}
+	if err := a.allowPublish(app, 1); err != nil {
 		return err
 	}
 	p, err := a.svc.Broadcast(r.Context(), app, m)

@@ -12,6 +12,8 @@
 package config
 
 import (
+	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"time"
@@ -82,6 +84,10 @@ type Config struct {
 	ReplayRate     int `yaml:"replay_rate"`     // bytes of topic and broadcast history replayed per second
 	ReplayBurst    int `yaml:"replay_burst"`    // bytes replayed at once (one recovery of up to outbound_limit/4 is always allowed when the bucket is full)
 
+	// Protection bounds who may connect and how much, node-wide; the
+	// zero value (the default) refuses nothing.
+	Protection Protection `yaml:"protection"`
+
 	// Cluster joins this server to a cluster of nodes sharing Redis and
 	// NATS; empty (the default) runs one node alone.
 	Cluster Cluster `yaml:"cluster"`
@@ -150,6 +156,77 @@ type App struct {
 	// rotation.
 	PreviousSecrets []string `yaml:"previous_secrets,omitempty"`
 	APIKeys         []string `yaml:"api_keys"` // keys for the server API
+	// Limits bound what the app may use of the server; zero values
+	// (the default) are unlimited.
+	Limits AppLimits `yaml:"limits"`
+}
+
+// AppLimits are an app's quotas. 0 means unlimited; a burst of 0 with a
+// rate set is the rate (one second's worth).
+type AppLimits struct {
+	// MaxConnections bounds the app's authenticated connections on this
+	// node; a CONNECT over it is refused (ERROR 2007, DISCONNECT 3013).
+	MaxConnections int `yaml:"max_connections"`
+	// APIRate bounds the app's server API requests per second, APIBurst
+	// how many may come at once; over it: 429 rate_limited.
+	APIRate  int `yaml:"api_rate"`
+	APIBurst int `yaml:"api_burst"`
+	// PublishRate bounds the messages per second the app pushes,
+	// publishes or broadcasts (a call to many users or a bulk push counts
+	// each message), PublishBurst how many at once; over it: 429
+	// publish_rate_limited.
+	PublishRate  int `yaml:"publish_rate"`
+	PublishBurst int `yaml:"publish_burst"`
+}
+
+// Protection bounds who may connect, checked when a connection is
+// accepted. Zero values (the default) are unlimited.
+type Protection struct {
+	// ConnRatePerIP bounds new connections per second from one source
+	// address, ConnBurstPerIP how many at once (0: the rate).
+	ConnRatePerIP  int `yaml:"conn_rate_per_ip"`
+	ConnBurstPerIP int `yaml:"conn_burst_per_ip"`
+	// Flap bans an address that connects too often in a short time.
+	Flap Flap `yaml:"flap"`
+	// AllowIPs, if not empty, lists the only networks (CIDRs, or single
+	// addresses) that may connect; DenyIPs lists networks that may not,
+	// and wins.
+	AllowIPs []string `yaml:"allow_ips"`
+	DenyIPs  []string `yaml:"deny_ips"`
+	// MaxConnections bounds the client connections open on this node.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxMemory refuses new connections while the Go runtime holds more
+	// than this many bytes from the OS.
+	MaxMemory int `yaml:"max_memory"`
+}
+
+// Flap configures flapping detection: more than Connects connections from
+// one address within Window get it banned for Ban. Connects 0: off.
+type Flap struct {
+	Connects int           `yaml:"connects"`
+	Window   time.Duration `yaml:"window"`
+	Ban      time.Duration `yaml:"ban"`
+}
+
+// Prefixes parses CIDRs or single addresses; the error names the first
+// bad entry.
+func Prefixes(entries []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(entries))
+	for i, e := range entries {
+		p, err := netip.ParsePrefix(e)
+		if err != nil {
+			a, aerr := netip.ParseAddr(e)
+			if aerr != nil {
+				return nil, fmt.Errorf("[%d] %q: not a CIDR or an IP address: %w", i, e, err)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // Log configures logging.

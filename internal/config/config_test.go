@@ -561,3 +561,44 @@ func FuzzLoadYAML(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateQuotas(t *testing.T) {
+	c := Default()
+	a := validApp("a")
+	a.Limits = AppLimits{MaxConnections: -1, APIRate: -1, APIBurst: MaxBurst + 1, PublishBurst: 5}
+	c.Apps = []App{a}
+	c.Protection = Protection{ConnRatePerIP: -2, Flap: Flap{Connects: 3}, AllowIPs: []string{"10.0.0.0/8", "nope"},
+		DenyIPs: []string{"10.0.0.1", "300.0.0.0/8"}, MaxConnections: -1, MaxMemory: -1}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted bad quotas")
+	}
+	for _, want := range []string{
+		"apps[0].limits.max_connections:", "apps[0].limits.api_rate:", "apps[0].limits.api_burst:",
+		"apps[0].limits.publish_burst: is set but publish_rate is 0",
+		"protection.conn_rate_per_ip:", "protection.flap.window:", "protection.flap.ban:",
+		"protection.allow_ips[1]:", "protection.deny_ips[1]:", "protection.max_connections:", "protection.max_memory:",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate error lacks %q:\n%v", want, err)
+		}
+	}
+	for _, bad := range []string{"allow_ips[0]", "deny_ips[0]"} {
+		if strings.Contains(err.Error(), bad) {
+			t.Errorf("Validate refused a good entry %s:\n%v", bad, err)
+		}
+	}
+
+	good := Default()
+	a.Limits = AppLimits{MaxConnections: 10, APIRate: 100, PublishRate: 1000, PublishBurst: 5000}
+	good.Apps = []App{a}
+	good.Protection = Protection{ConnRatePerIP: 5, Flap: Flap{Connects: 20, Window: time.Minute, Ban: 5 * time.Minute},
+		AllowIPs: []string{"10.0.0.0/8", "::1"}, DenyIPs: []string{"10.1.2.3"}, MaxConnections: 100000, MaxMemory: 4 << 30}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("Validate refused good quotas: %v", err)
+	}
+	ps, err := Prefixes([]string{"10.1.2.3", "::ffff:10.0.0.0/104", "fd00::/8"})
+	if err != nil || ps[0].String() != "10.1.2.3/32" || ps[1].String() != "10.0.0.0/8" || ps[2].String() != "fd00::/8" {
+		t.Fatalf("Prefixes = %v, %v", ps, err)
+	}
+}

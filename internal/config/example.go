@@ -66,6 +66,21 @@ apps:
     # least 16 characters, unique across apps.
     api_keys:
       - change-me-to-a-long-random-api-key
+    # Quotas of the app; 0 (the default) is unlimited. A *_burst of 0 with
+    # its rate set is the rate.
+    limits:
+      # Authenticated connections of the app on this node; a CONNECT over
+      # it gets ERROR 2007 and DISCONNECT 3013 (reconnect with backoff).
+      max_connections: 0
+      # Server API requests per second, and at once; over it: 429
+      # rate_limited with Retry-After.
+      api_rate: 0
+      api_burst: 0
+      # Messages per second pushed, published or broadcast (a call to many
+      # users or a bulk push counts each message), and at once; over it:
+      # 429 publish_rate_limited with Retry-After.
+      publish_rate: 0
+      publish_burst: 0
 
 # Heartbeat interval announced to clients.
 heartbeat: 180s
@@ -143,6 +158,35 @@ subscribe_burst: 256
 # Past them a recovery is answered "cannot recover" instead of replayed.
 replay_rate: 262144
 replay_burst: 4194304
+# Protection against floods of connections, checked when a connection is
+# accepted, before it costs anything: a refused TCP connection is closed, a
+# refused WebSocket or SSE request gets 403 (address lists), 429 (per
+# address) or 503 (overload) with Retry-After. 0 and empty lists (the
+# defaults) refuse nothing.
+protection:
+  # New connections per second from one source address, and at once (0:
+  # the rate).
+  conn_rate_per_ip: 0
+  conn_burst_per_ip: 0
+  # More than connects connections from one address within window get it
+  # banned for ban (one log line per ban). connects 0: off.
+  flap:
+    connects: 0
+    window: 0s
+    ban: 0s
+  # Only these networks (CIDRs or addresses) may connect; empty: any.
+  # allow_ips:
+  #   - 10.0.0.0/8
+  # These may not; deny wins over allow.
+  # deny_ips:
+  #   - 192.0.2.0/24
+  # Client connections open on this node (authenticated or not); new ones
+  # are refused over it while existing ones are served.
+  max_connections: 0
+  # Bytes the Go runtime may hold from the OS before new connections are
+  # refused (sampled on the timing wheel, at least once a second).
+  max_memory: 0
+
 # Serve Go profiling endpoints (net/http/pprof) on this address, for
 # diagnosis. Keep it on loopback. Empty (the default) disables it.
 # pprof_addr: 127.0.0.1:6060

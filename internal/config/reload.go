@@ -70,6 +70,18 @@ func fixedSettings() []struct {
 		{"history_size", func(c Config) any { return c.HistorySize }},
 		{"history_ttl", func(c Config) any { return c.HistoryTTL }},
 		{"cluster", func(c Config) any { return c.Cluster }},
+		{"protection", func(c Config) any { return c.Protection }},
+		// The node counts connections per app against limits it read at
+		// start; the API's rates (api_rate, publish_rate) reload.
+		{"apps[].limits.max_connections", func(c Config) any {
+			m := map[string]int{}
+			for _, a := range c.Apps {
+				if a.Limits.MaxConnections > 0 {
+					m[a.ID] = a.Limits.MaxConnections
+				}
+			}
+			return m
+		}},
 		{"log.format", func(c Config) any { return c.Log.Format }},
 		{"log.buffer", func(c Config) any { return c.Log.Buffer }},
 	}

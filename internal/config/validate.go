@@ -156,6 +156,7 @@ func (c Config) Validate() error {
 		p.add("log.buffer", "must be at least 1")
 	}
 
+	c.Protection.check(&p)
 	checkApps(&p, c.Apps)
 	return errors.Join(p...)
 }
@@ -335,6 +336,7 @@ func checkApp(p *problems, f string, a App) {
 	if len(a.APIKeys) == 0 {
 		p.add(f+".api_keys", "must have at least one key")
 	}
+	a.Limits.check(p, f+".limits")
 	for k, key := range a.APIKeys {
 		if len(key) < MinAPIKeyLen || !auth.ValidName(key) {
 			p.add(fmt.Sprintf("%s.api_keys[%d]", f, k), "must be %d-%d printable characters without spaces", MinAPIKeyLen, auth.MaxNameLen)
@@ -374,5 +376,65 @@ func (c Cluster) check(p *problems, store string) {
 	}
 	if c.Lease < time.Second {
 		p.add("cluster.lease", "must be at least 1s")
+	}
+}
+
+// checkRate validates a rate (0: unlimited) and its burst (0 to MaxBurst;
+// 0 with a rate set means the rate; a burst without a rate is a mistake).
+func checkRate(p *problems, f, rateName, burstName string, rate, burst int) {
+	if rate < 0 {
+		p.add(f+rateName, "must be 0 (unlimited) or more")
+	}
+	if burst < 0 || burst > MaxBurst {
+		p.add(f+burstName, "must be between 0 and %d", MaxBurst)
+	} else if burst > 0 && rate == 0 {
+		p.add(f+burstName, "is set but %s is 0 (unlimited)", rateName)
+	}
+	if burst == 0 && rate > MaxBurst {
+		p.add(f+rateName, "must be at most %d with %s 0 (the burst is then the rate)", MaxBurst, burstName)
+	}
+}
+
+// check validates an app's limits; f is their field path.
+func (l AppLimits) check(p *problems, f string) {
+	if l.MaxConnections < 0 {
+		p.add(f+".max_connections", "must be 0 (unlimited) or more")
+	}
+	checkRate(p, f+".", "api_rate", "api_burst", l.APIRate, l.APIBurst)
+	checkRate(p, f+".", "publish_rate", "publish_burst", l.PublishRate, l.PublishBurst)
+}
+
+// check validates the protection section.
+func (pr Protection) check(p *problems) {
+	checkRate(p, "protection.", "conn_rate_per_ip", "conn_burst_per_ip", pr.ConnRatePerIP, pr.ConnBurstPerIP)
+	fl := pr.Flap
+	if fl.Connects < 0 {
+		p.add("protection.flap.connects", "must be 0 (off) or more")
+	}
+	if fl.Connects > 0 {
+		if fl.Window <= 0 {
+			p.add("protection.flap.window", "must be positive when flap.connects is set")
+		}
+		if fl.Ban <= 0 {
+			p.add("protection.flap.ban", "must be positive when flap.connects is set")
+		}
+	} else if fl.Window < 0 || fl.Ban < 0 {
+		p.add("protection.flap", "window and ban must not be negative")
+	}
+	for _, l := range []struct {
+		f string
+		v []string
+	}{{"protection.allow_ips", pr.AllowIPs}, {"protection.deny_ips", pr.DenyIPs}} {
+		for i, e := range l.v {
+			if _, err := Prefixes([]string{e}); err != nil {
+				p.add(fmt.Sprintf("%s[%d]", l.f, i), "%q: not a CIDR (10.0.0.0/8, fd00::/8) or an IP address", e)
+			}
+		}
+	}
+	if pr.MaxConnections < 0 {
+		p.add("protection.max_connections", "must be 0 (unlimited) or more")
+	}
+	if pr.MaxMemory < 0 {
+		p.add("protection.max_memory", "must be 0 (unlimited) or more bytes")
 	}
 }

@@ -64,6 +64,10 @@ type Config struct {
 	// connection, likewise; default DefaultSubscribeRate.
 	SubscribeRate Rate
 
+	// Protection bounds who may connect and how many, at accept; the
+	// zero value refuses nothing.
+	Protection Protection
+
 	Heartbeat   time.Duration // interval announced to clients; default 180 s
 	Grace       time.Duration // silence allowed past Heartbeat before closing; default 30 s
 	AuthTimeout time.Duration // time allowed for a valid CONNECT; default 10 s
@@ -139,9 +143,10 @@ type Gateway struct {
 
 	wsAddr, tcpAddr net.Addr
 
-	nextID atomic.Uint64
-	wheel  *wheel
-	stats  counters
+	nextID    atomic.Uint64
+	wheel     *wheel
+	stats     counters
+	admission *admitState
 
 	// What the WebSocket frame guard allows before and after CONNECT.
 	wsPreAuth, wsLimits wsLimits
@@ -175,16 +180,23 @@ func New(cfg Config, h Handler) (*Gateway, error) {
 	if cfg.Limits.MaxConnect > cfg.Limits.MaxFrame {
 		return nil, fmt.Errorf("gateway: connect limit %d is over the frame limit %d", cfg.Limits.MaxConnect, cfg.Limits.MaxFrame)
 	}
+	if cr := cfg.Protection.ConnRate; cr != (Rate{}) && (cr.PerSecond <= 0 || cr.Burst < 0 || cr.Burst > MaxBurst) {
+		return nil, fmt.Errorf("gateway: connection rate %+v must be positive, with a burst of at most %d", cr, MaxBurst)
+	}
+	if p := cfg.Protection; p.FlapConnects > 0 && (p.FlapWindow <= 0 || p.FlapBan <= 0) {
+		return nil, fmt.Errorf("gateway: flap detection needs a positive window and ban, not %v and %v", p.FlapWindow, p.FlapBan)
+	}
 	if !cfg.FrameRate.valid() || !cfg.SubscribeRate.valid() {
 		return nil, fmt.Errorf("gateway: rates %+v and %+v must be positive, with bursts of at most %d", cfg.FrameRate, cfg.SubscribeRate, MaxBurst)
 	}
 	g := &Gateway{
-		cfg:     cfg,
-		handler: h,
-		log:     cfg.Logger,
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		sse:     make(map[string]*sseConn),
+		cfg:       cfg,
+		handler:   h,
+		log:       cfg.Logger,
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		sse:       make(map[string]*sseConn),
+		admission: newAdmitState(cfg.Protection),
 		wsPreAuth: wsLimits{text: uint32(cfg.Limits.MaxConnect), binary: uint32(cfg.Limits.MaxConnect),
 			stopAtMessageEnd: true},
 		// A text message over MaxFrame is read whole and refused by the
@@ -288,12 +300,14 @@ func (g *Gateway) runWheel() {
 		return d
 	}
 	var expired []*Conn
+	var swept time.Time
 	for {
 		select {
 		case <-g.stop:
 			return
 		case <-t.C:
 		}
+		g.admission.tick(g.cfg.Now(), &swept)
 		expired = g.wheel.advance(g.cfg.Now(), due, expired[:0])
 		for _, c := range expired {
 			if c.Closed() {

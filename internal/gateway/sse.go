@@ -141,6 +141,9 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request, setup *wsSetu
 		writeJSONError(w, http.StatusHTTPVersionNotSupported, "http_version_not_supported", "the event stream needs HTTP/1.1")
 		return
 	}
+	if !g.admitHTTP(w, r) {
+		return
+	}
 	res, ok := w.(*nbhttp.Response)
 	if !ok {
 		writeJSONError(w, http.StatusInternalServerError, "internal", "internal error")

@@ -19,11 +19,17 @@ type Stats struct {
 	// OriginRefused counts WebSocket and SSE requests refused for their
 	// Origin.
 	OriginRefused uint64
+	// Refused counts connections refused at accept, by reason (every
+	// RefusalReasons entry but RefusedAppLimit, which the handler counts).
+	Refused map[string]uint64
+	// TrackedIPs is how many source addresses the per-address
+	// connection limits keep state for.
+	TrackedIPs int
 	// Disconnects counts closed connections by reason.
 	Disconnects map[protocol.DisconnectCode]uint64
 }
 
-const firstCode, lastCode = protocol.DisconnectNormal, protocol.DisconnectPolicyViolation
+const firstCode, lastCode = protocol.DisconnectNormal, protocol.DisconnectAppConnectionLimit
 
 type counters struct {
 	open          atomic.Int64
@@ -60,6 +66,11 @@ func (g *Gateway) Stats() Stats {
 		OriginRefused: g.stats.originRefused.Load(),
 		Disconnects:   make(map[protocol.DisconnectCode]uint64),
 	}
+	s.Refused = make(map[string]uint64, refusedReasonCount)
+	for i, r := range RefusalReasons()[:refusedReasonCount] {
+		s.Refused[r] = g.admission.refused[i].Load()
+	}
+	s.TrackedIPs = g.admission.trackedIPs()
 	for code := firstCode; code <= lastCode; code++ {
 		s.Disconnects[code] = g.stats.disconnects[code-firstCode].Load()
 	}

@@ -33,6 +33,10 @@ func (g *Gateway) startTCP() error {
 			_ = nc.Close()
 			return
 		}
+		if r := g.admit(addrOf(nc.RemoteAddr()), g.cfg.Now().UnixMilli()); r != nil {
+			_ = nc.Close() // no state, no session: OnClose finds nothing
+			return
+		}
 		c := g.opened(TCP, func(c *Conn) {
 			c.nc = nc
 			if tlsConf != nil {

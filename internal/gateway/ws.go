@@ -41,6 +41,9 @@ func (g *Gateway) startWS() error {
 		if !g.originAllowed(w, r) {
 			return
 		}
+		if !g.admitHTTP(w, r) {
+			return
+		}
 		setup.upgrading(r.RemoteAddr)
 		wc, err := up.Upgrade(w, r, nil)
 		if err != nil {

@@ -27,6 +27,14 @@ type Sources struct {
 	// Cluster is set on a node of a cluster.
 	Cluster     func() ClusterStats
 	LogsDropped func() uint64
+	// APIRateLimited returns the server API's 429s per configured app.
+	APIRateLimited func() map[string]RateLimited
+}
+
+// RateLimited counts an app's API requests refused for its quotas.
+type RateLimited struct {
+	API     uint64 // over api_rate
+	Publish uint64 // over publish_rate (or publish_burst)
 }
 
 // ClusterStats is what a node of a cluster adds: its broker and registry.
@@ -119,6 +127,8 @@ var (
 	descBrokerRes   = prometheus.NewDesc("herald_broker_resyncs_total", "Times this node compared the streams it follows with the store after possible losses.", nil, nil)
 	descBrokerRec   = prometheus.NewDesc("herald_broker_reconnects_total", "Reconnections to the broker.", nil, nil)
 	descBrokerSubj  = prometheus.NewDesc("herald_broker_subjects", "Users, topics and apps this node hears from other nodes.", nil, nil)
+	descRefused     = prometheus.NewDesc("herald_refused_connections_total", "Client connections refused by protection (address lists, per-address rate and flap bans, node-wide connection and memory bounds) and by apps' connection limits, by reason.", []string{"reason"}, nil)
+	descAPILimited  = prometheus.NewDesc("herald_api_rate_limited_total", "Server API requests refused with 429 (or 413 over publish_burst) for their app's quotas, by app and limit (api, publish).", []string{"app", "limit"}, nil)
 	descLogDropped  = prometheus.NewDesc("herald_log_records_dropped_total", "Log records dropped because the log writer fell behind.", nil, nil)
 )
 
@@ -136,8 +146,11 @@ func (s *snapshot) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descDisconnects, descFramesIn, descFramesOut, descBytesOut,
 		descWrites, descDecodeErr, descOriginRef, descSessions, descUsers, descTopics, descSubs, descPublished, descDelivered, descPasses,
 		descDropped, descGaps, descFilled, descAcks, descCaughtUp, descUndeliv, descRecovered, descUnrecovered, descLogDropped,
-		descStoreUp, descStoreLoss, descStoreReopen} {
+		descStoreUp, descStoreLoss, descStoreReopen, descRefused} {
 		ch <- d
+	}
+	if s.src.APIRateLimited != nil {
+		ch <- descAPILimited
 	}
 	if s.src.Cluster != nil {
 		for _, d := range []*prometheus.Desc{descBrokerUp, descRegistryUp, descBrokerPub, descBrokerPubE, descBrokerRecv,
@@ -166,6 +179,23 @@ func (s *snapshot) Collect(ch chan<- prometheus.Metric) {
 		counter(descOriginRef, g.OriginRefused)
 		for _, code := range protocol.AllDisconnectCodes() {
 			counter(descDisconnects, g.Disconnects[code], code.String())
+		}
+		var appLimit uint64
+		if s.src.Node != nil {
+			appLimit = s.src.Node().AppLimitRefused
+		}
+		for _, r := range gateway.RefusalReasons() {
+			v := g.Refused[r]
+			if r == gateway.RefusedAppLimit {
+				v = appLimit
+			}
+			counter(descRefused, v, r)
+		}
+	}
+	if s.src.APIRateLimited != nil {
+		for app, r := range s.src.APIRateLimited() {
+			counter(descAPILimited, r.API, app, "api")
+			counter(descAPILimited, r.Publish, app, "publish")
 		}
 	}
 	if s.src.Hub != nil {

@@ -90,6 +90,11 @@ type Config struct {
 	ReplayRate       int           // bytes one connection may replay per second, over all its recoveries; default 256 KiB
 	ReplayBurst      int           // bytes one connection may replay at once; default 4 MiB, and never less than ReplayBudget
 	Readers          int           // goroutines running store reads for connections (catch-ups, recoveries); default 32
+	// MaxAppConnections bounds the authenticated connections of each app
+	// on this node, by app id; an app absent or at 0 is unlimited. A
+	// CONNECT over it gets ERROR CodeAppConnectionLimit and DISCONNECT
+	// DisconnectAppConnectionLimit.
+	MaxAppConnections map[string]int
 	// RemoteRegistry says that the registry is a network round trip away
 	// (a cluster's): claims then run on the readers, not the event loop.
 	RemoteRegistry bool
@@ -126,6 +131,10 @@ type Node struct {
 
 	// tun are the per-connection limits that SetTunables replaces.
 	tun atomic.Pointer[Tunables]
+	// appConns counts the connections of apps with a connection limit;
+	// read-only after New (a reload cannot change these limits).
+	appConns        map[string]*appCount
+	appLimitRefused atomic.Uint64
 
 	acks, uplinks, caughtUp, undeliverable, recovered, unrecovered atomic.Uint64
 }
@@ -165,7 +174,14 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 	if cfg.Limits == (protocol.Limits{}) {
 		cfg.Limits = protocol.DefaultLimits()
 	}
+	appConns := make(map[string]*appCount)
+	for app, m := range cfg.MaxAppConnections {
+		if m > 0 {
+			appConns[app] = &appCount{max: int64(m)}
+		}
+	}
 	n := &Node{
+		appConns:  appConns,
 		cfg:       cfg,
 		log:       cfg.Logger,
 		verifier:  v,
@@ -220,4 +236,12 @@ func (n *Node) Wait() { n.readers.close() }
 // errorFrame is an ERROR frame answering request id.
 func errorFrame(id uint32, code protocol.ErrorCode, text string) *protocol.Frame {
 	return (&protocol.Error{ID: id, Code: code, Text: text}).Frame()
+}
+
+// appCount is the number of an app's connections on this node, and its
+// bound.
+type appCount struct {
+	n       atomic.Int64
+	max     int64
+	lastLog atomic.Int64 // unix ms of the last "at its limit" log line
 }

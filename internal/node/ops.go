@@ -165,10 +165,13 @@ type Stats struct {
 	Uplinks       uint64 `json:"uplinks"`       // UPLINK frames received (refused)
 	RemoteIn      uint64 `json:"remote_in"`     // messages other nodes appended that reached this node's hub (cluster)
 	RelayErrors   uint64 `json:"relay_errors"`  // messages appended here that the broker could not carry to other nodes (they fill them from the store)
+	// AppLimitRefused counts CONNECTs refused because their app was at
+	// its connection limit.
+	AppLimitRefused uint64 `json:"app_limit_refused"`
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	return Stats{Sessions: n.reg.Count(), Acks: n.acks.Load(), Uplinks: n.uplinks.Load(), CaughtUp: n.caughtUp.Load(), Undeliverable: n.undeliverable.Load(),
-		Recovered: n.recovered.Load(), Unrecovered: n.unrecovered.Load(), RemoteIn: n.remoteIn.Load(), RelayErrors: n.relayErrors.Load()}
+		Recovered: n.recovered.Load(), Unrecovered: n.unrecovered.Load(), RemoteIn: n.remoteIn.Load(), RelayErrors: n.relayErrors.Load(), AppLimitRefused: n.appLimitRefused.Load()}
 }

@@ -26,6 +26,7 @@ type session struct {
 	reg     registry.Session // the registry holds a pointer to it
 	allowed []string         // topic patterns the token allows
 	named   bool             // the client gave a device id: it has an inbox position
+	counted *appCount        // the app's connection count holds this session (until released)
 
 	mu       sync.Mutex
 	released bool     // removed from hub and registry; nothing more is joined
@@ -74,6 +75,15 @@ func (n *Node) onFrame(c Conn, f *protocol.Frame) {
 	}
 }
 
+// uncount gives back s's place in its app's connection count, once. It
+// runs with s.mu held (release) or before anyone else knows s (claim).
+func (s *session) uncount() {
+	if s.counted != nil {
+		s.counted.n.Add(-1)
+		s.counted = nil
+	}
+}
+
 // release takes c out of every stream it joined and out of the registry.
 func (n *Node) release(c Conn, s *session) {
 	s.mu.Lock()
@@ -82,6 +92,7 @@ func (n *Node) release(c Conn, s *session) {
 		return
 	}
 	s.released = true
+	s.uncount()
 	topics := s.topics
 	s.topics = nil
 	s.mu.Unlock()
@@ -134,6 +145,20 @@ func (n *Node) connect(c Conn, f *protocol.Frame) {
 			ConnID: c.ID(), Since: c.Opened(), Transport: c.TransportName(), Remote: c.RemoteAddr(),
 		},
 	}
+	if ac := n.appConns[claims.App]; ac != nil {
+		if ac.n.Add(1) > ac.max {
+			ac.n.Add(-1)
+			n.appLimitRefused.Add(1)
+			now := n.cfg.Now().UnixMilli()
+			if last := ac.lastLog.Load(); now-last >= 1000 && ac.lastLog.CompareAndSwap(last, now) {
+				n.log.Warn("connect refused: the app is at its connection limit", "app", claims.App, "max_connections", ac.max, "refused_total", n.appLimitRefused.Load())
+			}
+			c.Fail(&protocol.Error{Code: protocol.CodeAppConnectionLimit, Text: fmt.Sprintf("app %q has its %d connections on this server; retry later", claims.App, ac.max)},
+				protocol.NewDisconnect(protocol.DisconnectAppConnectionLimit))
+			return
+		}
+		s.counted = ac
+	}
 	if n.cfg.RemoteRegistry {
 		// A claim is a round trip to the registry: not on the event loop.
 		// The client waits for CONNECTED before it sends anything else.
@@ -151,10 +176,12 @@ func (n *Node) claim(c Conn, s *session, resume []protocol.Position) {
 	defer cancel()
 	prev, hadPrev, err := n.reg.Claim(ctx, &s.reg, n.cfg.DuplicateLogin != DuplicateRefuse)
 	if errors.Is(err, registry.ErrDuplicate) {
+		s.uncount()
 		c.Close(protocol.NewDisconnect(protocol.DisconnectDuplicateRefused))
 		return
 	}
 	if err != nil {
+		s.uncount()
 		n.log.Warn("connect refused: registry claim failed", "conn_id", c.ID(), "user", s.reg.User, "err", err)
 		c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
 		return

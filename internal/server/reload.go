@@ -104,6 +104,7 @@ func (s *Server) Reload(cfg config.Config) (ReloadResult, error) {
 	for _, a := range old.Apps {
 		both = append(both, a.ID)
 	}
+	s.api.SetLimits(apiLimits(cfg.Apps)) // an app whose limits did not change keeps its buckets
 	s.api.SetApps(both)
 	s.keys.Set(cfg.APIKeys())
 	s.api.SetApps(ids)

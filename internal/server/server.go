@@ -110,6 +110,10 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	if len(cfg.API.CORSOrigins) > 0 {
 		cors = &corsOrigins
 	}
+	prot, err := protection(cfg.Protection)
+	if err != nil {
+		return nil, err
+	}
 	if len(cfg.WS.AllowedOrigins) == 0 {
 		log.Info("ws.allowed_origins is empty: browsers from any origin may connect; set it in production")
 	}
@@ -146,22 +150,23 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	lim.MaxConnect = cfg.MaxConnectSize
 	verifier := auth.NewRotatingVerifier(cfg.AppSecretSets(), opt.Now)
 	n = node.New(node.Config{
-		ID:               cfg.Node,
-		Heartbeat:        cfg.Heartbeat,
-		DuplicateLogin:   cfg.DuplicateLogin,
-		MaxSubscriptions: cfg.MaxSubscriptions,
-		MessageTTL:       cfg.MessageTTL,
-		MaxRedeliveries:  cfg.MaxRedeliveries,
-		HistorySize:      cfg.HistorySize,
-		HistoryTTL:       cfg.HistoryTTL,
-		ReplayBudget:     cfg.OutboundLimit / 4,
-		ReplayRate:       cfg.ReplayRate,
-		ReplayBurst:      cfg.ReplayBurst,
-		RemoteRegistry:   cfg.Cluster.Enabled(),
-		Limits:           lim,
-		Broker:           brk,
-		Logger:           log,
-		Now:              opt.Now,
+		ID:                cfg.Node,
+		Heartbeat:         cfg.Heartbeat,
+		DuplicateLogin:    cfg.DuplicateLogin,
+		MaxSubscriptions:  cfg.MaxSubscriptions,
+		MessageTTL:        cfg.MessageTTL,
+		MaxRedeliveries:   cfg.MaxRedeliveries,
+		HistorySize:       cfg.HistorySize,
+		HistoryTTL:        cfg.HistoryTTL,
+		ReplayBudget:      cfg.OutboundLimit / 4,
+		ReplayRate:        cfg.ReplayRate,
+		ReplayBurst:       cfg.ReplayBurst,
+		RemoteRegistry:    cfg.Cluster.Enabled(),
+		MaxAppConnections: appMaxConnections(cfg.Apps),
+		Limits:            lim,
+		Broker:            brk,
+		Logger:            log,
+		Now:               opt.Now,
 	}, verifier, h, reg, st)
 
 	gw, err = gateway.New(gateway.Config{
@@ -178,6 +183,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Heartbeat:      cfg.Heartbeat,
 		Grace:          cfg.HeartbeatGrace,
 		AuthTimeout:    cfg.AuthTimeout,
+		Protection:     prot,
 		Logger:         log,
 		Now:            opt.Now,
 	}, n)
@@ -200,6 +206,13 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Node:        n.Stats,
 		Store:       func() metrics.StoreStats { return storeStats(st) },
 		LogsDropped: opt.LogsDropped,
+		APIRateLimited: func() map[string]metrics.RateLimited {
+			out := make(map[string]metrics.RateLimited)
+			for app, r := range s.api.RateLimited() {
+				out[app] = metrics.RateLimited{API: r.API, Publish: r.Publish}
+			}
+			return out
+		},
 	}
 	if brk != nil {
 		src.Cluster = func() metrics.ClusterStats { return s.clusterStats() }
@@ -214,6 +227,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	handler := api.New(api.Config{
 		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),
 		Apps:          apps,
+		Limits:        apiLimits(cfg.Apps),
 		MaxPayload:    cfg.MaxPayload,
 		MaxRecipients: cfg.MaxRecipients,
 		BodyTimeout:   cfg.APIBodyTimeout,
@@ -369,8 +383,11 @@ type gatewayStats struct {
 	DecodeErrors uint64 `json:"decode_errors"`
 	// OriginRefused counts WebSocket and SSE requests refused for their
 	// Origin (ws.allowed_origins).
-	OriginRefused uint64            `json:"origin_refused"`
-	Disconnects   map[string]uint64 `json:"disconnects"`
+	OriginRefused uint64 `json:"origin_refused"`
+	// Refused counts connections refused by protection and app limits,
+	// by reason.
+	Refused     map[string]uint64 `json:"refused"`
+	Disconnects map[string]uint64 `json:"disconnects"`
 }
 
 // Stats returns a snapshot of every counter.
@@ -381,6 +398,8 @@ func (s *Server) Stats() any {
 	for code, v := range g.Disconnects {
 		gs.Disconnects[code.String()] = v
 	}
+	gs.Refused = g.Refused
+	gs.Refused[gateway.RefusedAppLimit] = s.node.Stats().AppLimitRefused
 	st := storeState{Healthy: true, StoreStats: storeStats(s.store)}
 	if e, ok := s.store.(interface{ Epoch() string }); ok {
 		st.Epoch = e.Epoch() // one for every stream of a memory or embedded store
@@ -513,4 +532,46 @@ func openStore(cfg config.Config, opt Options, log *slog.Logger) (store.Store, e
 		return nil, fmt.Errorf("open message store: %w", err)
 	}
 	return db, nil
+}
+
+// protection turns the configured protection into the gateway's.
+func protection(p config.Protection) (gateway.Protection, error) {
+	allow, err := config.Prefixes(p.AllowIPs)
+	if err != nil {
+		return gateway.Protection{}, fmt.Errorf("protection.allow_ips%w", err)
+	}
+	deny, err := config.Prefixes(p.DenyIPs)
+	if err != nil {
+		return gateway.Protection{}, fmt.Errorf("protection.deny_ips%w", err)
+	}
+	out := gateway.Protection{
+		Allow: allow, Deny: deny,
+		FlapConnects: p.Flap.Connects, FlapWindow: p.Flap.Window, FlapBan: p.Flap.Ban,
+		MaxConnections: p.MaxConnections, MaxMemory: uint64(max(p.MaxMemory, 0)),
+	}
+	if p.ConnRatePerIP > 0 {
+		out.ConnRate = gateway.Rate{PerSecond: p.ConnRatePerIP, Burst: p.ConnBurstPerIP}
+	}
+	return out, nil
+}
+
+// appMaxConnections returns the apps' connection limits by app id.
+func appMaxConnections(apps []config.App) map[string]int {
+	out := make(map[string]int)
+	for _, a := range apps {
+		if a.Limits.MaxConnections > 0 {
+			out[a.ID] = a.Limits.MaxConnections
+		}
+	}
+	return out
+}
+
+// apiLimits returns the apps' API quotas by app id.
+func apiLimits(apps []config.App) map[string]api.Limits {
+	out := make(map[string]api.Limits)
+	for _, a := range apps {
+		l := a.Limits
+		out[a.ID] = api.Limits{APIRate: l.APIRate, APIBurst: l.APIBurst, PublishRate: l.PublishRate, PublishBurst: l.PublishBurst}
+	}
+	return out
 }
