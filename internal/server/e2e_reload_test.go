@@ -290,3 +290,32 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatalf("Reload: %v", err)
 	}
 }
+
+// TestReloadAPILimits: an app's API rate changes with a reload (429 before,
+// served after), and a change of its connection limit, which the node
+// reads only at start, is refused by name.
+func TestReloadAPILimits(t *testing.T) {
+	t.Parallel()
+	h := startServer(t, func(c *config.Config) { c.Apps[0].Limits = config.AppLimits{APIRate: 1, APIBurst: 1} })
+	presence := "/v1/apps/" + appA + "/users/alice/presence"
+	limited := false
+	for i := 0; i < 10 && !limited; i++ {
+		status, _ := h.apiCall("GET", presence, keyA, nil)
+		limited = status == http.StatusTooManyRequests
+	}
+	if !limited {
+		t.Fatal("an api_rate of 1/s never answered 429")
+	}
+	h.reloadWith(func(c *config.Config) { c.Apps[0].Limits = config.AppLimits{APIRate: 100000, APIBurst: 100000} })
+	for i := range 20 {
+		if status, body := h.apiCall("GET", presence, keyA, nil); status != http.StatusOK {
+			t.Fatalf("request %d after the reload: %d %s", i, status, body)
+		}
+	}
+	cfg := h.srv.Config()
+	cfg.Apps = slices.Clone(cfg.Apps)
+	cfg.Apps[0].Limits.MaxConnections = 5
+	if _, err := h.srv.Reload(cfg); err == nil || !strings.Contains(err.Error(), "apps[].limits.max_connections") {
+		t.Fatalf("Reload with a new connection limit: %v; want it refused, naming the setting", err)
+	}
+}
