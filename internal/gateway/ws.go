@@ -9,6 +9,7 @@ import (
 
 	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/mempool"
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/lesismal/nbio/nbhttp/websocket"
 
@@ -84,7 +85,12 @@ func (g *Gateway) startWS() error {
 		// A POST to an SSE session carries at most a frame; nbhttp reads
 		// a body whole before the handler runs, and closes a connection
 		// whose body is over this.
-		MaxHTTPBodySize:         maxWSMessage(g.cfg.Limits),
+		MaxHTTPBodySize: maxWSMessage(g.cfg.Limits),
+		// Request bodies (SSE POSTs, a frame each) come from the Go heap,
+		// not nbio's shared pool: under TLS a pooled body buffer was seen
+		// (by the race detector) handed out while a TLS connection still
+		// read from it. Bodies are small and short-lived; the GC frees them.
+		BodyAllocator:           mempool.NewSTD(),
 		ReleaseWebsocketPayload: true,
 		KeepaliveTime:           g.cfg.AuthTimeout, // only until the upgrade
 		// Handle messages on the event loop, as the TCP listener does,
