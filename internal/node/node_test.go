@@ -257,3 +257,22 @@ func firstDiff(got []uint64) string {
 	}
 	return "longer"
 }
+
+// TestLiveJoinsBeforeConnected: a broadcast, or a push to a device that
+// keeps no position, made as soon as CONNECTED was sent reaches the
+// connection: its live joins are done before CONNECTED.
+func TestLiveJoinsBeforeConnected(t *testing.T) {
+	e := newEnv(t, Config{HistorySize: 100})
+	ctx := context.Background()
+	for i := range 50 {
+		c := e.connect(t, fmt.Sprint("u", i), "") // no device: live inbox
+		if _, err := e.n.Broadcast(ctx, "a", Message{Payload: []byte("b")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.n.PushUser(ctx, "a", fmt.Sprint("u", i), Message{Payload: []byte("p")}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitPushes(t, "b", 1)
+		c.waitPushes(t, fmt.Sprint("u:u", i), 1)
+	}
+}

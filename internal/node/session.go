@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -201,6 +202,16 @@ func (n *Node) claim(c Conn, s *session, resume []protocol.Position) {
 		n.release(c, s) // closed while we were authenticating
 		return
 	}
+	// Streams joined live (no position to resume from) are joined before
+	// CONNECTED, so that whatever is published after the client is told
+	// it is connected reaches it.
+	liveBroadcast := n.cfg.HistorySize > 0 && !slices.ContainsFunc(resume, func(p protocol.Position) bool { return p.Stream == broadcastStream })
+	if liveBroadcast && !n.joinLiveFirst(c, s, topicOf(s.reg.App, "")) {
+		return
+	}
+	if !s.named && !n.joinLiveFirst(c, s, hub.Stream{Kind: hub.Inbox, App: s.reg.App, Name: s.reg.User}) {
+		return
+	}
 	_ = c.SendFrame(&protocol.Frame{
 		Type:      protocol.TypeConnected,
 		Session:   n.cfg.ID + "-" + strconv.FormatUint(c.ID(), 10),
@@ -208,13 +219,40 @@ func (n *Node) claim(c Conn, s *session, resume []protocol.Position) {
 		Heartbeat: n.cfg.Heartbeat,
 		Time:      n.cfg.Now().UnixMilli(),
 	})
-	n.joinBroadcast(c, s, resume) // after CONNECTED: nothing may precede it
+	if !liveBroadcast {
+		n.joinBroadcast(c, s, resume) // after CONNECTED: a replay or REPLY may follow it
+	}
 	if s.named {
 		// What the device has not acknowledged first, then live.
 		n.readers.submit(func() { n.catchUpJob(c, s, 0) })
-		return
 	}
-	n.joinLive(c, s, hub.Stream{Kind: hub.Inbox, App: s.reg.App, Name: s.reg.User}, nil)
+}
+
+// joinLiveFirst joins c to st where the stream stands now, on the
+// caller's goroutine (reading the stream's head from the store when the
+// hub does not know it), and reports whether c may go on: false when the
+// store failed, and c was closed.
+func (n *Node) joinLiveFirst(c Conn, s *session, st hub.Stream) bool {
+	n.prepare(st)
+	if n.tryJoin(c, s, st, hub.Position{}, hub.JoinLive, nil) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	n.ready(ctx, st)
+	key, _ := storeStream(st)
+	epoch, _, last, err := n.store.Head(ctx, key)
+	if err != nil {
+		n.log.Warn("stream head", "stream", key, "err", err)
+		n.abandon(st)
+		c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
+		return false
+	}
+	if !n.tryJoin(c, s, st, hub.Position{Epoch: epoch, Seq: last}, hub.JoinLive, nil) {
+		n.abandon(st) // released meanwhile
+		return false
+	}
+	return true
 }
 
 // joinLive joins c to stream st from where the hub stands, on the caller's
