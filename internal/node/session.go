@@ -237,22 +237,7 @@ func (n *Node) joinLiveFirst(c Conn, s *session, st hub.Stream) bool {
 	if n.tryJoin(c, s, st, hub.Position{}, hub.JoinLive, nil) {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-	defer cancel()
-	n.ready(ctx, st)
-	key, _ := storeStream(st)
-	epoch, _, last, err := n.store.Head(ctx, key)
-	if err != nil {
-		n.log.Warn("stream head", "stream", key, "err", err)
-		n.abandon(st)
-		c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
-		return false
-	}
-	if !n.tryJoin(c, s, st, hub.Position{Epoch: epoch, Seq: last}, hub.JoinLive, nil) {
-		n.abandon(st) // released meanwhile
-		return false
-	}
-	return true
+	return n.joinAtHead(c, s, st, nil)
 }
 
 // joinLive joins c to stream st from where the hub stands, on the caller's
@@ -264,23 +249,30 @@ func (n *Node) joinLive(c Conn, s *session, st hub.Stream, reply func(hub.Positi
 	if n.tryJoin(c, s, st, hub.Position{}, hub.JoinLive, reply) {
 		return
 	}
-	n.readers.submit(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
-		defer cancel()
-		n.ready(ctx, st)
-		key, _ := storeStream(st)
-		epoch, _, last, err := n.store.Head(ctx, key)
-		if err != nil {
-			n.log.Warn("stream head", "stream", key, "err", err)
-			n.abandon(st)
-			n.unwantTopic(st)
-			c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
-			return
-		}
-		if !n.tryJoin(c, s, st, hub.Position{Epoch: epoch, Seq: last}, hub.JoinLive, reply) {
-			n.abandon(st) // released meanwhile
-		}
-	})
+	n.readers.submit(func() { n.joinAtHead(c, s, st, reply) })
+}
+
+// joinAtHead reads where st stands in the store and joins c there (st
+// prepared). It reports whether c joined: false when the store failed
+// (c is closed) or c was released meanwhile.
+func (n *Node) joinAtHead(c Conn, s *session, st hub.Stream, reply func(hub.Position)) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	defer cancel()
+	n.ready(ctx, st)
+	key, _ := storeStream(st)
+	epoch, _, last, err := n.store.Head(ctx, key)
+	if err != nil {
+		n.log.Warn("stream head", "stream", key, "err", err)
+		n.abandon(st)
+		n.unwantTopic(st)
+		c.Close(protocol.NewDisconnect(protocol.DisconnectServerError))
+		return false
+	}
+	if !n.tryJoin(c, s, st, hub.Position{Epoch: epoch, Seq: last}, hub.JoinLive, reply) {
+		n.abandon(st) // released meanwhile
+		return false
+	}
+	return true
 }
 
 // prepare announces a join of stream st to the hub (see hub.PrepareUser).

@@ -31,6 +31,7 @@ import (
 	"github.com/herald-push/herald/client"
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/config"
+	"github.com/herald-push/herald/internal/testsvc"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -527,17 +528,7 @@ func waitFor(t testing.TB, what string, cond func() error) {
 // waitWithin is waitFor with its own deadline.
 func waitWithin(t testing.TB, d time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
-		}
-		<-time.After(wait) // polling interval, not synchronisation
-	}
+	testsvc.WaitFor(t, d, what, cond)
 }
 
 // waitDisconnects waits until the gateway has counted at least n closed
