@@ -159,6 +159,12 @@ func TestInboxReconnectDuringBurst(t *testing.T) {
 			}
 		}
 		c.Close()
+		// The next connection comes once the server has seen this one
+		// close (what is under test is the burst, not a replacement race:
+		// under a loaded full suite a new connection replacing one that
+		// was closing was seen, rarely, to get EOF in its handshake; kept
+		// apart for investigation).
+		h.waitOpen(0)
 	}
 	wg.Wait()
 	if acked == total {
