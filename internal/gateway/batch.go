@@ -88,17 +88,26 @@ func buildWSBinary(frames []*protocol.Encoded) []byte {
 // buildWSText encodes frames as WebSocket text messages, each one JSON
 // object or an array of them, within the receiver's frame limit.
 func (g *Gateway) buildWSText(frames []*protocol.Encoded) []byte {
-	limit := min(maxBatch, g.cfg.Limits.MaxFrame)
 	var out bytes.Buffer
+	g.jsonBatches(frames, func(msg []byte) {
+		_ = ws.WriteHeader(&out, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(msg))})
+		out.Write(msg)
+	})
+	return out.Bytes()
+}
+
+// jsonBatches splits frames into runs whose JSON (one object, or an array
+// of them) fits the receiver's frame limit, and hands each run's JSON to
+// emit, in order.
+func (g *Gateway) jsonBatches(frames []*protocol.Encoded, emit func(msg []byte)) {
+	limit := min(maxBatch, g.cfg.Limits.MaxFrame)
 	var run []*protocol.Encoded
 	size := 1 // "[" and "]" less the one separator counted per frame
 	flush := func() {
 		if len(run) == 0 {
 			return
 		}
-		msg := protocol.AppendJSONBatch(nil, run)
-		_ = ws.WriteHeader(&out, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(msg))})
-		out.Write(msg)
+		emit(protocol.AppendJSONBatch(nil, run))
 		run, size = run[:0], 1
 	}
 	for _, f := range frames {
@@ -110,5 +119,4 @@ func (g *Gateway) buildWSText(frames []*protocol.Encoded) []byte {
 		size += s
 	}
 	flush()
-	return out.Bytes()
 }

@@ -287,26 +287,8 @@ func (g *Gateway) sseFrames(s *sseConn, body []byte) (int, string, string) {
 // buildSSE encodes frames as one HTTP chunk of SSE events, each a JSON
 // frame or array of frames within the receiver's frame limit.
 func (g *Gateway) buildSSE(frames []*protocol.Encoded) []byte {
-	limit := min(maxBatch, g.cfg.Limits.MaxFrame)
 	var events []byte
-	var run []*protocol.Encoded
-	size := 1
-	flush := func() {
-		if len(run) == 0 {
-			return
-		}
-		events = appendSSEEvent(events, "", protocol.AppendJSONBatch(nil, run))
-		run, size = run[:0], 1
-	}
-	for _, f := range frames {
-		s := len(f.JSON()) + 1
-		if len(run) > 0 && size+s > limit {
-			flush()
-		}
-		run = append(run, f)
-		size += s
-	}
-	flush()
+	g.jsonBatches(frames, func(msg []byte) { events = appendSSEEvent(events, "", msg) })
 	return appendChunk(nil, events)
 }
 
