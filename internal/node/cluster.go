@@ -178,9 +178,9 @@ func (n *Node) relay(st hub.Stream, e *protocol.Encoded) {
 	if n.broker == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := n.broker.Publish(ctx, subjectOf(st), e.Framed()); err != nil {
+	// Publish does not wait for the other nodes (it fails at once when
+	// they cannot be reached): no deadline, and no timer per message.
+	if err := n.broker.Publish(context.Background(), subjectOf(st), e.Framed()); err != nil {
 		// Stored already: the other nodes fill it from the store when the
 		// next message shows the gap, or at the broker's resync.
 		n.relayErrors.Add(1)
