@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/herald-push/herald/internal/appstats"
 	"github.com/herald-push/herald/internal/gateway"
 	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/node"
@@ -29,6 +30,9 @@ type Sources struct {
 	LogsDropped func() uint64
 	// APIRateLimited returns the server API's 429s per configured app.
 	APIRateLimited func() map[string]RateLimited
+	// Apps returns the per-app counters and the delivery-latency
+	// histogram (herald_delivery_latency_seconds, herald_app_*).
+	Apps func() appstats.Snapshot
 }
 
 // RateLimited counts an app's API requests refused for its quotas.
@@ -68,6 +72,9 @@ func New(src Sources) *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(&snapshot{src: src})
+	if src.Apps != nil {
+		reg.MustRegister(appCollector{snap: src.Apps})
+	}
 	m := &Metrics{
 		reg: reg,
 		api: prometheus.NewHistogramVec(prometheus.HistogramOpts{

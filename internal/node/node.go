@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-push/herald/internal/appstats"
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/gateway"
 	"github.com/herald-push/herald/internal/hub"
@@ -104,6 +105,9 @@ type Config struct {
 	// Limits bound the frames other nodes send through the broker;
 	// default protocol.DefaultLimits().
 	Limits protocol.Limits
+	// Stats, if set, counts accepted messages per app and stamps their
+	// PUSH frames for the delivery-latency histogram (package appstats).
+	Stats  *appstats.Recorder
 	Logger *slog.Logger
 	Now    func() time.Time
 }

@@ -71,6 +71,7 @@ func (n *Node) publish(ctx context.Context, st hub.Stream, m Message) (Published
 	key, stream := storeStream(st)
 	if n.cfg.HistorySize <= 0 {
 		e := n.pushFrame(stream, m)
+		n.accepted(st, e)
 		n.relay(st, e)
 		if st.Kind == hub.Broadcast {
 			return Published{ID: m.ID, Subscribers: n.hub.Broadcast(st.App, e)}, nil
@@ -97,6 +98,7 @@ func (n *Node) publish(ctx context.Context, st hub.Stream, m Message) (Published
 	}
 	sm.Seq = r.Seq
 	o := hub.Ordered{Seq: r.Seq, Frame: pushOf(stream, r.Epoch, sm)}
+	n.accepted(st, o.Frame)
 	if st.Kind == hub.Broadcast {
 		p.Subscribers = n.hub.BroadcastAt(st.App, r.Epoch, o)
 	} else {

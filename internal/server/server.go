@@ -20,6 +20,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/herald-push/herald/internal/api"
+	"github.com/herald-push/herald/internal/appstats"
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/broker"
 	"github.com/herald-push/herald/internal/config"
@@ -69,6 +70,8 @@ type Server struct {
 	store   store.Store
 	reg     registry.Registry
 	broker  broker.Broker // nil on a single node
+	// apps counts per app and holds the delivery-latency histogram.
+	apps *appstats.Recorder
 
 	expiryStop context.CancelFunc
 	expiryDone chan struct{}
@@ -144,6 +147,11 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	appIDs := make([]string, 0, len(cfg.Apps))
+	for _, a := range cfg.Apps {
+		appIDs = append(appIDs, a.ID)
+	}
+	rec := appstats.New(appIDs)
 	lim := protocol.DefaultLimits()
 	lim.MaxFrame = cfg.MaxFrameSize
 	lim.MaxPayload = cfg.MaxPayload
@@ -165,6 +173,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxAppConnections: appMaxConnections(cfg.Apps),
 		Limits:            lim,
 		Broker:            brk,
+		Stats:             rec,
 		Logger:            log,
 		Now:               opt.Now,
 	}, verifier, h, reg, st)
@@ -184,6 +193,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Grace:          cfg.HeartbeatGrace,
 		AuthTimeout:    cfg.AuthTimeout,
 		Protection:     prot,
+		Latency:        rec,
 		Logger:         log,
 		Now:            opt.Now,
 	}, n)
@@ -213,20 +223,17 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 			}
 			return out
 		},
+		Apps: rec.Snapshot,
 	}
 	if brk != nil {
 		src.Cluster = func() metrics.ClusterStats { return s.clusterStats() }
 	}
 	m := metrics.New(src)
-	apps := make([]string, 0, len(cfg.Apps))
-	for _, a := range cfg.Apps {
-		apps = append(apps, a.ID)
-	}
-	s = &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, broker: brk, metrics: m, apiDone: make(chan error, 1),
+	s = &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, broker: brk, apps: rec, metrics: m, apiDone: make(chan error, 1),
 		verifier: verifier, keys: auth.NewKeys(cfg.APIKeys()), logLevel: opt.LogLevel, cur: cfg}
 	handler := api.New(api.Config{
 		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),
-		Apps:          apps,
+		Apps:          appIDs,
 		Limits:        apiLimits(cfg.Apps),
 		MaxPayload:    cfg.MaxPayload,
 		MaxRecipients: cfg.MaxRecipients,
@@ -236,6 +243,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Health:        s.health,
 		Cluster:       s.cluster,
 		Observe:       m.ObserveAPI,
+		ObserveApp:    rec.API,
 		Extra:         map[string]http.Handler{"GET /metrics": m.Handler()},
 		Logger:        log,
 	}, n, s.keys)
@@ -419,6 +427,20 @@ func (s *Server) Stats() any {
 		out.Cluster = c
 	}
 	return out
+}
+
+// DeliveryLatency returns the delivery-latency histogram's cumulative
+// counts, all apps and by app label (see herald_delivery_latency_seconds
+// in docs/operations.md).
+func (s *Server) DeliveryLatency() metrics.LatencySnapshot {
+	return metrics.Latency(s.apps.Snapshot())
+}
+
+// AppCounters returns each app label's cumulative counters: the apps
+// configured now (up to appstats.MaxApps of them) and, once it counted
+// anything, appstats.Other.
+func (s *Server) AppCounters() map[string]metrics.AppCounters {
+	return metrics.Counters(s.apps.Snapshot())
 }
 
 // GatewayStats returns the gateway's counters.
