@@ -166,8 +166,8 @@ func (c appCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect exports every reported app's counters; a latency series (app
-// and kind) and a status class appear once they have counts, and Other's
-// counters once it has any.
+// and kind) appears once it has counts, and so do the 1xx and 3xx
+// classes, and Other's counters once it has any.
 func (c appCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.snap()
 	for _, a := range s.Apps {
@@ -194,7 +194,7 @@ func (c appCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descAppDeliv, prometheus.CounterValue, float64(delivered), a.App)
 		for i, n := range a.API {
-			if n > 0 || i == 1 { // 2xx always, so that rates have a series to divide by
+			if n > 0 || i == 1 || i >= 3 { // 2xx, 4xx and 5xx always: alerts and ratios find their series
 				ch <- prometheus.MustNewConstMetric(descAppAPI, prometheus.CounterValue, float64(n), a.App, strconv.Itoa(i+1)+"xx")
 			}
 		}
