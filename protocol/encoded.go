@@ -8,6 +8,8 @@ import "sync"
 // not be modified after Encode.
 type Encoded struct {
 	frame    *Frame
+	at       int64  // SetStamp's time; 0 when not stamped
+	tag      uint32 // SetStamp's tag
 	binOnce  sync.Once
 	bin      []byte
 	jsonOnce sync.Once
@@ -19,6 +21,17 @@ func Encode(f *Frame) *Encoded { return &Encoded{frame: f} }
 
 // Frame returns the frame. Callers must not modify it.
 func (e *Encoded) Frame() *Frame { return e.frame }
+
+// SetStamp records when the frame's message was accepted, as a reading
+// of the caller's monotonic clock (never 0), and an opaque tag the
+// caller uses to classify it (for example by app and kind). Servers use
+// it to measure delivery latency where the frame is written. It must be
+// called before the frame is shared with other goroutines.
+func (e *Encoded) SetStamp(at int64, tag uint32) { e.at, e.tag = at, tag }
+
+// Stamp returns what SetStamp recorded; at is 0 for a frame never
+// stamped.
+func (e *Encoded) Stamp() (at int64, tag uint32) { return e.at, e.tag }
 
 // Framed returns the length-prefixed binary encoding. Callers must not
 // modify the returned slice.

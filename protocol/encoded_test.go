@@ -147,3 +147,20 @@ func TestBatchCachedOncePerSlot(t *testing.T) {
 		t.Fatalf("slot 1: calls %d frames %d", calls, len(b.Frames()))
 	}
 }
+
+// TestEncodedStamp: a frame is unstamped until SetStamp, and the stamp
+// changes nothing in its encodings.
+func TestEncodedStamp(t *testing.T) {
+	e := Encode(&Frame{Type: TypePush, Stream: "u:x", Payload: []byte("p")})
+	if at, tag := e.Stamp(); at != 0 || tag != 0 {
+		t.Fatalf("new frame stamped: %d, %d", at, tag)
+	}
+	bin := string(e.Framed())
+	e.SetStamp(42, 7)
+	if at, tag := e.Stamp(); at != 42 || tag != 7 {
+		t.Fatalf("Stamp() = %d, %d; want 42, 7", at, tag)
+	}
+	if string(e.Framed()) != bin || string(Encode(e.Frame()).Framed()) != bin {
+		t.Fatal("the stamp changed the encoding")
+	}
+}

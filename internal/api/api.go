@@ -79,6 +79,10 @@ type Config struct {
 	// Observe, if set, is called after each request with its route pattern,
 	// status and duration.
 	Observe func(route string, status int, d time.Duration)
+	// ObserveApp, if set, is called after each request of a route under
+	// /v1/apps/{app}/ with the app named in its path (configured or not)
+	// and its status.
+	ObserveApp func(app string, status int)
 	// Extra handlers mounted as they are (for example /metrics), by
 	// ServeMux pattern. Give exact paths: a subtree pattern ("/debug/")
 	// would make the mux redirect "/debug" to it.
@@ -281,6 +285,9 @@ func (a *API) route(pattern string, h appHandler) {
 	a.mux.HandleFunc(pattern, a.observe(pattern, func(w http.ResponseWriter, r *http.Request) {
 		// The key is checked first, so app ids cannot be probed without one.
 		app := r.PathValue("app")
+		if sw, ok := w.(*statusWriter); ok {
+			sw.app = app
+		}
 		keyApp, ok := a.keys.App(apiKey(r))
 		if !ok {
 			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown API key; send Authorization: Bearer <key>")
@@ -313,10 +320,12 @@ func (a *API) route(pattern string, h appHandler) {
 	}))
 }
 
-// statusWriter records the status for Observe.
+// statusWriter records the status for Observe, and the app for
+// ObserveApp.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	app    string // set by app routes
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -328,14 +337,19 @@ func (s *statusWriter) WriteHeader(code int) {
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (a *API) observe(route string, h http.HandlerFunc) http.HandlerFunc {
-	if a.cfg.Observe == nil {
+	if a.cfg.Observe == nil && a.cfg.ObserveApp == nil {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		h(sw, r)
-		a.cfg.Observe(route, sw.status, time.Since(start))
+		if a.cfg.Observe != nil {
+			a.cfg.Observe(route, sw.status, time.Since(start))
+		}
+		if a.cfg.ObserveApp != nil && sw.app != "" {
+			a.cfg.ObserveApp(sw.app, sw.status)
+		}
 	}
 }
 

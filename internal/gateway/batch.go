@@ -55,6 +55,9 @@ func (c *Conn) SendBatch(b *protocol.Batch) error {
 	c.g.stats.framesOut.Add(uint64(len(b.Frames())))
 	c.g.stats.bytesOut.Add(uint64(len(buf)))
 	c.g.stats.writes.Add(1)
+	if r := c.g.cfg.Latency; r != nil {
+		r.Delivered(b.Frames(), c.id)
+	}
 	return nil
 }
 

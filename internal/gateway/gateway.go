@@ -22,6 +22,7 @@ import (
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 
+	"github.com/herald-push/herald/internal/appstats"
 	"github.com/herald-push/herald/internal/origin"
 	"github.com/herald-push/herald/protocol"
 )
@@ -71,6 +72,10 @@ type Config struct {
 	Heartbeat   time.Duration // interval announced to clients; default 180 s
 	Grace       time.Duration // silence allowed past Heartbeat before closing; default 30 s
 	AuthTimeout time.Duration // time allowed for a valid CONNECT; default 10 s
+
+	// Latency, if set, observes the delivery latency of every stamped
+	// frame written (see package appstats).
+	Latency *appstats.Recorder
 
 	Pollers int          // event loop goroutines per listener kind; default 1
 	Logger  *slog.Logger // default slog.Default()

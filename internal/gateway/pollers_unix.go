@@ -12,7 +12,6 @@ import (
 	"github.com/lesismal/nbio"
 )
 
-
 // waitPollers returns once each of e's I/O event loop goroutines is
 // running its loop.
 //

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/herald-push/herald/internal/appstats"
 	"github.com/herald-push/herald/internal/gateway"
 	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/node"
@@ -31,6 +32,9 @@ type Sources struct {
 	APIRateLimited func() map[string]RateLimited
 	// Switches returns the degrade switches' state.
 	Switches func() SwitchStats
+	// Apps returns the per-app counters and the delivery-latency
+	// histogram (herald_delivery_latency_seconds, herald_app_*).
+	Apps func() appstats.Snapshot
 }
 
 // RateLimited counts an app's API requests refused for its quotas.
@@ -72,6 +76,9 @@ func New(src Sources) *Metrics {
 	reg.MustRegister(&snapshot{src: src})
 	if src.Switches != nil {
 		reg.MustRegister(switchCollector(src.Switches))
+	}
+	if src.Apps != nil {
+		reg.MustRegister(appCollector{snap: src.Apps})
 	}
 	m := &Metrics{
 		reg: reg,

@@ -151,6 +151,8 @@ func (n *Node) remote(st hub.Stream, data []byte) {
 		if err = protocol.DecodeBinary(body, f, n.limits); err == nil {
 			n.remoteIn.Add(1)
 			o := hub.Ordered{Seq: f.Seq, Frame: protocol.Encode(f)}
+			// Latency is counted from here: not the time between nodes.
+			n.stamp(st, o.Frame)
 			if f.Seq == 0 { // history off: live only, unordered
 				if st.Kind == hub.Broadcast {
 					n.hub.Broadcast(st.App, o.Frame)

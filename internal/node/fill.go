@@ -33,7 +33,9 @@ func (n *Node) Fill(ctx context.Context, s hub.Stream, after, before uint64) (st
 			if m.Seq >= before {
 				return epoch, out, nil
 			}
-			out = append(out, hub.Ordered{Seq: m.Seq, Frame: pushOf(stream, epoch, m)})
+			e := pushOf(stream, epoch, m)
+			n.stamp(s, e) // late, but live: counted from now
+			out = append(out, hub.Ordered{Seq: m.Seq, Frame: e})
 			after = m.Seq
 		}
 		if len(msgs) < catchUpPage {

@@ -87,8 +87,10 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 		return a, nil
 	}
 	e := inboxPush(user, res[0].Epoch, sm)
+	st := hub.Stream{Kind: hub.Inbox, App: app, Name: user}
+	n.accepted(st, e)
 	a.Connections, _ = n.hub.DeliverUser(app, user, res[0].Epoch, hub.Ordered{Seq: a.Seq, Frame: e})
-	n.relay(hub.Stream{Kind: hub.Inbox, App: app, Name: user}, e)
+	n.relay(st, e)
 	return a, nil
 }
 
@@ -109,7 +111,9 @@ func (n *Node) resend(ctx context.Context, app, user string, a store.Appended) i
 		return 0 // expired or trimmed meanwhile, or the store failed: the devices get what is held when they reconnect
 	}
 	e := inboxPush(user, epoch, msgs[0])
-	n.relay(hub.Stream{Kind: hub.Inbox, App: app, Name: user}, e) // other nodes may not have it either
+	st := hub.Stream{Kind: hub.Inbox, App: app, Name: user}
+	n.stamp(st, e) // its API call is answered now, though not counted as accepted again
+	n.relay(st, e) // other nodes may not have it either
 	conns, fresh := n.hub.DeliverUser(app, user, epoch, hub.Ordered{Seq: a.Seq, Frame: e})
 	if !fresh {
 		return 0 // they had it

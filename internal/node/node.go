@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-push/herald/internal/appstats"
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/gateway"
 	"github.com/herald-push/herald/internal/hub"
@@ -109,8 +110,11 @@ type Config struct {
 	// Switches are the degrade switches the node obeys; nil: a set with
 	// every switch off.
 	Switches *switches.Set
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Stats, if set, counts accepted messages per app and stamps their
+	// PUSH frames for the delivery-latency histogram (package appstats).
+	Stats  *appstats.Recorder
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Node implements gateway.Handler and the operations of the server API.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/herald-push/herald/internal/appstats"
 	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/registry"
 	"github.com/herald-push/herald/internal/store"
@@ -42,6 +43,33 @@ func (n *Node) pushFrame(stream string, m Message) *protocol.Encoded {
 		Payload: m.Payload,
 		Time:    n.cfg.Now().UnixMilli(),
 	})
+}
+
+// statsKind is the appstats kind of a hub stream.
+func statsKind(st hub.Stream) appstats.Kind {
+	switch st.Kind {
+	case hub.Inbox:
+		return appstats.Inbox
+	case hub.Topic:
+		return appstats.Topic
+	}
+	return appstats.Broadcast
+}
+
+// accepted counts a message of st accepted here and stamps its frame
+// (not shared yet) for the delivery-latency histogram.
+func (n *Node) accepted(st hub.Stream, e *protocol.Encoded) {
+	if n.cfg.Stats != nil {
+		n.cfg.Stats.Accept(e, st.App, statsKind(st))
+	}
+}
+
+// stamp stamps the frame of a message of st that reached this node
+// without being accepted here (relayed, or read to fill a gap).
+func (n *Node) stamp(st hub.Stream, e *protocol.Encoded) {
+	if n.cfg.Stats != nil {
+		n.cfg.Stats.Stamp(e, st.App, statsKind(st))
+	}
 }
 
 // PushUser stores m durably in user's inbox, then delivers it to every
@@ -120,8 +148,10 @@ func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser
 				m := appends[k].Msgs[j]
 				m.Seq = a.Seq
 				e := inboxPush(u, r.Epoch, m)
+				st := hub.Stream{Kind: hub.Inbox, App: app, Name: u}
+				n.accepted(st, e)
 				a.Connections, _ = n.hub.DeliverUser(app, u, r.Epoch, hub.Ordered{Seq: a.Seq, Frame: e})
-				n.relay(hub.Stream{Kind: hub.Inbox, App: app, Name: u}, e)
+				n.relay(st, e)
 			}
 			out[i] = a
 		}

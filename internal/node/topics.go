@@ -77,6 +77,7 @@ func (n *Node) publish(ctx context.Context, st hub.Stream, m Message) (Published
 			return Published{}, fmt.Errorf("%w: app %q is paused and this message would not be stored (history off)", ErrSwitchedOff, st.App)
 		}
 		e := n.pushFrame(stream, m)
+		n.accepted(st, e)
 		n.relay(st, e)
 		if st.Kind == hub.Broadcast {
 			return Published{ID: m.ID, Subscribers: n.hub.Broadcast(st.App, e)}, nil
@@ -108,6 +109,7 @@ func (n *Node) publish(ctx context.Context, st hub.Stream, m Message) (Published
 		return p, nil
 	}
 	o := hub.Ordered{Seq: r.Seq, Frame: pushOf(stream, r.Epoch, sm)}
+	n.accepted(st, o.Frame)
 	if st.Kind == hub.Broadcast {
 		p.Subscribers = n.hub.BroadcastAt(st.App, r.Epoch, o)
 	} else {

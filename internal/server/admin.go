@@ -8,6 +8,7 @@ import (
 
 	"github.com/herald-push/herald/internal/admin"
 	"github.com/herald-push/herald/internal/config"
+	"github.com/herald-push/herald/internal/metrics"
 	"github.com/herald-push/herald/internal/switches"
 	"github.com/herald-push/herald/protocol"
 )
@@ -218,7 +219,7 @@ func (s *Server) adminCounters() admin.Counters {
 	c := admin.Counters{
 		Time: time.Now(), Node: s.cfg.Node, Connections: g.Open, Accepted: g.Accepted,
 		Disconnects: map[string]uint64{}, Refused: map[string]uint64{},
-		Published: h.Published, Deliveries: h.Delivered,
+		Deliveries: h.Delivered,
 		Queues: map[string]int64{
 			"reads_queued":     int64(s.node.ReadsQueued()),
 			"fanout_waiting":   int64(s.hub.PartsWaiting()),
@@ -251,12 +252,34 @@ func (s *Server) adminCounters() admin.Counters {
 		}
 		c.Cluster = ch
 	}
-	for app, open := range s.node.AppConnections() {
-		c.Apps[app] = admin.AppCounters{Connections: open}
+	// Delivery latency over the last interval: the sampler is the only
+	// caller, once a second.
+	snap := s.apps.Snapshot()
+	lat := metrics.Latency(snap)
+	s.latMu.Lock()
+	d := lat.Sub(s.prevLat)
+	s.prevLat = lat
+	s.latMu.Unlock()
+	quantiles := func(app string) *admin.Quantiles {
+		p50, ok := d.Quantile(app, .5)
+		if !ok {
+			return nil
+		}
+		p99, _ := d.Quantile(app, .99)
+		return &admin.Quantiles{P50: p50 * 1000, P99: p99 * 1000}
+	}
+	c.Latency = quantiles("")
+	open := s.node.AppConnections()
+	for app, ac := range metrics.Counters(snap) {
+		c.APIRequests += ac.APIRequests
+		c.APIErrors += ac.APIErrors + ac.RateLimited
+		c.Published += ac.Accepted
+		c.Apps[app] = admin.AppCounters{Connections: open[app], APIRequests: ac.APIRequests, APIErrors: ac.APIErrors + ac.RateLimited,
+			RateLimited: ac.RateLimited, Published: ac.Accepted, Deliveries: ac.Deliveries, Latency: quantiles(app)}
 	}
 	for _, a := range s.Config().Apps {
 		if _, ok := c.Apps[a.ID]; !ok {
-			c.Apps[a.ID] = admin.AppCounters{}
+			c.Apps[a.ID] = admin.AppCounters{Connections: open[a.ID]}
 		}
 	}
 	return c

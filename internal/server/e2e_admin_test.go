@@ -268,14 +268,23 @@ func TestAdminStream(t *testing.T) {
 	}
 	c := h.connect(wsBinary, "c", h.token(appA, "ann"), "phone")
 	h.flip("pause", appB, true)
-	// Wait for a sample that shows the connection and the switch.
+	h.pushUser(appA, "ann", "m1")
+	c.expectPush("u:ann", jsonOf(t, "m1"))
+	// Wait for a sample that shows the connection, the switch and the
+	// push (one API call, one message accepted and delivered, its latency).
+	var sawPush bool
 	for {
 		name, data := event()
 		var s struct {
-			Connections int64 `json:"connections"`
+			Connections int64                       `json:"connections"`
+			APIPerS     float64                     `json:"api_per_s"`
+			LatencyMs   *struct{ P50, P99 float64 } `json:"latency_ms"`
 			Apps        []struct {
-				App         string `json:"app"`
-				Connections int64  `json:"connections"`
+				App            string                      `json:"app"`
+				Connections    int64                       `json:"connections"`
+				PublishedPerS  float64                     `json:"published_per_s"`
+				DeliveriesPerS float64                     `json:"deliveries_per_s"`
+				LatencyMs      *struct{ P50, P99 float64 } `json:"latency_ms"`
 			} `json:"apps"`
 			Switches []struct{ Name, App string } `json:"switches"`
 			Store    struct{ Healthy bool }       `json:"store"`
@@ -286,7 +295,11 @@ func TestAdminStream(t *testing.T) {
 		if err := json.Unmarshal(data, &s); err != nil {
 			t.Fatal(err)
 		}
-		if s.Connections == 1 && len(s.Switches) == 1 && s.Switches[0].App == appB && s.Store.Healthy &&
+		if len(s.Apps) == 2 && s.Apps[0].App == appA && s.APIPerS > 0 && s.Apps[0].PublishedPerS > 0 && s.Apps[0].DeliveriesPerS > 0 &&
+			s.LatencyMs != nil && s.LatencyMs.P99 > 0 && s.Apps[0].LatencyMs != nil {
+			sawPush = true
+		}
+		if sawPush && s.Connections == 1 && len(s.Switches) == 1 && s.Switches[0].App == appB && s.Store.Healthy &&
 			len(s.Apps) == 2 && s.Apps[0].App == appA && s.Apps[0].Connections == 1 {
 			break
 		}
@@ -294,5 +307,4 @@ func TestAdminStream(t *testing.T) {
 			t.Fatal(errors.Join(err, fmt.Errorf("last sample %s", data)))
 		}
 	}
-	_ = c
 }

@@ -104,6 +104,7 @@ func (s *Server) Reload(cfg config.Config) (ReloadResult, error) {
 	for _, a := range old.Apps {
 		both = append(both, a.ID)
 	}
+	s.apps.SetApps(ids)                  // labels first: an added app's first calls are counted
 	s.api.SetLimits(apiLimits(cfg.Apps)) // an app whose limits did not change keeps its buckets
 	s.api.SetApps(both)
 	s.keys.Set(cfg.APIKeys())

@@ -21,6 +21,7 @@ import (
 
 	"github.com/herald-push/herald/internal/admin"
 	"github.com/herald-push/herald/internal/api"
+	"github.com/herald-push/herald/internal/appstats"
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/broker"
 	"github.com/herald-push/herald/internal/config"
@@ -76,6 +77,8 @@ type Server struct {
 	store   store.Store
 	reg     registry.Registry
 	broker  broker.Broker // nil on a single node
+	// apps counts per app and holds the delivery-latency histogram.
+	apps *appstats.Recorder
 
 	expiryStop context.CancelFunc
 	expiryDone chan struct{}
@@ -101,6 +104,8 @@ type Server struct {
 
 	admin        *admin.Handler
 	clusterNodes atomic.Value // int: live nodes, as the last cluster view found
+	latMu        sync.Mutex
+	prevLat      metrics.LatencySnapshot // at the last admin sample
 	version      string
 	started      time.Time
 	loadConfig   func() (config.Config, error)
@@ -168,6 +173,11 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	appIDs := make([]string, 0, len(cfg.Apps))
+	for _, a := range cfg.Apps {
+		appIDs = append(appIDs, a.ID)
+	}
+	rec := appstats.New(appIDs)
 	lim := protocol.DefaultLimits()
 	lim.MaxFrame = cfg.MaxFrameSize
 	lim.MaxPayload = cfg.MaxPayload
@@ -190,6 +200,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Limits:            lim,
 		Broker:            brk,
 		Switches:          sw,
+		Stats:             rec,
 		Logger:            log,
 		Now:               opt.Now,
 	}, verifier, h, reg, st)
@@ -209,6 +220,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Grace:          cfg.HeartbeatGrace,
 		AuthTimeout:    cfg.AuthTimeout,
 		Protection:     prot,
+		Latency:        rec,
 		Logger:         log,
 		Now:            opt.Now,
 	}, n)
@@ -238,6 +250,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 			}
 			return out
 		},
+		Apps: rec.Snapshot,
 	}
 	if brk != nil {
 		src.Cluster = func() metrics.ClusterStats { return s.clusterStats() }
@@ -248,7 +261,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	for _, a := range cfg.Apps {
 		apps = append(apps, a.ID)
 	}
-	s = &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, broker: brk, metrics: m, apiDone: make(chan error, 1),
+	s = &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, broker: brk, apps: rec, metrics: m, apiDone: make(chan error, 1),
 		verifier: verifier, keys: auth.NewKeys(cfg.APIKeys()), logLevel: opt.LogLevel, cur: cfg, switches: sw,
 		drainStop: make(chan struct{}), version: opt.Version, started: opt.Now(), loadConfig: opt.LoadConfig}
 	sw.Watch(s.watchSwitches)
@@ -259,7 +272,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	s.admin = admin.New(adminBackend{s}, strings.TrimSuffix(cfg.API.Path, "/"), log)
 	handler := api.New(api.Config{
 		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),
-		Apps:          apps,
+		Apps:          appIDs,
 		Limits:        apiLimits(cfg.Apps),
 		MaxPayload:    cfg.MaxPayload,
 		MaxRecipients: cfg.MaxRecipients,
@@ -269,6 +282,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Health:        s.healthz,
 		Cluster:       s.cluster,
 		Observe:       m.ObserveAPI,
+		ObserveApp:    rec.API,
 		Extra:         map[string]http.Handler{"GET /metrics": m.Handler(), "/admin/": s.admin, "/admin": s.admin},
 		Logger:        log,
 	}, n, s.keys)
@@ -455,6 +469,20 @@ func (s *Server) Stats() any {
 		out.Cluster = c
 	}
 	return out
+}
+
+// DeliveryLatency returns the delivery-latency histogram's cumulative
+// counts, all apps and by app label (see herald_delivery_latency_seconds
+// in docs/operations.md).
+func (s *Server) DeliveryLatency() metrics.LatencySnapshot {
+	return metrics.Latency(s.apps.Snapshot())
+}
+
+// AppCounters returns each app label's cumulative counters: the apps
+// configured now (up to appstats.MaxApps of them) and, once it counted
+// anything, appstats.Other.
+func (s *Server) AppCounters() map[string]metrics.AppCounters {
+	return metrics.Counters(s.apps.Snapshot())
 }
 
 // GatewayStats returns the gateway's counters.
