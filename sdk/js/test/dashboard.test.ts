@@ -82,7 +82,7 @@ describe.skipIf(!haveChromium || !heraldBin)('admin dashboard in headless Chromi
     expect(await ok.json()).toMatchObject({ healthy: expect.any(Boolean), apps: [srv.app] });
   });
 
-  test('login, live figures under load, and a switch flipped on the page takes effect', { timeout: 90_000 }, async () => {
+  test('login, live figures under load, and switches flipped on the page take effect', { timeout: 90_000 }, async () => {
     // The page itself needs no token.
     const res = await page.goto(srv.api + '/admin/');
     expect(res?.status()).toBe(200);
@@ -163,6 +163,25 @@ describe.skipIf(!haveChromium || !heraldBin)('admin dashboard in headless Chromi
     let r = await connected;
     while (r !== 'connected') r = await outcome(late);
     await expect.poll(() => value('connections'), { timeout: 10_000 }).toBe(users.length + 1);
+
+    // pause for the app, from the page: a push is accepted and held, then delivered once pause is off.
+    const pause = testid(`switch-pause-${srv.app}`);
+    await expect.poll(() => pause.getAttribute('aria-checked'), { timeout: 10_000 }).toBe('false');
+    await pause.click();
+    await expect.poll(() => pause.getAttribute('aria-checked'), { timeout: 10_000 }).toBe('true');
+    await expect.poll(() => testid(`banner-switch-pause-${srv.app}`).isVisible()).toBe(true);
+    const before = got[0].items.length;
+    const held = await srv.push(users[0], { data: { held: true } });
+    expect(held.seq).toBeGreaterThan(0);
+    // two more of the server's one-second samples reach the page: the push has had time to arrive, and has not
+    const t0 = Date.now();
+    await page.waitForFunction((t) => (window as any).heraldDashboard.last?.t >= t + 2000, t0, { timeout: 10_000 });
+    expect(got[0].items.length).toBe(before);
+    await page.screenshot({ path: join(SHOTS, 'paused.png'), fullPage: true });
+    await pause.click();
+    await expect.poll(() => pause.getAttribute('aria-checked'), { timeout: 10_000 }).toBe('false');
+    await got[0].until(before + 1, 10_000);
+    expect(got[0].items[before]).toMatchObject({ seq: held.seq, data: { held: true } });
 
     expect(pageErrors).toEqual([]);
     const shot = join(SHOTS, 'dashboard.png');
