@@ -58,6 +58,10 @@ const (
 	// this server as it may. Fatal: the server then sends DISCONNECT
 	// DisconnectAppConnectionLimit.
 	CodeAppConnectionLimit ErrorCode = 2007
+	// CodeUnavailable: the server takes no new connections for now (an
+	// operator's degrade switch, or the node is draining). Fatal: the
+	// server then sends DISCONNECT DisconnectUnavailable.
+	CodeUnavailable ErrorCode = 2008
 	// CodeInternal: the server failed; retry later. Fatal.
 	CodeInternal ErrorCode = 2500
 )
@@ -94,6 +98,8 @@ func (c ErrorCode) String() string {
 		return "rate limited"
 	case CodeAppConnectionLimit:
 		return "app connection limit"
+	case CodeUnavailable:
+		return "unavailable"
 	case CodeInternal:
 		return "internal error"
 	}
@@ -146,10 +152,14 @@ const (
 	// this server (after ERROR CodeAppConnectionLimit); reconnect with a
 	// backoff of seconds, growing, with jitter.
 	DisconnectAppConnectionLimit DisconnectCode = 3013
+	// DisconnectUnavailable: the server takes no new connections for now
+	// (after ERROR CodeUnavailable); reconnect with a backoff of seconds,
+	// growing, with jitter (elsewhere, if there is another server).
+	DisconnectUnavailable DisconnectCode = 3014
 )
 
 // lastDisconnectCode is the highest disconnect code of this version.
-const lastDisconnectCode = DisconnectAppConnectionLimit
+const lastDisconnectCode = DisconnectUnavailable
 
 // String returns the reason in a form fit for logs and metric labels.
 func (c DisconnectCode) String() string {
@@ -182,6 +192,8 @@ func (c DisconnectCode) String() string {
 		return "policy violation"
 	case DisconnectAppConnectionLimit:
 		return "app connection limit"
+	case DisconnectUnavailable:
+		return "unavailable"
 	}
 	return fmt.Sprintf("disconnect(%d)", uint32(c))
 }
@@ -191,7 +203,7 @@ func (c DisconnectCode) Reconnect() bool {
 	switch c {
 	case DisconnectShutdown, DisconnectSlowConsumer, DisconnectIdleTimeout,
 		DisconnectAuthTimeout, DisconnectConnectionLost, DisconnectServerError,
-		DisconnectPolicyViolation, DisconnectAppConnectionLimit:
+		DisconnectPolicyViolation, DisconnectAppConnectionLimit, DisconnectUnavailable:
 		return true
 	}
 	return false

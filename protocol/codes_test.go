@@ -77,6 +77,7 @@ func TestDisconnectCodes(t *testing.T) {
 		{DisconnectServerError, 3011, "server error", true},
 		{DisconnectPolicyViolation, 3012, "policy violation", true},
 		{DisconnectAppConnectionLimit, 3013, "app connection limit", true},
+		{DisconnectUnavailable, 3014, "unavailable", true},
 	}
 	all := AllDisconnectCodes()
 	if len(all) != len(tests) {
@@ -96,7 +97,7 @@ func TestDisconnectCodes(t *testing.T) {
 			t.Errorf("%d.Reconnect() = %v, want %v", tt.num, got, tt.reconnect)
 		}
 	}
-	for _, c := range []DisconnectCode{0, 2999, 3014} {
+	for _, c := range []DisconnectCode{0, 2999, 3015} {
 		if got, want := c.String(), fmt.Sprintf("disconnect(%d)", uint32(c)); got != want {
 			t.Errorf("%d.String() = %q, want %q", uint32(c), got, want)
 		}

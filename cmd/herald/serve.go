@@ -142,7 +142,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
 
-	srv, err := server.New(cfg, server.Options{Logger: logger, LogsDropped: async.Dropped, LogLevel: level})
+	var srv *server.Server
+	load := func() (config.Config, error) {
+		var errOut strings.Builder
+		c, _, err := loadConfig("serve", args, &errOut, true, nil, nil)
+		if err != nil {
+			return c, unwrapExit(err)
+		}
+		return c, nil
+	}
+	srv, err = server.New(cfg, server.Options{Logger: logger, LogsDropped: async.Dropped, LogLevel: level, Version: version, LoadConfig: load})
 	if err != nil {
 		return err
 	}
@@ -159,6 +168,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "  API:       %s\n", srv.APIURL())
 		fmt.Fprintf(stdout, "  Token:     herald token -data-dir %s -user alice -topics '*'\n", cfg.DataDir)
+		if len(cfg.Admin.Tokens) > 0 {
+			fmt.Fprintf(stdout, "  Dashboard: %s/admin/ (admin token: %s)\n", srv.APIURL(), cfg.Admin.Tokens[0])
+		}
 	}
 	for done := false; !done; {
 		select {

@@ -147,7 +147,9 @@ func (a *API) SetApps(ids []string) {
 // /v1/apps/a/users/x/../../topics/news/messages would become a publish to
 // the topic news. Such paths get 404 here, before the mux sees them.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !cleanPath(r.URL.Path) || !cleanPath(r.URL.EscapedPath()) {
+	// The admin dashboard's page is the one path that ends in a slash.
+	if dashboard := a.cfg.Prefix + "/admin/"; (r.URL.Path != dashboard || r.URL.EscapedPath() != dashboard) &&
+		(!cleanPath(r.URL.Path) || !cleanPath(r.URL.EscapedPath())) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: paths have no empty, \".\" or \"..\" segments and no trailing slash; see docs/api.md")
 		return
 	}
@@ -524,6 +526,7 @@ type userResult struct {
 	User        string `json:"user"`
 	Seq         uint64 `json:"seq"`
 	Duplicate   bool   `json:"duplicate,omitempty"`
+	Held        bool   `json:"held,omitempty"` // stored; the app's deliveries are paused
 	Connections int    `json:"connections"`
 }
 
@@ -532,6 +535,9 @@ func accepted(a node.Accepted) map[string]any {
 	out := map[string]any{"id": a.ID, "seq": a.Seq, "connections": a.Connections}
 	if a.Duplicate {
 		out["duplicate"] = true
+	}
+	if a.Held {
+		out["held"] = true
 	}
 	return out
 }
@@ -548,9 +554,22 @@ func (a *API) checkCount(n int, what string) error {
 	return nil
 }
 
+// switchedOff turns an operation refused by an operator's degrade switch
+// into a 503 with Retry-After; nil for any other error.
+func switchedOff(err error) error {
+	if !errors.Is(err, node.ErrSwitchedOff) {
+		return nil
+	}
+	return &httpError{status: http.StatusServiceUnavailable, code: "switched_off", retryAfter: 5,
+		msg: "an operator switched this off on this server for now (a degrade switch); nothing was stored: retry later: " + err.Error()}
+}
+
 // storeError turns a failed append into a 503: nothing was accepted, the
 // caller may retry with the same ids.
 func storeError(err error) error {
+	if e := switchedOff(err); e != nil {
+		return e
+	}
 	return &httpError{status: http.StatusServiceUnavailable, code: "store_unavailable",
 		msg: "the message store cannot take writes now; the message may not be stored: retry with the same id (it is stored at most once): " + err.Error()}
 }
@@ -588,7 +607,7 @@ func (a *API) pushUsers(w http.ResponseWriter, r *http.Request, app string) erro
 	}
 	results := make([]userResult, len(users))
 	for i, u := range users {
-		results[i] = userResult{User: u, Seq: accs[i].Seq, Duplicate: accs[i].Duplicate, Connections: accs[i].Connections}
+		results[i] = userResult{User: u, Seq: accs[i].Seq, Duplicate: accs[i].Duplicate, Held: accs[i].Held, Connections: accs[i].Connections}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": accs[0].ID, "results": results})
 	return nil
@@ -605,6 +624,7 @@ type bulkResult struct {
 	ID          string `json:"id"`
 	Seq         uint64 `json:"seq"`
 	Duplicate   bool   `json:"duplicate,omitempty"`
+	Held        bool   `json:"held,omitempty"` // stored; the app's deliveries are paused
 	Connections int    `json:"connections"`
 }
 
@@ -649,7 +669,7 @@ func (a *API) pushBulk(w http.ResponseWriter, r *http.Request, app string) error
 	}
 	results := make([]bulkResult, len(msgs))
 	for i, acc := range accs {
-		results[i] = bulkResult{User: users[i], ID: acc.ID, Seq: acc.Seq, Duplicate: acc.Duplicate, Connections: acc.Connections}
+		results[i] = bulkResult{User: users[i], ID: acc.ID, Seq: acc.Seq, Duplicate: acc.Duplicate, Held: acc.Held, Connections: acc.Connections}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": results})
 	return nil
@@ -675,7 +695,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request, app string) error 
 	if err != nil {
 		return storeError(err)
 	}
-	writeJSON(w, http.StatusOK, publishResult{ID: p.ID, Seq: p.Seq, Duplicate: p.Duplicate, Subscribers: &p.Subscribers})
+	writeJSON(w, http.StatusOK, publishResult{ID: p.ID, Seq: p.Seq, Duplicate: p.Duplicate, Held: p.Held, Subscribers: &p.Subscribers})
 	return nil
 }
 
@@ -695,7 +715,7 @@ func (a *API) broadcast(w http.ResponseWriter, r *http.Request, app string) erro
 	if err != nil {
 		return storeError(err)
 	}
-	writeJSON(w, http.StatusOK, publishResult{ID: p.ID, Seq: p.Seq, Duplicate: p.Duplicate, Connections: &p.Subscribers})
+	writeJSON(w, http.StatusOK, publishResult{ID: p.ID, Seq: p.Seq, Duplicate: p.Duplicate, Held: p.Held, Connections: &p.Subscribers})
 	return nil
 }
 
@@ -705,6 +725,7 @@ type publishResult struct {
 	ID          string `json:"id"`
 	Seq         uint64 `json:"seq,omitempty"`
 	Duplicate   bool   `json:"duplicate,omitempty"`
+	Held        bool   `json:"held,omitempty"` // stored; the app's deliveries are paused
 	Subscribers *int   `json:"subscribers,omitempty"`
 	Connections *int   `json:"connections,omitempty"`
 }
@@ -728,6 +749,9 @@ func (a *API) presenceOf(ctx context.Context, app, user string) (presenceResult,
 
 // presenceError turns a failed registry lookup into a 503.
 func presenceError(err error) error {
+	if e := switchedOff(err); e != nil {
+		return e
+	}
 	return &httpError{status: http.StatusServiceUnavailable, code: "presence_unavailable",
 		msg: "the presence registry cannot answer now; retry later: " + err.Error()}
 }

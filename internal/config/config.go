@@ -92,7 +92,26 @@ type Config struct {
 	// NATS; empty (the default) runs one node alone.
 	Cluster Cluster `yaml:"cluster"`
 
+	// Switches lists the degrade switches on for the whole node (pause,
+	// history_off, recovery_off, presence_off, unread_off,
+	// reject_connections); apps[].switches, those on for one app. The
+	// admin API can flip them at run time.
+	Switches []string `yaml:"switches"`
+
+	// Admin configures the admin API and dashboard under /admin/ on the
+	// API listener.
+	Admin Admin `yaml:"admin"`
+
 	Log Log `yaml:"log"`
+}
+
+// Admin configures the admin API (/admin/v1/...) and the dashboard
+// (/admin/): operators' access, separate from the apps' API keys.
+type Admin struct {
+	// Tokens are the bearer tokens of the admin API, each at least 16
+	// characters; several during a rotation. Empty: the admin API answers
+	// 404 and the dashboard is off.
+	Tokens []string `yaml:"tokens"`
 }
 
 // Cluster configures a node of a cluster: the shared engines, and what the
@@ -159,6 +178,9 @@ type App struct {
 	// Limits bound what the app may use of the server; zero values
 	// (the default) are unlimited.
 	Limits AppLimits `yaml:"limits"`
+	// Switches lists the degrade switches on for this app (see
+	// Config.Switches).
+	Switches []string `yaml:"switches,omitempty"`
 }
 
 // AppLimits are an app's quotas. 0 means unlimited; a burst of 0 with a
@@ -278,7 +300,9 @@ func Default() Config {
 		ReplayRate:     256 << 10,
 		ReplayBurst:    4 << 20,
 
-		Log: Log{Level: "info", Format: "text", Buffer: 4096},
+		Switches: []string{},
+		Admin:    Admin{Tokens: []string{}},
+		Log:      Log{Level: "info", Format: "text", Buffer: 4096},
 	}
 }
 

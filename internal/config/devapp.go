@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -110,5 +111,50 @@ func (c *Config) EnsureDevApp() (path string, created bool, err error) {
 		return "", false, err
 	}
 	c.Apps = []App{app}
+	if len(c.Admin.Tokens) == 0 {
+		tok, err := devAdminToken(c.DataDir)
+		if err != nil {
+			return "", false, err
+		}
+		c.Admin.Tokens = []string{tok}
+	}
 	return filepath.Join(c.DataDir, DevAppFile), created, nil
+}
+
+// DevAdminFile holds the development admin token, beside DevAppFile.
+const DevAdminFile = "dev-admin-token"
+
+// devAdminToken reads the development admin token from dataDir, making
+// one the first time.
+func devAdminToken(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, DevAdminFile)
+	if data, err := os.ReadFile(path); err == nil {
+		if tok := strings.TrimSpace(string(data)); len(tok) >= 16 {
+			return tok, nil
+		}
+		return "", fmt.Errorf("config: %s: not an admin token (16 characters or more)", path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("config: dev admin token: %w", err)
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("config: dev admin token: %w", err)
+	}
+	tok := hex.EncodeToString(b)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) { // another process just made it
+		return devAdminToken(dataDir)
+	}
+	if err != nil {
+		return "", fmt.Errorf("config: dev admin token: %w", err)
+	}
+	_, err = f.WriteString(tok + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(path)
+		return "", fmt.Errorf("config: dev admin token: %w", err)
+	}
+	return tok, nil
 }

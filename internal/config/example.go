@@ -81,6 +81,8 @@ apps:
       # 429 publish_rate_limited with Retry-After.
       publish_rate: 0
       publish_burst: 0
+    # Degrade switches on for this app (see switches below).
+    # switches: [pause]
 
 # Heartbeat interval announced to clients.
 heartbeat: 180s
@@ -207,6 +209,21 @@ cluster:
   # How long this node's presence lives without a renewal: how long the
   # sessions of a node that died may still look online.
   lease: 5s
+
+# Degrade switches on for the whole node; apps[].switches turns them on
+# for one app, and the admin API flips them at run time (its changes are
+# kept in data_dir/switches.json across restarts). pause: pushes and
+# publishes are stored but not delivered until it is off; history_off:
+# topics and broadcasts are live only; recovery_off: recoveries answer
+# "cannot recover"; presence_off and unread_off: those queries answer 503;
+# reject_connections: new connections are refused. Reloadable.
+switches: []
+
+# The admin API (/admin/v1/...) and live dashboard (/admin/) on the API
+# listener, for operators: bearer tokens of at least 16 characters, several
+# during a rotation. Empty (the default): off. Reloadable.
+admin:
+  tokens: []
 
 log:
   # debug, info, warn or error.

@@ -137,6 +137,8 @@ func settings() []setting {
 		{"replay-burst", "bytes of history one connection may recover at once", func(c *Config) any { return &c.ReplayBurst }},
 		{"duplicate-login", "on a duplicate login: replace or refuse", func(c *Config) any { return &c.DuplicateLogin }},
 		{"fanout-workers", "goroutines delivering published messages", func(c *Config) any { return &c.FanoutWorkers }},
+		{"admin-tokens", "comma-separated bearer tokens of the admin API and dashboard (/admin/); empty: off", func(c *Config) any { return &c.Admin.Tokens }},
+		{"switches", "comma-separated degrade switches on for the whole node (pause, history_off, recovery_off, presence_off, unread_off, reject_connections)", func(c *Config) any { return &c.Switches }},
 		{"store", "message store: embedded (on disk under the data directory) or memory", func(c *Config) any { return &c.Store }},
 		{"store-sync", "0: fsync every append before answering; a duration: fsync at most that often", func(c *Config) any { return &c.StoreSync }},
 		{"max-redeliveries", "connections in a row a device may start at the same unacknowledged message before it is skipped; 0 = no limit", func(c *Config) any { return &c.MaxRedeliveries }},

@@ -13,6 +13,7 @@ var reloadable = []string{
 	"apps", "log.level",
 	"frame_rate", "frame_burst", "subscribe_rate", "subscribe_burst",
 	"replay_rate", "replay_burst", "max_subscriptions",
+	"switches", "admin",
 }
 
 // ReloadableSettings returns the YAML paths of the settings a running

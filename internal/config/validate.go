@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/herald-push/herald/internal/switches"
 	"net"
 	"os"
 	"path"
@@ -158,6 +159,15 @@ func (c Config) Validate() error {
 
 	c.Protection.check(&p)
 	checkApps(&p, c.Apps)
+	checkSwitches(&p, "switches", c.Switches)
+	for i, a := range c.Apps {
+		checkSwitches(&p, fmt.Sprintf("apps[%d].switches", i), a.Switches)
+	}
+	for i, t := range c.Admin.Tokens {
+		if len(t) < 16 {
+			p.add(fmt.Sprintf("admin.tokens[%d]", i), "must be at least 16 characters")
+		}
+	}
 	return errors.Join(p...)
 }
 
@@ -436,5 +446,18 @@ func (pr Protection) check(p *problems) {
 	}
 	if pr.MaxMemory < 0 {
 		p.add("protection.max_memory", "must be 0 (unlimited) or more bytes")
+	}
+}
+
+// checkSwitches validates a list of degrade switch names.
+func checkSwitches(p *problems, field string, names []string) {
+	seen := map[string]bool{}
+	for i, n := range names {
+		if _, err := switches.Parse(n); err != nil {
+			p.add(fmt.Sprintf("%s[%d]", field, i), "%w", err)
+		} else if seen[n] {
+			p.add(fmt.Sprintf("%s[%d]", field, i), "%q is listed twice", n)
+		}
+		seen[n] = true
 	}
 }

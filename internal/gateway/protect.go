@@ -51,14 +51,16 @@ const (
 	RefusedIPBanned    = "ip_banned"       // banned for flapping
 	RefusedMaxConns    = "max_connections" // the gateway holds MaxConnections
 	RefusedMemory      = "max_memory"      // the runtime holds more than MaxMemory
+	RefusedSwitchedOff = "switched_off"    // new connections switched off (RefuseNew; per app, counted by the handler)
+	RefusedDraining    = "draining"        // the node is draining (RefuseNew)
 	RefusedAppLimit    = "app_limit"       // an app's max_connections (counted by the handler, not the gateway)
-	refusedReasonCount = 6                 // the gateway's own reasons, the first six
+	refusedReasonCount = 8                 // the gateway's own reasons, the first eight
 )
 
 // RefusalReasons lists every refusal reason, the gateway's and
 // RefusedAppLimit, in a fixed order.
 func RefusalReasons() []string {
-	return []string{RefusedDenied, RefusedNotAllowed, RefusedIPRate, RefusedIPBanned, RefusedMaxConns, RefusedMemory, RefusedAppLimit}
+	return []string{RefusedDenied, RefusedNotAllowed, RefusedIPRate, RefusedIPBanned, RefusedMaxConns, RefusedMemory, RefusedSwitchedOff, RefusedDraining, RefusedAppLimit}
 }
 
 // Indices of the gateway's reasons in RefusalReasons.
@@ -69,6 +71,8 @@ const (
 	rIPBanned
 	rMaxConns
 	rMemory
+	rSwitchedOff
+	rDraining
 )
 
 // refusal is what admit decided against a connection.
@@ -103,6 +107,26 @@ type admitState struct {
 	// lastLog rate-limits the overload log lines: unix ms, per reason.
 	lastLog [refusedReasonCount]atomic.Int64
 	samples []metrics.Sample
+	// refuseAll is 1+ the reason every new connection is refused for
+	// (RefuseNew); 0 admits.
+	refuseAll atomic.Int32
+}
+
+// RefuseNew refuses every new connection, for reason RefusedSwitchedOff
+// (an operator's switch) or RefusedDraining, until called with "". Open
+// connections are not touched.
+func (g *Gateway) RefuseNew(reason string) error {
+	switch reason {
+	case "":
+		g.admission.refuseAll.Store(0)
+	case RefusedSwitchedOff:
+		g.admission.refuseAll.Store(rSwitchedOff + 1)
+	case RefusedDraining:
+		g.admission.refuseAll.Store(rDraining + 1)
+	default:
+		return fmt.Errorf("gateway: no refusal reason %q", reason)
+	}
+	return nil
 }
 
 func newAdmitState(p Protection) *admitState {
@@ -163,6 +187,13 @@ func addrOf(a net.Addr) netip.Addr {
 func (g *Gateway) admit(ip netip.Addr, nowMilli int64) *refusal {
 	a := g.admission
 	p := &a.p
+	if r := a.refuseAll.Load(); r > 0 {
+		retry := 5 * time.Second
+		if int(r-1) == rDraining {
+			retry = time.Second // to another node
+		}
+		return a.refuse(g, int(r-1), retry, ip)
+	}
 	if !ip.IsValid() && len(p.Allow) > 0 {
 		return a.refuse(g, rNotAllowed, 0, ip) // an address we cannot read is not on the list
 	}
@@ -341,6 +372,10 @@ func refuseHTTP(w http.ResponseWriter, r *refusal) {
 		writeJSONError(w, http.StatusTooManyRequests, "connection_rate_limited", "too many connections from this address; retry after Retry-After seconds")
 	case rIPBanned:
 		writeJSONError(w, http.StatusTooManyRequests, "address_banned", "this address connected too often and is banned for a while; retry after Retry-After seconds")
+	case rSwitchedOff:
+		writeJSONError(w, http.StatusServiceUnavailable, "switched_off", "an operator switched new connections off on this server for now; retry after Retry-After seconds")
+	case rDraining:
+		writeJSONError(w, http.StatusServiceUnavailable, "draining", "this server is draining; connect to another one")
 	default:
 		writeJSONError(w, http.StatusServiceUnavailable, "overloaded", fmt.Sprintf("the server takes no new connections now (%s); retry later or elsewhere", RefusalReasons()[r.reason]))
 	}

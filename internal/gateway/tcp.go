@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"fmt"
+	"net"
+	"sync"
+	"time"
 
 	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
@@ -21,14 +24,24 @@ func (g *Gateway) startTCP() error {
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	accepting := make(chan struct{})
 	e := nbio.NewEngine(nbio.Config{
 		Network:            "tcp",
 		Addrs:              []string{g.cfg.TCPAddr},
 		NPoller:            g.cfg.Pollers,
 		MaxWriteBufferSize: g.cfg.OutboundLimit,
-		Listen:             listenHook(&g.tcpAddr),
+		Listen: func(network, addr string) (net.Listener, error) {
+			ln, err := listenHook(&g.tcpAddr)(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &acceptingListener{Listener: ln, accepting: accepting}, nil
+		},
 	})
 	e.OnOpen(func(nc *nbio.Conn) {
+		if isProbe(nc) {
+			return
+		}
 		if g.draining.Load() {
 			_ = nc.Close()
 			return
@@ -46,6 +59,12 @@ func (g *Gateway) startTCP() error {
 		nc.SetSession(c)
 	})
 	e.OnData(func(nc *nbio.Conn, data []byte) {
+		if isProbe(nc) {
+			if h := nc.DataHandler(); h != nil {
+				h(nc, data)
+			}
+			return
+		}
 		c, ok := nc.Session().(*Conn)
 		if !ok || c.Closed() {
 			return
@@ -64,8 +83,45 @@ func (g *Gateway) startTCP() error {
 	if err := e.Start(); err != nil {
 		return fmt.Errorf("tcp listener %s: %w", g.cfg.TCPAddr, err)
 	}
+	// nbio's accept loop (acceptorLoop in poller_epoll.go) clears its stop
+	// flag when its goroutine starts, as the event loops do (see
+	// waitPollers): stopped before that, it spins on the closed listener
+	// for ever. Its first Accept call shows it has started.
+	if err := awaitStarted(e, accepting, e.Stop); err != nil {
+		return fmt.Errorf("tcp listener %s: %w", g.cfg.TCPAddr, err)
+	}
 	g.tcp = e
 	return nil
+}
+
+// acceptingListener closes accepting when Accept is first called.
+type acceptingListener struct {
+	net.Listener
+	once      sync.Once
+	accepting chan struct{}
+}
+
+func (l *acceptingListener) Accept() (net.Conn, error) {
+	l.once.Do(func() { close(l.accepting) })
+	return l.Listener.Accept()
+}
+
+// awaitStarted returns once e's accept loop (if accepting is not nil) and
+// every event loop run. If they do not, stop is called in the background:
+// it may then never return (see waitPollers), and its goroutine with it.
+func awaitStarted(e *nbio.Engine, accepting <-chan struct{}, stop func()) error {
+	err := waitPollers(e)
+	if err == nil && accepting != nil {
+		select {
+		case <-accepting:
+		case <-time.After(pollerWait):
+			err = fmt.Errorf("accept loop not running after %v", pollerWait)
+		}
+	}
+	if err != nil {
+		go stop()
+	}
+	return err
 }
 
 // onTCPData runs on the event loop with whatever bytes arrived. Complete

@@ -134,6 +134,13 @@ func (g *Gateway) startWS() error {
 	if err := g.ws.Start(); err != nil {
 		return fmt.Errorf("websocket listener %s: %w", g.cfg.WSAddr, err)
 	}
+	// nbhttp's accept loops never clear their stop flag; its event loops
+	// are nbio's and do (see waitPollers). The probes reach nbhttp's data
+	// handler, which calls the connection's own.
+	if err := awaitStarted(g.ws.Engine, nil, g.ws.Stop); err != nil {
+		g.ws = nil
+		return fmt.Errorf("websocket listener %s: %w", g.cfg.WSAddr, err)
+	}
 	return nil
 }
 

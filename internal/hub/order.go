@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -516,4 +517,44 @@ func (h *Hub) Expect(st Stream, pos Position) {
 	if !opened {
 		h.gaps.opened(st) // already gapped: make sure it is looked at
 	}
+}
+
+// Streams returns the streams of app (of every app when app is empty)
+// the hub routes here: the inboxes of users with local connections and
+// the topics and broadcast groups with local subscribers.
+func (h *Hub) Streams(app string) []Stream {
+	var out []Stream
+	split := func(k string) (string, string, bool) {
+		i := strings.IndexByte(k, 0)
+		if i < 0 || (app != "" && k[:i] != app) {
+			return "", "", false
+		}
+		return k[:i], k[i+1:], true
+	}
+	for i := range h.users {
+		s := &h.users[i]
+		s.mu.RLock()
+		for k := range s.m {
+			if a, user, ok := split(k); ok {
+				out = append(out, Stream{Kind: Inbox, App: a, Name: user})
+			}
+		}
+		s.mu.RUnlock()
+	}
+	for i := range h.topics {
+		s := &h.topics[i]
+		s.mu.RLock()
+		for k := range s.m {
+			a, rest, ok := split(k)
+			switch {
+			case !ok:
+			case rest == "b":
+				out = append(out, Stream{Kind: Broadcast, App: a})
+			case strings.HasPrefix(rest, "t:"):
+				out = append(out, Stream{Kind: Topic, App: a, Name: rest[2:]})
+			}
+		}
+		s.mu.RUnlock()
+	}
+	return out
 }

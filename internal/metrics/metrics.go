@@ -29,6 +29,8 @@ type Sources struct {
 	LogsDropped func() uint64
 	// APIRateLimited returns the server API's 429s per configured app.
 	APIRateLimited func() map[string]RateLimited
+	// Switches returns the degrade switches' state.
+	Switches func() SwitchStats
 }
 
 // RateLimited counts an app's API requests refused for its quotas.
@@ -68,6 +70,9 @@ func New(src Sources) *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(&snapshot{src: src})
+	if src.Switches != nil {
+		reg.MustRegister(switchCollector(src.Switches))
+	}
 	m := &Metrics{
 		reg: reg,
 		api: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -188,6 +193,9 @@ func (s *snapshot) Collect(ch chan<- prometheus.Metric) {
 			v := g.Refused[r]
 			if r == gateway.RefusedAppLimit {
 				v = appLimit
+			}
+			if r == gateway.RefusedSwitchedOff && s.src.Node != nil {
+				v += s.src.Node().Degrade.Refused // per app, at CONNECT
 			}
 			counter(descRefused, v, r)
 		}

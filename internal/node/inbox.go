@@ -10,6 +10,7 @@ import (
 
 	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/store"
+	"github.com/herald-push/herald/internal/switches"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -40,6 +41,9 @@ type Accepted struct {
 	Seq         uint64 // sequence number in the user's inbox
 	Duplicate   bool   // the id was already stored: nothing new was stored or sent
 	Connections int    // connections written to now
+	// Held says that the app's deliveries are paused (the pause switch):
+	// the message is stored and goes out when they resume.
+	Held bool
 }
 
 // inboxPush is the PUSH frame of a stored inbox message.
@@ -78,6 +82,10 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 		return a, nil
 	}
 	sm.Seq = a.Seq
+	if n.paused(app) {
+		a.Held = true // the hub routes it when the app is resumed
+		return a, nil
+	}
 	e := inboxPush(user, res[0].Epoch, sm)
 	a.Connections, _ = n.hub.DeliverUser(app, user, res[0].Epoch, hub.Ordered{Seq: a.Seq, Frame: e})
 	n.relay(hub.Stream{Kind: hub.Inbox, App: app, Name: user}, e)
@@ -90,6 +98,9 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 // timeout), and then it was never routed: the hub routes it now if it has
 // not (it drops a repeat). It returns how many connections took frames.
 func (n *Node) resend(ctx context.Context, app, user string, a store.Appended) int {
+	if n.on(switches.Pause, app) {
+		return 0 // routed with the rest when the app is resumed
+	}
 	if len(n.hub.UserConns(app, user)) == 0 && n.broker == nil {
 		return 0
 	}
@@ -325,6 +336,9 @@ func (n *Node) ack(c Conn, s *session, f *protocol.Frame) {
 // Unread returns the last sequence of user's inbox and device's position;
 // their difference counts expired messages too.
 func (n *Node) Unread(ctx context.Context, app, user, device string) (last, acked uint64, err error) {
+	if err := n.switchedOff(switches.UnreadOff, app); err != nil {
+		return 0, 0, err
+	}
 	stream := inboxStream(app, user)
 	_, _, last, err = n.store.Head(ctx, stream)
 	if err != nil {

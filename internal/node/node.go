@@ -25,6 +25,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/registry"
 	"github.com/herald-push/herald/internal/store"
+	"github.com/herald-push/herald/internal/switches"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -104,8 +106,11 @@ type Config struct {
 	// Limits bound the frames other nodes send through the broker;
 	// default protocol.DefaultLimits().
 	Limits protocol.Limits
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Switches are the degrade switches the node obeys; nil: a set with
+	// every switch off.
+	Switches *switches.Set
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Node implements gateway.Handler and the operations of the server API.
@@ -135,6 +140,8 @@ type Node struct {
 	// read-only after New (a reload cannot change these limits).
 	appConns        map[string]*appCount
 	appLimitRefused atomic.Uint64
+	appOpen         sync.Map // app id -> *appCount, apps without a limit
+	deg             degrade
 
 	acks, uplinks, caughtUp, undeliverable, recovered, unrecovered atomic.Uint64
 }
@@ -196,6 +203,11 @@ func New(cfg Config, v Verifier, h *hub.Hub, r Registry, st store.Store) *Node {
 		redeliver: redelivery{m: make(map[string]redeliveryEntry)},
 		idPrefix:  strconv.FormatInt(cfg.Now().UnixNano(), 36) + "-",
 	}
+	if cfg.Switches == nil {
+		n.cfg.Switches = switches.New(cfg.Now)
+	}
+	n.deg = degrade{sw: n.cfg.Switches, historyBack: map[string]time.Time{}}
+	n.deg.sw.Watch(n.watchSwitches)
 	n.SetTunables(Tunables{MaxSubscriptions: cfg.MaxSubscriptions, ReplayRate: cfg.ReplayRate, ReplayBurst: cfg.ReplayBurst})
 	return n
 }
@@ -240,6 +252,34 @@ func errorFrame(id uint32, code protocol.ErrorCode, text string) *protocol.Frame
 
 // appCount is the number of an app's connections on this node, and its
 // bound.
+// appCountOf returns app's connection count: the limited one built at
+// New, or an unlimited one made on first use (apps are the configured
+// ones, whose tokens verify: bounded).
+func (n *Node) appCountOf(app string) *appCount {
+	if ac := n.appConns[app]; ac != nil {
+		return ac
+	}
+	if v, ok := n.appOpen.Load(app); ok {
+		return v.(*appCount)
+	}
+	v, _ := n.appOpen.LoadOrStore(app, &appCount{})
+	return v.(*appCount)
+}
+
+// AppConnections returns the authenticated connections of each app on
+// this node (apps that had none since the start are absent).
+func (n *Node) AppConnections() map[string]int64 {
+	out := make(map[string]int64, len(n.appConns))
+	for app, ac := range n.appConns {
+		out[app] = ac.n.Load()
+	}
+	n.appOpen.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*appCount).n.Load()
+		return true
+	})
+	return out
+}
+
 type appCount struct {
 	n       atomic.Int64
 	max     int64

@@ -10,6 +10,7 @@ import (
 	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/registry"
 	"github.com/herald-push/herald/internal/store"
+	"github.com/herald-push/herald/internal/switches"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -113,6 +114,8 @@ func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser
 			a := Accepted{ID: msgs[i].ID, Seq: r.Seq, Duplicate: r.Duplicate}
 			if a.Duplicate {
 				a.Connections = n.resend(actx, app, u, r)
+			} else if n.paused(app) {
+				a.Held = true // the hub routes it when the app is resumed
 			} else {
 				m := appends[k].Msgs[j]
 				m.Seq = a.Seq
@@ -128,6 +131,9 @@ func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser
 
 // Presence returns the online sessions of user.
 func (n *Node) Presence(ctx context.Context, app, user string) ([]registry.Session, error) {
+	if err := n.switchedOff(switches.PresenceOff, app); err != nil {
+		return nil, err
+	}
 	return n.reg.Lookup(ctx, app, user)
 }
 
@@ -168,10 +174,12 @@ type Stats struct {
 	// AppLimitRefused counts CONNECTs refused because their app was at
 	// its connection limit.
 	AppLimitRefused uint64 `json:"app_limit_refused"`
+	// Degrade counts what the degrade switches did.
+	Degrade DegradeStats `json:"degrade"`
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	return Stats{Sessions: n.reg.Count(), Acks: n.acks.Load(), Uplinks: n.uplinks.Load(), CaughtUp: n.caughtUp.Load(), Undeliverable: n.undeliverable.Load(),
-		Recovered: n.recovered.Load(), Unrecovered: n.unrecovered.Load(), RemoteIn: n.remoteIn.Load(), RelayErrors: n.relayErrors.Load(), AppLimitRefused: n.appLimitRefused.Load()}
+		Recovered: n.recovered.Load(), Unrecovered: n.unrecovered.Load(), RemoteIn: n.remoteIn.Load(), RelayErrors: n.relayErrors.Load(), AppLimitRefused: n.appLimitRefused.Load(), Degrade: n.DegradeStats()}
 }

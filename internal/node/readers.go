@@ -69,3 +69,14 @@ func (r *readers) close() {
 	r.cond.Broadcast()
 	r.wg.Wait()
 }
+
+// queued returns how many reads wait for a reader.
+func (r *readers) queued() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue)
+}
+
+// ReadsQueued returns how many store reads (catch-ups, recoveries,
+// claims in a cluster) wait for a reader: the node's read lag.
+func (n *Node) ReadsQueued() int { return n.readers.queued() }

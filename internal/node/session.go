@@ -146,7 +146,14 @@ func (n *Node) connect(c Conn, f *protocol.Frame) {
 			ConnID: c.ID(), Since: c.Opened(), Transport: c.TransportName(), Remote: c.RemoteAddr(),
 		},
 	}
-	if ac := n.appConns[claims.App]; ac != nil {
+	if e := n.connectRefusal(claims.App); e != nil {
+		c.Fail(e, protocol.NewDisconnect(protocol.DisconnectUnavailable))
+		return
+	}
+	if ac := n.appCountOf(claims.App); ac.max == 0 {
+		ac.n.Add(1)
+		s.counted = ac
+	} else {
 		if ac.n.Add(1) > ac.max {
 			ac.n.Add(-1)
 			n.appLimitRefused.Add(1)
@@ -350,6 +357,12 @@ func (n *Node) closeSession(r registry.Session, d protocol.Disconnect) bool {
 
 // closeConn closes the local connection id of a user, if it is here and
 // not closing already, and reports whether it did.
+// CloseConn closes user's connection id here with d, and reports whether
+// it was open.
+func (n *Node) CloseConn(app, user string, id uint64, d protocol.Disconnect) bool {
+	return n.closeConn(app, user, id, d)
+}
+
 func (n *Node) closeConn(app, user string, id uint64, d protocol.Disconnect) bool {
 	for _, hc := range n.hub.UserConns(app, user) {
 		if hc.ID() == id {

@@ -12,6 +12,7 @@ import (
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/hub"
 	"github.com/herald-push/herald/internal/store"
+	"github.com/herald-push/herald/internal/switches"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -39,6 +40,7 @@ type Published struct {
 	ID          string // message id
 	Seq         uint64 // sequence number in the topic or broadcast stream; 0 with history off
 	Duplicate   bool   // the id was already in history: nothing new was stored or sent
+	Held        bool   // stored, and held until the app's paused deliveries resume
 	Subscribers int    // local connections the message was queued for
 }
 
@@ -69,7 +71,11 @@ func (n *Node) Broadcast(ctx context.Context, app string, m Message) (Published,
 func (n *Node) publish(ctx context.Context, st hub.Stream, m Message) (Published, error) {
 	m.ID = n.messageID(m.ID)
 	key, stream := storeStream(st)
-	if n.cfg.HistorySize <= 0 {
+	if n.cfg.HistorySize <= 0 || n.on(switches.HistoryOff, st.App) {
+		if n.on(switches.Pause, st.App) {
+			n.deg.queriesOff.Add(1)
+			return Published{}, fmt.Errorf("%w: app %q is paused and this message would not be stored (history off)", ErrSwitchedOff, st.App)
+		}
 		e := n.pushFrame(stream, m)
 		n.relay(st, e)
 		if st.Kind == hub.Broadcast {
@@ -96,6 +102,11 @@ func (n *Node) publish(ctx context.Context, st hub.Stream, m Message) (Published
 		return p, nil
 	}
 	sm.Seq = r.Seq
+	if n.paused(st.App) {
+		p.Held = true // the hub routes it when the app is resumed
+		n.maybeTrim(key, r.Seq)
+		return p, nil
+	}
 	o := hub.Ordered{Seq: r.Seq, Frame: pushOf(stream, r.Epoch, sm)}
 	if st.Kind == hub.Broadcast {
 		p.Subscribers = n.hub.BroadcastAt(st.App, r.Epoch, o)
@@ -342,6 +353,10 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 		return fmt.Sprintf("replay limit: this connection may recover %d bytes at once and %d bytes per second", t.ReplayBurst, t.ReplayRate)
 	}
 	limit := min(n.cfg.ReplayBudget, allowance)
+	reason, historyBack := n.recoveryRefusal(app)
+	if reason != "" {
+		return fail(reason)
+	}
 	switch {
 	case epoch != ep:
 		return fail("epoch changed: the server's history was reset")
@@ -349,6 +364,20 @@ func (n *Node) replay(ctx context.Context, app, stream, epoch string, after uint
 		return fail("position is beyond the end of the stream")
 	case after+1 < first:
 		return fail("history no longer holds the position")
+	}
+	if !historyBack.IsZero() && after < last {
+		// Messages sent live only while history was off are not in the
+		// history: recover only from a position stored since.
+		if after == 0 {
+			return fail("history was switched off since this position")
+		}
+		at, _, err := n.store.Range(ctx, key, after-1, 1)
+		if err != nil && !errors.Is(err, store.ErrTrimmed) {
+			return nil, nil, 0, err
+		}
+		if len(at) == 0 || at[0].Seq != after || at[0].Time.Before(historyBack) {
+			return fail("history was switched off since this position")
+		}
 	}
 	if frames, cost, ok := n.replays.get(key, ep, last, after, n.cfg.Now()); ok {
 		if cost > limit {

@@ -136,5 +136,6 @@ func (s *Server) cluster(ctx context.Context) (any, error) {
 	if nodes == nil {
 		nodes = []registry.NodeInfo{}
 	}
+	s.clusterNodes.Store(len(nodes))
 	return clusterView{Node: s.cfg.Node, Nodes: nodes}, nil
 }

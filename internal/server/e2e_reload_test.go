@@ -209,12 +209,6 @@ func TestReloadLogLevel(t *testing.T) {
 	var out lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: level}))
 	h := startServerWith(t, Options{Logger: logger, LogLevel: level})
-	// A connection first: it makes the event loops run before the server
-	// stops. nbio's engine can hang in Stop when a poller goroutine starts
-	// only after Stop (it clears its stop flag when it starts); see the
-	// closing note of this session.
-	h.connect(rawTCP, "alice", h.token(appA, "alice"), "d").ping(1)
-	h.connect(wsBinary, "bob", h.token(appA, "bob"), "d").ping(1)
 	ctx := context.Background()
 	if logger.Enabled(ctx, slog.LevelDebug) {
 		t.Fatal("debug enabled before the reload")

@@ -113,7 +113,18 @@ func (s *Server) Reload(cfg config.Config) (ReloadResult, error) {
 		s.logLevel.Set(lvl)
 	}
 	s.cur = cfg
-	return ReloadResult{Changed: describeChanges(old, cfg), Took: time.Since(start)}, nil
+	changed := describeChanges(old, cfg)
+	for _, c := range s.switches.Configure(configuredSwitches(cfg)) {
+		state, of := "off", "the whole node"
+		if c.On {
+			state = "on"
+		}
+		if c.App != "" {
+			of = "app " + c.App
+		}
+		changed = append(changed, fmt.Sprintf("switches: %s %s for %s", c.Switch, state, of))
+	}
+	return ReloadResult{Changed: changed, Took: time.Since(start)}, nil
 }
 
 // Config returns the configuration in force: the one the server started

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/herald-push/herald/internal/admin"
 	"github.com/herald-push/herald/internal/api"
 	"github.com/herald-push/herald/internal/auth"
 	"github.com/herald-push/herald/internal/broker"
@@ -32,6 +33,7 @@ import (
 	"github.com/herald-push/herald/internal/store"
 	"github.com/herald-push/herald/internal/store/embedded"
 	"github.com/herald-push/herald/internal/store/redisstore"
+	"github.com/herald-push/herald/internal/switches"
 	"github.com/herald-push/herald/protocol"
 )
 
@@ -50,6 +52,11 @@ type Options struct {
 	// StoreRetry is how often a failed embedded store tries to reopen; 0
 	// means the store's default.
 	StoreRetry time.Duration
+	// Version is the build's version, shown by the admin API.
+	Version string
+	// LoadConfig, if set, reads the configuration again (from where the
+	// process read it at start) for a reload through the admin API.
+	LoadConfig func() (config.Config, error)
 	// LogLevel, if set, is the level of Logger, which Reload changes when
 	// log.level does; without it Reload refuses a change of log.level.
 	LogLevel *slog.LevelVar
@@ -85,6 +92,19 @@ type Server struct {
 	reloadMu sync.Mutex
 	cur      config.Config
 
+	// Degrade switches and drain.
+	switches  *switches.Set
+	switchMu  sync.Mutex // serialises FlipSwitch's saves
+	refuseMu  sync.Mutex // serialises applyRefusal
+	draining  atomic.Bool
+	drainStop chan struct{}
+
+	admin        *admin.Handler
+	clusterNodes atomic.Value // int: live nodes, as the last cluster view found
+	version      string
+	started      time.Time
+	loadConfig   func() (config.Config, error)
+
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -116,6 +136,10 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	}
 	if len(cfg.WS.AllowedOrigins) == 0 {
 		log.Info("ws.allowed_origins is empty: browsers from any origin may connect; set it in production")
+	}
+	sw, err := openSwitches(cfg, opt)
+	if err != nil {
+		return nil, err
 	}
 	st, err := openStore(cfg, opt, log)
 	if err != nil {
@@ -165,6 +189,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		MaxAppConnections: appMaxConnections(cfg.Apps),
 		Limits:            lim,
 		Broker:            brk,
+		Switches:          sw,
 		Logger:            log,
 		Now:               opt.Now,
 	}, verifier, h, reg, st)
@@ -217,13 +242,21 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	if brk != nil {
 		src.Cluster = func() metrics.ClusterStats { return s.clusterStats() }
 	}
+	src.Switches = func() metrics.SwitchStats { return s.switchStats() }
 	m := metrics.New(src)
 	apps := make([]string, 0, len(cfg.Apps))
 	for _, a := range cfg.Apps {
 		apps = append(apps, a.ID)
 	}
 	s = &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, broker: brk, metrics: m, apiDone: make(chan error, 1),
-		verifier: verifier, keys: auth.NewKeys(cfg.APIKeys()), logLevel: opt.LogLevel, cur: cfg}
+		verifier: verifier, keys: auth.NewKeys(cfg.APIKeys()), logLevel: opt.LogLevel, cur: cfg, switches: sw,
+		drainStop: make(chan struct{}), version: opt.Version, started: opt.Now(), loadConfig: opt.LoadConfig}
+	sw.Watch(s.watchSwitches)
+	s.applyRefusal()
+	for _, st := range sw.InForce() {
+		log.Warn("degrade switch on at start", "switch", st.Name, "app", st.App, "source", st.Source)
+	}
+	s.admin = admin.New(adminBackend{s}, strings.TrimSuffix(cfg.API.Path, "/"), log)
 	handler := api.New(api.Config{
 		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),
 		Apps:          apps,
@@ -233,10 +266,10 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		BodyTimeout:   cfg.APIBodyTimeout,
 		CORS:          cors,
 		Stats:         s.Stats,
-		Health:        s.health,
+		Health:        s.healthz,
 		Cluster:       s.cluster,
 		Observe:       m.ObserveAPI,
-		Extra:         map[string]http.Handler{"GET /metrics": m.Handler()},
+		Extra:         map[string]http.Handler{"GET /metrics": m.Handler(), "/admin/": s.admin, "/admin": s.admin},
 		Logger:        log,
 	}, n, s.keys)
 	s.api = handler
@@ -430,6 +463,8 @@ func (s *Server) GatewayStats() gateway.Stats { return s.gw.Stats() }
 // Calling it again returns the first call's result.
 func (s *Server) Shutdown(ctx context.Context, alt string) error {
 	s.stopOnce.Do(func() {
+		close(s.drainStop)
+		s.admin.Close() // ends the dashboards' streams, so that the API can stop
 		errGW := s.gw.Shutdown(ctx, alt)
 		errAPI := s.apiSrv.Shutdown(ctx)
 		if errAPI == nil {
