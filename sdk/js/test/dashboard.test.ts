@@ -194,3 +194,47 @@ describe.skipIf(!haveChromium || !heraldBin)('admin dashboard in headless Chromi
     console.log('dashboard test: screenshots in ' + SHOTS);
   });
 });
+
+describe.skipIf(!haveChromium || !heraldBin)('admin dashboard under an API path prefix', () => {
+  const srv = new HeraldServer();
+  const adminToken = 'admin-' + randomBytes(12).toString('hex');
+  let ctx: BrowserContext;
+  const profile = mkdtempSync(join(tmpdir(), 'herald-dashboard-chromium-'));
+
+  beforeAll(async () => {
+    srv.apiPath = '/herald';
+    await srv.start({ admin: `{tokens: [${adminToken}]}` });
+    ctx = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
+      viewport: { width: 1280, height: 900 },
+    });
+  });
+
+  afterAll(async () => {
+    await ctx?.close();
+    await srv.stop();
+    rmSync(profile, { recursive: true, force: true });
+  });
+
+  test('the page at <prefix>/admin/ calls the admin API under the same prefix', async () => {
+    const page = ctx.pages()[0] || (await ctx.newPage());
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(String(e)));
+    expect(srv.api).toMatch(/\/herald$/);
+    await page.goto(srv.api + '/admin/');
+    await page.locator('[data-testid="token-input"]').fill(adminToken);
+    await page.locator('[data-testid="login-button"]').click();
+    await page.waitForFunction(() => document.body.dataset.state === 'dashboard', undefined, { timeout: 10_000 });
+    const stream = page.locator('[data-testid="stream-state"]');
+    await expect.poll(() => stream.getAttribute('data-value'), { timeout: 10_000 }).toBe('live');
+    const toggle = page.locator(`[data-testid="switch-presence_off-${srv.app}"]`);
+    await expect.poll(() => toggle.getAttribute('aria-checked'), { timeout: 10_000 }).toBe('false');
+    await toggle.click();
+    await expect.poll(() => toggle.getAttribute('aria-checked'), { timeout: 10_000 }).toBe('true');
+    const res = await fetch(srv.api + '/admin/v1/switches', { headers: { Authorization: `Bearer ${adminToken}` } });
+    expect((await res.json()).switches).toContainEqual(expect.objectContaining({ name: 'presence_off', app: srv.app, on: true }));
+    expect(pageErrors).toEqual([]);
+  });
+});
