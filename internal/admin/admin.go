@@ -96,6 +96,10 @@ type SwitchList struct {
 // for the next start.
 var ErrNotSaved = errors.New("the switch is in force but could not be saved for the next start")
 
+// ErrNotPropagated marks a switch flipped on this node that the other
+// nodes of the cluster were not told of.
+var ErrNotPropagated = errors.New("the switch is in force on this node only")
+
 // Handler serves /admin/.
 type Handler struct {
 	b         Backend
@@ -246,6 +250,10 @@ func (h *Handler) flip(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.b.FlipSwitch(b.Name, b.App, *b.On); err != nil {
+		if errors.Is(err, ErrNotPropagated) {
+			writeError(w, http.StatusServiceUnavailable, "not_propagated", err.Error())
+			return
+		}
 		if errors.Is(err, ErrNotSaved) {
 			writeError(w, http.StatusInternalServerError, "not_saved", err.Error())
 			return

@@ -102,6 +102,14 @@ func BroadcastSubject(app string) Subject { return Subject{Kind: Broadcast, App:
 // NodeSubject returns the control subject of node id.
 func NodeSubject(id string) Subject { return Subject{Kind: Node, Name: id} }
 
+// EveryNode is the node id of the control subject every node hears
+// (AllNodesSubject); no node may have it.
+const EveryNode = "*"
+
+// AllNodesSubject returns the control subject every node of the cluster
+// subscribes to.
+func AllNodesSubject() Subject { return NodeSubject(EveryNode) }
+
 // Validate returns an error wrapping ErrInvalidSubject unless s follows the
 // rules of its kind: User and Topic need App and Name, Broadcast needs App
 // and no Name, Node needs Name and no App; each at most MaxNameLen bytes.

@@ -47,6 +47,8 @@ func (c Config) Validate() error {
 
 	if !auth.ValidName(c.Node) {
 		p.add("node", "must be 1-%d printable characters without spaces", auth.MaxNameLen)
+	} else if c.Node == "*" {
+		p.add("node", `"*" is reserved (the control subject of every node)`)
 	}
 	if c.DataDir == "" {
 		p.add("data_dir", "must not be empty")

@@ -12,8 +12,6 @@ import (
 	"github.com/lesismal/nbio"
 )
 
-// pollerWait bounds how long Start waits for the event loop goroutines.
-const pollerWait = 10 * time.Second
 
 // waitPollers returns once each of e's I/O event loop goroutines is
 // running its loop.

@@ -106,6 +106,9 @@ func (l *acceptingListener) Accept() (net.Conn, error) {
 	return l.Listener.Accept()
 }
 
+// pollerWait bounds how long Start waits for the event loop goroutines.
+const pollerWait = 10 * time.Second
+
 // awaitStarted returns once e's accept loop (if accepting is not nil) and
 // every event loop run. If they do not, stop is called in the background:
 // it may then never return (see waitPollers), and its goroutine with it.

@@ -259,3 +259,15 @@ func (w *worker) pass(p *part) {
 		w.push(p)
 	}
 }
+
+// PartsWaiting returns how many topic parts wait for a fan-out pass: the
+// fan-out workers' backlog (sampled, not counted on the hot path).
+func (h *Hub) PartsWaiting() int {
+	n := 0
+	for _, w := range h.workers {
+		w.mu.Lock()
+		n += len(w.queue)
+		w.mu.Unlock()
+	}
+	return n
+}

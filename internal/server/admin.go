@@ -221,6 +221,7 @@ func (s *Server) adminCounters() admin.Counters {
 		Published: h.Published, Deliveries: h.Delivered,
 		Queues: map[string]int64{
 			"reads_queued":     int64(s.node.ReadsQueued()),
+			"fanout_waiting":   int64(s.hub.PartsWaiting()),
 			"fanout_overflows": int64(h.Dropped),
 			"gaps_filled":      int64(h.Filled),
 		},

@@ -303,6 +303,9 @@ func (s *Server) Start() error {
 	}
 	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 	err = s.node.Start(cctx) // control messages from other nodes
+	if err == nil {
+		err = s.listenSwitches(cctx)
+	}
 	ccancel()
 	if err != nil {
 		_ = ln.Close()

@@ -90,7 +90,8 @@ func (s *Server) Switches() *switches.Set { return s.switches }
 
 // FlipSwitch turns a degrade switch on or off at run time (for app, or
 // the whole node when app is ""), over the configuration, and saves the
-// operators' overrides in data_dir so that a restart keeps them.
+// operators' overrides in data_dir so that a restart keeps them. On a node
+// of a cluster it tells the other nodes, which flip theirs.
 func (s *Server) FlipSwitch(name, app string, on bool) error {
 	sw, err := switches.Parse(name)
 	if err != nil {
@@ -99,6 +100,18 @@ func (s *Server) FlipSwitch(name, app string, on bool) error {
 	if app != "" && !s.hasApp(app) {
 		return fmt.Errorf("unknown app %q", app)
 	}
+	if err := s.flipLocal(sw, app, on); err != nil {
+		return err
+	}
+	if err := s.tellNodes(sw, app, on); err != nil {
+		s.log.Error("degrade switch in force on this node only", "switch", name, "app", app, "err", err)
+		return fmt.Errorf("%w: %v", admin.ErrNotPropagated, err)
+	}
+	return nil
+}
+
+// flipLocal flips a switch on this node and saves the overrides.
+func (s *Server) flipLocal(sw switches.Switch, app string, on bool) error {
 	s.switchMu.Lock()
 	defer s.switchMu.Unlock()
 	s.switches.Flip(sw, app, on)
@@ -108,7 +121,7 @@ func (s *Server) FlipSwitch(name, app string, on bool) error {
 	}
 	if err != nil {
 		// In force on this node, but a restart would forget it.
-		s.log.Error("degrade switch not saved: a restart would not keep it", "switch", name, "app", app, "err", err)
+		s.log.Error("degrade switch not saved: a restart would not keep it", "switch", sw.String(), "app", app, "err", err)
 		return fmt.Errorf("%w: %v", admin.ErrNotSaved, err)
 	}
 	return nil

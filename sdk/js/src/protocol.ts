@@ -80,8 +80,9 @@ export const DisconnectCode = {
 /** Whether the protocol advises reconnecting after a disconnect code. */
 export function reconnectAdvised(code: number): boolean {
   // 3001 shutdown, 3002 slow consumer, 3005 idle timeout, 3006 auth
-  // timeout, 3010 connection lost, 3011 server error.
-  return code === 3001 || code === 3002 || code === 3005 || code === 3006 || code === 3010 || code === 3011;
+  // timeout, 3010 connection lost, 3011 server error, 3012 policy
+  // violation, 3013 app connection limit, 3014 unavailable.
+  return code === 3001 || code === 3002 || code === 3005 || code === 3006 || (code >= 3010 && code <= 3014);
 }
 
 /**
