@@ -21,7 +21,10 @@ export class HeraldServer {
   readonly secret = 'test-secret-' + randomBytes(12).toString('hex');
   readonly apiKey = 'test-api-key-' + randomBytes(12).toString('hex');
   ws = '';
+  /** The server API's base URL, its path prefix included. */
   api = '';
+  /** api.path: a prefix for the server API's paths ('' for none); set before start. */
+  apiPath = '';
   log = '';
   private proc?: ChildProcess;
   private dir = mkdtempSync(join(tmpdir(), 'herald-srv-'));
@@ -36,6 +39,7 @@ export class HeraldServer {
       '  addr: ""',
       'api:',
       '  addr: 127.0.0.1:0',
+      ...(this.apiPath ? [`  path: ${this.apiPath}`] : []),
       'apps:',
       `  - id: ${this.app}`,
       `    secret: ${this.secret}`,
@@ -64,7 +68,7 @@ export class HeraldServer {
           if (!line.includes('"herald started"')) continue;
           const rec = JSON.parse(line);
           this.ws = `ws://${rec.ws}${rec.ws_path}`;
-          this.api = `http://${rec.api}`;
+          this.api = `http://${rec.api}${this.apiPath}`;
           clearTimeout(timer);
           resolve();
         }
