@@ -25,7 +25,8 @@ type Counters struct {
 	// Latency is the delivery latency since the previous Counters (nil:
 	// nothing delivered).
 	Latency      *Quantiles
-	Queues       map[string]int64
+	Queues       map[string]int64  // depths now
+	Events       map[string]uint64 // cumulative counts of lag and loss signals (fan-out overflows, gaps filled, ...)
 	StoreHealthy bool
 	StoreError   string
 	Cluster      *ClusterHealth
@@ -72,6 +73,7 @@ type Sample struct {
 	DeliveriesPerS  float64            `json:"deliveries_per_s"`
 	LatencyMs       *Quantiles         `json:"latency_ms"`
 	Queues          map[string]int64   `json:"queues"`
+	EventsPerS      map[string]float64 `json:"events_per_s"`
 	Store           storeHealth        `json:"store"`
 	Cluster         *ClusterHealth     `json:"cluster"`
 	Apps            []AppSample        `json:"apps"`
@@ -222,6 +224,7 @@ func rates(prev, cur Counters) Sample {
 		DeliveriesPerS:  rate(prev.Deliveries, cur.Deliveries),
 		LatencyMs:       cur.Latency,
 		Queues:          cur.Queues,
+		EventsPerS:      byReason(prev.Events, cur.Events),
 		Store:           storeHealth{Healthy: cur.StoreHealthy, Error: cur.StoreError},
 		Cluster:         cur.Cluster,
 		Switches:        cur.Switches,

@@ -130,7 +130,12 @@ describe.skipIf(!haveChromium || !heraldBin)('admin dashboard in headless Chromi
       }
     })();
     try {
-      await expect.poll(() => value('deliveries'), { timeout: 15_000 }).toBeGreaterThan(0);
+      // The three numbers (qps, p99 delivery latency, error rate) and
+      // deliveries follow the load, for the node and for the app.
+      const live = async () =>
+        (await value('deliveries')) > 0 && (await value('qps')) > 0 && (await value('p99')) > 0 &&
+        (await value(`app-${srv.app}-qps`)) > 0 && (await value(`app-${srv.app}-p99`)) > 0 && (await value(`app-${srv.app}-deliveries`)) > 0;
+      await expect.poll(live, { timeout: 15_000 }).toBe(true);
     } finally {
       pushing = false;
       await load;
