@@ -179,7 +179,9 @@ func (r *Recorder) tag(app string, k Kind) uint32 {
 func (r *Recorder) Accept(e *protocol.Encoded, app string, k Kind) {
 	t := r.tag(app, k)
 	r.accepted[t].Add(1)
-	e.SetStamp(r.Now(), t)
+	if e != nil { // nil: accepted but held (its app is paused), sent later
+		e.SetStamp(r.Now(), t)
+	}
 }
 
 // Stamp stamps a frame that reached this node without being accepted

@@ -84,6 +84,7 @@ func (n *Node) pushInbox(ctx context.Context, app, user string, m Message) (Acce
 	sm.Seq = a.Seq
 	if n.paused(app) {
 		a.Held = true // the hub routes it when the app is resumed
+		n.accepted(hub.Stream{Kind: hub.Inbox, App: app, Name: user}, nil)
 		return a, nil
 	}
 	e := inboxPush(user, res[0].Epoch, sm)

@@ -254,8 +254,6 @@ func errorFrame(id uint32, code protocol.ErrorCode, text string) *protocol.Frame
 	return (&protocol.Error{ID: id, Code: code, Text: text}).Frame()
 }
 
-// appCount is the number of an app's connections on this node, and its
-// bound.
 // appCountOf returns app's connection count: the limited one built at
 // New, or an unlimited one made on first use (apps are the configured
 // ones, whose tokens verify: bounded).
@@ -284,6 +282,8 @@ func (n *Node) AppConnections() map[string]int64 {
 	return out
 }
 
+// appCount is the number of an app's connections on this node, and its
+// bound (0: none).
 type appCount struct {
 	n       atomic.Int64
 	max     int64

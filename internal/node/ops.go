@@ -57,7 +57,8 @@ func statsKind(st hub.Stream) appstats.Kind {
 }
 
 // accepted counts a message of st accepted here and stamps its frame
-// (not shared yet) for the delivery-latency histogram.
+// (not shared yet) for the delivery-latency histogram; e is nil for a
+// message held while its app is paused.
 func (n *Node) accepted(st hub.Stream, e *protocol.Encoded) {
 	if n.cfg.Stats != nil {
 		n.cfg.Stats.Accept(e, st.App, statsKind(st))
@@ -144,6 +145,7 @@ func (n *Node) pushChunk(ctx context.Context, app string, users []string, byUser
 				a.Connections = n.resend(actx, app, u, r)
 			} else if n.paused(app) {
 				a.Held = true // the hub routes it when the app is resumed
+				n.accepted(hub.Stream{Kind: hub.Inbox, App: app, Name: u}, nil)
 			} else {
 				m := appends[k].Msgs[j]
 				m.Seq = a.Seq

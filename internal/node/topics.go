@@ -105,6 +105,7 @@ func (n *Node) publish(ctx context.Context, st hub.Stream, m Message) (Published
 	sm.Seq = r.Seq
 	if n.paused(st.App) {
 		p.Held = true // the hub routes it when the app is resumed
+		n.accepted(st, nil)
 		n.maybeTrim(key, r.Seq)
 		return p, nil
 	}

@@ -58,6 +58,9 @@ func TestSwitchPause(t *testing.T) {
 	if d := h.srv.Node().DegradeStats(); d.Held != 3 {
 		t.Fatalf("held = %d; want 3", d.Held)
 	}
+	if got := h.srv.AppCounters()[appA].Accepted; got != 3 {
+		t.Fatalf("app-a accepted = %d; want 3 (held messages are accepted)", got)
+	}
 
 	h.flip("pause", appA, false)
 	got := map[string][]string{}
