@@ -111,7 +111,7 @@ type Handler struct {
 }
 
 // New returns the admin handler; prefix is the API's path prefix ("" or
-// e.g. "/herald"). Call Close to stop its sampler.
+// e.g. "/herald"). Start starts its sampler, Close stops it.
 func New(b Backend, prefix string, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
@@ -136,7 +136,10 @@ func New(b Backend, prefix string, log *slog.Logger) *Handler {
 	return h
 }
 
-// Close stops the sampler.
+// Start starts the sampler behind the dashboard.
+func (h *Handler) Start() { h.sampler.Start() }
+
+// Close stops the sampler and ends the dashboards' streams.
 func (h *Handler) Close() { h.sampler.Close() }
 
 // ServeHTTP serves the dashboard's page without authentication (it holds

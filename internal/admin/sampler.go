@@ -109,21 +109,30 @@ type Sampler struct {
 	subs map[chan json.RawMessage]struct{}
 	prev Counters
 
-	stop chan struct{}
-	done chan struct{}
+	startOnce sync.Once
+	stop      chan struct{}
+	done      chan struct{}
 }
 
-// NewSampler starts sampling read every interval, keeping keep samples.
+// NewSampler returns a sampler of read every interval, keeping keep
+// samples; Start starts it.
 func NewSampler(read func() Counters, interval time.Duration, keep int) *Sampler {
-	s := &Sampler{read: read, interval: interval, keep: keep, subs: map[chan json.RawMessage]struct{}{},
+	return &Sampler{read: read, interval: interval, keep: keep, subs: map[chan json.RawMessage]struct{}{},
 		stop: make(chan struct{}), done: make(chan struct{})}
-	s.prev = read()
-	go s.run()
-	return s
 }
 
-// Close stops the sampler and ends the streams.
+// Start starts sampling; calls after the first do nothing.
+func (s *Sampler) Start() {
+	s.startOnce.Do(func() {
+		s.prev = s.read()
+		go s.run()
+	})
+}
+
+// Close stops the sampler and ends the streams. A sampler never
+// started cannot start after it.
 func (s *Sampler) Close() {
+	s.startOnce.Do(func() { close(s.done) }) // never started: nothing runs
 	select {
 	case <-s.stop:
 	default:

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -62,7 +63,7 @@ func (b adminBackend) Connections(app, user string, limit int) []admin.Connectio
 			break
 		}
 	}
-	slices.SortFunc(out, func(a, b admin.Connection) int { return int(a.ID) - int(b.ID) })
+	slices.SortFunc(out, func(a, b admin.Connection) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -168,7 +169,7 @@ func (s *Server) Drain(on bool) {
 		return
 	}
 	s.log.Warn("draining: refusing new connections and asking open ones to reconnect elsewhere", "spread", drainSpread)
-	go s.drainConnections()
+	go s.drainConnections(s.drainGen.Add(1))
 }
 
 // drainSpread is how long a drain takes to ask every connection to leave,
@@ -176,8 +177,9 @@ func (s *Server) Drain(on bool) {
 const drainSpread = 10 * time.Second
 
 // drainConnections closes this node's sessions a tenth at a time over
-// drainSpread, until the drain stops.
-func (s *Server) drainConnections() {
+// drainSpread, until the drain stops (or another one, gen+1, starts).
+func (s *Server) drainConnections(gen uint64) {
+	still := func() bool { return s.draining.Load() && s.drainGen.Load() == gen }
 	const steps = 10
 	tick := time.NewTicker(drainSpread / steps)
 	defer tick.Stop()
@@ -195,7 +197,7 @@ func (s *Server) drainConnections() {
 		}
 		n := (len(all) + steps - 1 - i) / (steps - i) // the rest spread over the steps left
 		for _, c := range all[:min(n, len(all))] {
-			if !s.draining.Load() {
+			if !still() {
 				return
 			}
 			s.node.CloseConn(c.app, c.user, c.id, protocol.NewDisconnect(protocol.DisconnectShutdown))

@@ -100,6 +100,7 @@ type Server struct {
 	switchMu  sync.Mutex // serialises FlipSwitch's saves
 	refuseMu  sync.Mutex // serialises applyRefusal
 	draining  atomic.Bool
+	drainGen  atomic.Uint64 // one more for each drain started
 	drainStop chan struct{}
 
 	admin        *admin.Handler
@@ -358,6 +359,7 @@ func (s *Server) Start() error {
 		}
 		s.apiDone <- err
 	}()
+	s.admin.Start()
 	s.log.Info("herald started", "node", s.cfg.Node, "ws", addrString(s.gw.WSAddr()), "ws_path", s.cfg.WS.Path,
 		"tcp", addrString(s.gw.TCPAddr()), "api", ln.Addr().String())
 	return nil
