@@ -212,11 +212,12 @@ cluster:
 
 # Degrade switches on for the whole node; apps[].switches turns them on
 # for one app, and the admin API flips them at run time (its changes are
-# kept in data_dir/switches.json across restarts). pause: pushes and
-# publishes are stored but not delivered until it is off; history_off:
-# topics and broadcasts are live only; recovery_off: recoveries answer
-# "cannot recover"; presence_off and unread_off: those queries answer 503;
-# reject_connections: new connections are refused. Reloadable.
+# kept across restarts: in data_dir/switches.json, or in Redis in a
+# cluster). pause: pushes and publishes are stored but not delivered
+# until it is off; history_off: topics and broadcasts are live only;
+# recovery_off: recoveries answer "cannot recover"; presence_off and
+# unread_off: those queries answer 503; reject_connections: new
+# connections are refused. Reloadable.
 switches: []
 
 # The admin API (/admin/v1/...) and live dashboard (/admin/) on the API

@@ -263,11 +263,13 @@ func TestClusterPresenceKickAndDuplicateLogin(t *testing.T) {
 }
 
 // TestClusterSwitches: a switch flipped through one node's admin API is in
-// force on every node; a pause holds messages pushed through any node for
-// devices on any node, and resuming delivers them in order.
+// force on every node, and on a node that starts later (the overrides are
+// in Redis); a pause holds messages pushed through any node for devices
+// on any node, and resuming delivers them in order.
 func TestClusterSwitches(t *testing.T) {
 	t.Parallel()
-	nodes := startCluster(t, sharedEngines(t), 2, withAdmin)
+	e := sharedEngines(t)
+	nodes := startCluster(t, e, 2, withAdmin)
 	a, b := nodes[0], nodes[1]
 	dev := b.connectTo(wsBinary, "dev", b.token(appA, "alice"), "phone")
 
@@ -278,6 +280,10 @@ func TestClusterSwitches(t *testing.T) {
 		}
 		return nil
 	})
+	late := startServer(t, clusterNode(e, "n3"), withAdmin)
+	if !late.srv.Switches().On(switches.Pause, appA) {
+		t.Fatalf("a node started after the flip: switches in force %+v; want pause for %s", late.srv.Switches().InForce(), appA)
+	}
 	for i := 1; i <= 3; i++ {
 		var r struct {
 			Held bool `json:"held"`
@@ -294,8 +300,8 @@ func TestClusterSwitches(t *testing.T) {
 			t.Fatalf("after resume: seq %d; want %d", f.Seq, i)
 		}
 	}
-	waitFor(t, "pause off on n1", func() error {
-		if a.srv.Switches().On(switches.Pause, appA) {
+	waitFor(t, "pause off on n1 and n3", func() error {
+		if a.srv.Switches().On(switches.Pause, appA) || late.srv.Switches().On(switches.Pause, appA) {
 			return fmt.Errorf("still on")
 		}
 		return nil

@@ -96,12 +96,13 @@ type Server struct {
 	cur      config.Config
 
 	// Degrade switches and drain.
-	switches  *switches.Set
-	switchMu  sync.Mutex // serialises FlipSwitch's saves
-	refuseMu  sync.Mutex // serialises applyRefusal
-	draining  atomic.Bool
-	drainGen  atomic.Uint64 // one more for each drain started
-	drainStop chan struct{}
+	switches    *switches.Set
+	switchStore switches.Store
+	switchMu    sync.Mutex // serialises FlipSwitch's saves
+	refuseMu    sync.Mutex // serialises applyRefusal
+	draining    atomic.Bool
+	drainGen    atomic.Uint64 // one more for each drain started
+	drainStop   chan struct{}
 
 	admin        *admin.Handler
 	clusterNodes atomic.Value // int: live nodes, as the last cluster view found
@@ -143,10 +144,6 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	if len(cfg.WS.AllowedOrigins) == 0 {
 		log.Info("ws.allowed_origins is empty: browsers from any origin may connect; set it in production")
 	}
-	sw, err := openSwitches(cfg, opt)
-	if err != nil {
-		return nil, err
-	}
 	st, err := openStore(cfg, opt, log)
 	if err != nil {
 		return nil, err
@@ -179,6 +176,16 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		appIDs = append(appIDs, a.ID)
 	}
 	rec := appstats.New(appIDs)
+	sw, swStore, err := openSwitches(cfg, opt)
+	if err != nil {
+		_ = h.Shutdown(context.Background())
+		_ = reg.Close()
+		_ = st.Close()
+		if brk != nil {
+			_ = brk.Close()
+		}
+		return nil, err
+	}
 	lim := protocol.DefaultLimits()
 	lim.MaxFrame = cfg.MaxFrameSize
 	lim.MaxPayload = cfg.MaxPayload
@@ -232,6 +239,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		if brk != nil {
 			_ = brk.Close()
 		}
+		closeSwitchStore(swStore)
 		return nil, err
 	}
 
@@ -263,7 +271,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		apps = append(apps, a.ID)
 	}
 	s = &Server{cfg: cfg, log: log, gw: gw, hub: h, node: n, store: st, reg: reg, broker: brk, apps: rec, metrics: m, apiDone: make(chan error, 1),
-		verifier: verifier, keys: auth.NewKeys(cfg.APIKeys()), logLevel: opt.LogLevel, cur: cfg, switches: sw,
+		verifier: verifier, keys: auth.NewKeys(cfg.APIKeys()), logLevel: opt.LogLevel, cur: cfg, switches: sw, switchStore: swStore,
 		drainStop: make(chan struct{}), version: opt.Version, started: opt.Now(), loadConfig: opt.LoadConfig}
 	sw.Watch(s.watchSwitches)
 	s.applyRefusal()
@@ -515,6 +523,7 @@ func (s *Server) Shutdown(ctx context.Context, alt string) error {
 		if s.pprofSrv != nil {
 			_ = s.pprofSrv.Close()
 		}
+		closeSwitchStore(s.switchStore)
 		s.stopErr = errors.Join(errGW, errAPI, errHub, errStore, errReg)
 	})
 	return s.stopErr

@@ -1,17 +1,18 @@
 package server
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"io/fs"
-	"os"
+	"io"
 	"path/filepath"
+	"time"
 
 	"github.com/herald-push/herald/internal/admin"
 	"github.com/herald-push/herald/internal/config"
 	"github.com/herald-push/herald/internal/gateway"
 	"github.com/herald-push/herald/internal/metrics"
 	"github.com/herald-push/herald/internal/switches"
+	"github.com/herald-push/herald/internal/switches/redisswitches"
 )
 
 // switchesFile keeps the operators' switch overrides across restarts, in
@@ -40,21 +41,41 @@ func configuredSwitches(cfg config.Config) ([]switches.Switch, map[string][]swit
 }
 
 // openSwitches builds the node's switches from cfg and the overrides
-// saved in data_dir.
-func openSwitches(cfg config.Config, opt Options) (*switches.Set, error) {
+// saved: in data_dir on a node alone, in Redis (every node's) in a
+// cluster. The store is returned for FlipSwitch to save to, and to close.
+func openSwitches(cfg config.Config, opt Options) (*switches.Set, switches.Store, error) {
+	var st switches.Store
+	if cfg.Cluster.Enabled() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rs, err := redisswitches.Open(ctx, redisswitches.Options{Addr: cfg.Cluster.Redis, Key: cfg.Cluster.Prefix + ":switches"})
+		if err != nil {
+			return nil, nil, err
+		}
+		st = rs
+	} else {
+		st = switches.NewFileStore(filepath.Join(cfg.DataDir, switchesFile))
+	}
 	sw := switches.New(opt.Now)
 	sw.Configure(configuredSwitches(cfg))
-	data, err := os.ReadFile(filepath.Join(cfg.DataDir, switchesFile))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("read degrade switches: %w", err)
-	default:
-		if err := sw.Restore(data); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(cfg.DataDir, switchesFile), err)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	saved, err := st.Load(ctx)
+	if err == nil {
+		err = sw.RestoreStates(saved)
 	}
-	return sw, nil
+	if err != nil {
+		closeSwitchStore(st)
+		return nil, nil, fmt.Errorf("degrade switches saved by operators: %w", err)
+	}
+	return sw, st, nil
+}
+
+// closeSwitchStore closes a switch store that holds a connection.
+func closeSwitchStore(st switches.Store) {
+	if c, ok := st.(io.Closer); ok {
+		_ = c.Close()
+	}
 }
 
 // watchSwitches logs every switch change and applies the node-wide
@@ -110,16 +131,15 @@ func (s *Server) FlipSwitch(name, app string, on bool) error {
 	return nil
 }
 
-// flipLocal flips a switch on this node and saves the overrides.
+// flipLocal flips a switch on this node and saves the override (in the
+// cluster's Redis, for every node, or in data_dir).
 func (s *Server) flipLocal(sw switches.Switch, app string, on bool) error {
 	s.switchMu.Lock()
 	defer s.switchMu.Unlock()
 	s.switches.Flip(sw, app, on)
-	data, err := s.switches.MarshalOverrides()
-	if err == nil {
-		err = writeFileAtomic(filepath.Join(s.cfg.DataDir, switchesFile), data)
-	}
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.switches.Save(ctx, s.switchStore, sw, app); err != nil {
 		// In force on this node, but a restart would forget it.
 		s.log.Error("degrade switch not saved: a restart would not keep it", "switch", sw.String(), "app", app, "err", err)
 		return fmt.Errorf("%w: %v", admin.ErrNotSaved, err)
@@ -146,29 +166,4 @@ func (s *Server) switchStats() metrics.SwitchStats {
 	d := s.node.DegradeStats()
 	out.Effects = map[string]uint64{"held": d.Held, "refused": d.Refused, "recovery_off": d.RecoveryOff, "queries_off": d.QueriesOff}
 	return out
-}
-
-// writeFileAtomic writes data to path through a synced temporary file and
-// a rename.
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".switches-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -40,12 +40,8 @@ func (s *Server) listenSwitches(ctx context.Context) error {
 			s.log.Warn("switch from another node unknown here", "from", m.From, "err", err)
 			return
 		}
-		// Off the broker's handler: saving syncs a file.
-		go func() {
-			if err := s.flipLocal(sw, m.App, m.On); err != nil {
-				s.log.Error("switch from another node not saved", "from", m.From, "switch", m.Name, "err", err)
-			}
-		}()
+		// The node the operator used saved it for every node.
+		s.switches.Flip(sw, m.App, m.On)
 	})
 	return err
 }
