@@ -272,6 +272,7 @@ func TestClusterSwitches(t *testing.T) {
 	nodes := startCluster(t, e, 2, withAdmin)
 	a, b := nodes[0], nodes[1]
 	dev := b.connectTo(wsBinary, "dev", b.token(appA, "alice"), "phone")
+	live := b.pushLive(dev, appA, "alice") // the catch-up is over
 
 	a.apiOK("PUT", "/admin/v1/switches", adminToken, map[string]any{"name": "pause", "app": appA, "on": true}, nil)
 	waitFor(t, "pause in force on n2", func() error {
@@ -296,8 +297,8 @@ func TestClusterSwitches(t *testing.T) {
 	dev.ping(1) // nothing reached n2's device
 	b.apiOK("PUT", "/admin/v1/switches", adminToken, map[string]any{"name": "pause", "app": appA, "on": false}, nil)
 	for i := 1; i <= 3; i++ {
-		if f := dev.expectPush("u:alice", jsonOf(t, i)); f.Seq != uint64(i) {
-			t.Fatalf("after resume: seq %d; want %d", f.Seq, i)
+		if f := dev.expectPush("u:alice", jsonOf(t, i)); f.Seq != uint64(live+i) {
+			t.Fatalf("after resume: seq %d; want %d", f.Seq, live+i)
 		}
 	}
 	waitFor(t, "pause off on n1 and n3", func() error {
