@@ -61,6 +61,7 @@ go build -o "$dir/herald" ./cmd/herald
 
 secret=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 key=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+admin=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 cat >"$dir/herald.yaml" <<EOF
 # Written by scripts/cluster.sh: what every node of this cluster shares.
 apps:
@@ -72,6 +73,8 @@ cluster:
   redis: $redis
   nats: $nats
   prefix: $prefix
+admin:
+  tokens: [$admin]
 log:
   level: warn
 EOF
@@ -119,6 +122,7 @@ done
 cat <<EOF
   API key: $key
   token for user alice: $token
+  dashboard: http://127.0.0.1:9112/admin/ (any node's), admin token: $admin
   nodes:   curl -s http://127.0.0.1:9112/v1/cluster -H "Authorization: Bearer $key"
   push:    curl -s http://127.0.0.1:9112/v1/apps/demo/users/alice/messages -H "Authorization: Bearer $key" -d '{"data":"hello"}'
 EOF
