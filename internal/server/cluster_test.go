@@ -285,6 +285,20 @@ func TestClusterSwitches(t *testing.T) {
 	if !late.srv.Switches().On(switches.Pause, appA) {
 		t.Fatalf("a node started after the flip: switches in force %+v; want pause for %s", late.srv.Switches().InForce(), appA)
 	}
+	waitFor(t, "the admin status of n1 lists the three nodes", func() error {
+		var st struct {
+			Cluster *struct {
+				Nodes []struct {
+					ID string `json:"id"`
+				} `json:"nodes"`
+			} `json:"cluster"`
+		}
+		a.apiOK("GET", "/admin/v1/status", adminToken, nil, &st)
+		if st.Cluster == nil || len(st.Cluster.Nodes) != 3 {
+			return fmt.Errorf("cluster %+v", st.Cluster)
+		}
+		return nil
+	})
 	for i := 1; i <= 3; i++ {
 		var r struct {
 			Held bool `json:"held"`
