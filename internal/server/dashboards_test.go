@@ -121,6 +121,7 @@ func TestDashboardAndAlertsMetrics(t *testing.T) {
 	h := startServerWith(t, Options{LogsDropped: func() uint64 { return 0 }})
 	a := h.connect(wsBinary, "alice", h.token(appA, "alice"), "d")
 	h.pushLive(a, appA, "alice") // so that the histogram has a series
+	h.flip("presence_off", appB, true) // so that herald_switch_on has a series
 	text := h.metricsText()
 	// The broker and registry metrics of a node of a cluster.
 	cm := metrics.New(metrics.Sources{Cluster: func() metrics.ClusterStats { return metrics.ClusterStats{} }})
