@@ -176,14 +176,18 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		appIDs = append(appIDs, a.ID)
 	}
 	rec := appstats.New(appIDs)
-	sw, swStore, err := openSwitches(cfg, opt)
-	if err != nil {
+	// undo closes what New opened so far, when a later step fails.
+	undo := func() {
 		_ = h.Shutdown(context.Background())
 		_ = reg.Close()
 		_ = st.Close()
 		if brk != nil {
 			_ = brk.Close()
 		}
+	}
+	sw, swStore, err := openSwitches(cfg, opt)
+	if err != nil {
+		undo()
 		return nil, err
 	}
 	lim := protocol.DefaultLimits()
@@ -233,12 +237,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		Now:            opt.Now,
 	}, n)
 	if err != nil {
-		_ = h.Shutdown(context.Background())
-		_ = reg.Close()
-		_ = st.Close()
-		if brk != nil {
-			_ = brk.Close()
-		}
+		undo()
 		closeSwitchStore(swStore)
 		return nil, err
 	}
