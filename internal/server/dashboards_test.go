@@ -120,7 +120,7 @@ func TestDashboardAndAlertsMetrics(t *testing.T) {
 	t.Parallel()
 	h := startServerWith(t, Options{LogsDropped: func() uint64 { return 0 }})
 	a := h.connect(wsBinary, "alice", h.token(appA, "alice"), "d")
-	h.pushLive(a, appA, "alice") // so that the histogram has a series
+	h.pushLive(a, appA, "alice")       // so that the histogram has a series
 	h.flip("presence_off", appB, true) // so that herald_switch_on has a series
 	text := h.metricsText()
 	// The broker and registry metrics of a node of a cluster.
