@@ -139,6 +139,15 @@ func New(b Backend, prefix string, log *slog.Logger) *Handler {
 // Start starts the sampler behind the dashboard.
 func (h *Handler) Start() { h.sampler.Start() }
 
+// Latest returns the sampler's newest sample; false before the first (or
+// for a nil h).
+func (h *Handler) Latest() (Sample, bool) {
+	if h == nil {
+		return Sample{}, false
+	}
+	return h.sampler.Latest()
+}
+
 // Close stops the sampler and ends the dashboards' streams.
 func (h *Handler) Close() { h.sampler.Close() }
 

@@ -105,6 +105,7 @@ type Sampler struct {
 	keep     int
 
 	mu   sync.Mutex
+	last *Sample           // the newest sample, nil before the first
 	ring []json.RawMessage // oldest first
 	subs map[chan json.RawMessage]struct{}
 	prev Counters
@@ -164,13 +165,15 @@ func (s *Sampler) run() {
 // tick takes one sample and sends it to every stream.
 func (s *Sampler) tick() {
 	cur := s.read()
-	data, err := json.Marshal(rates(s.prev, cur))
+	sample := rates(s.prev, cur)
+	data, err := json.Marshal(sample)
 	s.prev = cur
 	if err != nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.last = &sample
 	s.ring = append(s.ring, data)
 	if len(s.ring) > s.keep {
 		s.ring = s.ring[len(s.ring)-s.keep:]
@@ -181,6 +184,16 @@ func (s *Sampler) tick() {
 		default: // a slow dashboard misses a second
 		}
 	}
+}
+
+// Latest returns the newest sample; false before the first.
+func (s *Sampler) Latest() (Sample, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		return Sample{}, false
+	}
+	return *s.last, true
 }
 
 // subscribe returns the samples kept and a channel of the next ones.

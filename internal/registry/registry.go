@@ -116,6 +116,12 @@ type Load struct {
 	Connections int     `json:"connections,omitempty"` // open connections, authenticated or not
 	CPU         float64 `json:"cpu,omitempty"`         // cores busy, averaged over the last report interval
 	Memory      uint64  `json:"memory,omitempty"`      // bytes in use
+	// Rates over the node's last second, as its operators' dashboard
+	// shows them (0 when unknown, or idle).
+	APIPerS        float64 `json:"api_per_s,omitempty"`        // server API requests
+	APIErrorsPerS  float64 `json:"api_errors_per_s,omitempty"` // of those, answered 5xx or 429
+	DeliveriesPerS float64 `json:"deliveries_per_s,omitempty"` // messages written to connections
+	P99Ms          float64 `json:"p99_ms,omitempty"`           // delivery latency, accepted to written
 }
 
 // ctxErr returns ctx's error, wrapped, if ctx is done.

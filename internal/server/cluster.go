@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-push/herald/internal/admin"
 	"github.com/herald-push/herald/internal/config"
 	"github.com/herald-push/herald/internal/gateway"
 	"github.com/herald-push/herald/internal/node"
@@ -19,11 +20,11 @@ import (
 // openRegistry opens the presence registry: in memory for a single node,
 // on the cluster's Redis for a node of a cluster. gw and n are read when
 // the registry calls back, after New has set them.
-func openRegistry(cfg config.Config, opt Options, log *slog.Logger, gwRef *atomic.Pointer[gateway.Gateway], n **node.Node) (registry.Registry, error) {
+func openRegistry(cfg config.Config, opt Options, log *slog.Logger, gwRef *atomic.Pointer[gateway.Gateway], adminRef *atomic.Pointer[admin.Handler], n **node.Node) (registry.Registry, error) {
 	self := registry.NodeInfo{ID: cfg.Node, WSURL: cfg.Cluster.AdvertiseWS, TCPAddr: cfg.Cluster.AdvertiseTCP}
 	// The registry reports the node while it opens, before the gateway
 	// and the node exist.
-	load := newLoadSampler(func() int64 {
+	load := newLoadSampler(adminRef, func() int64 {
 		gw := gwRef.Load()
 		if gw == nil {
 			return 0
@@ -71,6 +72,8 @@ func openRegistry(cfg config.Config, opt Options, log *slog.Logger, gwRef *atomi
 // the Go runtime holds.
 type loadSampler struct {
 	open func() int64
+	// admin, once set, gives the rates of the node's last second.
+	admin *atomic.Pointer[admin.Handler]
 
 	mu      sync.Mutex
 	lastCPU time.Duration
@@ -78,8 +81,8 @@ type loadSampler struct {
 	sample1 []metrics.Sample
 }
 
-func newLoadSampler(open func() int64) *loadSampler {
-	return &loadSampler{open: open, sample1: []metrics.Sample{{Name: "/memory/classes/total:bytes"}}}
+func newLoadSampler(adminRef *atomic.Pointer[admin.Handler], open func() int64) *loadSampler {
+	return &loadSampler{admin: adminRef, open: open, sample1: []metrics.Sample{{Name: "/memory/classes/total:bytes"}}}
 }
 
 func (l *loadSampler) sample() registry.Load {
@@ -98,6 +101,14 @@ func (l *loadSampler) sample() registry.Load {
 	metrics.Read(l.sample1)
 	if v := l.sample1[0].Value; v.Kind() == metrics.KindUint64 {
 		ld.Memory = v.Uint64()
+	}
+	if l.admin != nil {
+		if s, ok := l.admin.Load().Latest(); ok {
+			ld.APIPerS, ld.APIErrorsPerS, ld.DeliveriesPerS = s.APIPerS, s.APIErrorsPerS, s.DeliveriesPerS
+			if s.LatencyMs != nil {
+				ld.P99Ms = s.LatencyMs.P99
+			}
+		}
 	}
 	return ld
 }

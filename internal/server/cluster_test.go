@@ -322,3 +322,41 @@ func TestClusterSwitches(t *testing.T) {
 		return nil
 	})
 }
+
+// TestClusterAdminNodeRates: each node reports its last second's rates
+// with its load, so the admin status (and the dashboard's table of nodes)
+// of any node shows every node's qps, deliveries and p99.
+func TestClusterAdminNodeRates(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, sharedEngines(t), 2, withAdmin)
+	a, b := nodes[0], nodes[1]
+	dev := b.connectTo(wsBinary, "dev", b.token(appA, "bob"), "phone")
+	b.pushLive(dev, appA, "bob")
+	i := 100
+	waitFor(t, "n2's rates in n1's admin status", func() error {
+		// Keep n2 busy: the rates are those of its last second when it
+		// last reported.
+		i++
+		b.apiOK("POST", "/v1/apps/"+appA+"/users/bob/messages", keyA, map[string]any{"data": i}, nil)
+		dev.expectPush("u:bob", jsonOf(t, i))
+		var st struct {
+			Cluster struct {
+				Nodes []struct {
+					ID   string `json:"id"`
+					Load struct {
+						APIPerS        float64 `json:"api_per_s"`
+						DeliveriesPerS float64 `json:"deliveries_per_s"`
+						P99Ms          float64 `json:"p99_ms"`
+					} `json:"load"`
+				} `json:"nodes"`
+			} `json:"cluster"`
+		}
+		a.apiOK("GET", "/admin/v1/status", adminToken, nil, &st)
+		for _, n := range st.Cluster.Nodes {
+			if n.ID == "n2" && n.Load.APIPerS > 0 && n.Load.DeliveriesPerS > 0 && n.Load.P99Ms > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("nodes %+v", st.Cluster.Nodes)
+	})
+}

@@ -158,7 +158,8 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	})})
 	// The registry's goroutine reads the gateway while New builds it.
 	var gwRef atomic.Pointer[gateway.Gateway]
-	reg, err := openRegistry(cfg, opt, log, &gwRef, &n)
+	var adminRef atomic.Pointer[admin.Handler] // the registry reports the admin sampler's rates
+	reg, err := openRegistry(cfg, opt, log, &gwRef, &adminRef, &n)
 	if err != nil {
 		_ = h.Shutdown(context.Background())
 		_ = st.Close()
@@ -278,6 +279,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 		log.Warn("degrade switch on at start", "switch", st.Name, "app", st.App, "source", st.Source)
 	}
 	s.admin = admin.New(adminBackend{s}, strings.TrimSuffix(cfg.API.Path, "/"), log)
+	adminRef.Store(s.admin)
 	handler := api.New(api.Config{
 		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),
 		Apps:          appIDs,
