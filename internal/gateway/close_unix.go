@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"syscall"
+	"time"
 
 	"github.com/lesismal/nbio"
 )
@@ -26,6 +27,12 @@ import (
 // itself, on its own goroutine, with the usual close callbacks. The
 // connection's lock is held across the check and the shutdown so that a
 // descriptor closed (and perhaps reused) meanwhile is never touched.
+//
+// A socket the peer reset is no longer connected: shutdown fails
+// (ENOTCONN), and the poller, which reports such a socket at once, closes
+// it on its own goroutine. It is closed here too, as a last resort, only
+// after closeLater: long after any event the poller held for it, so that
+// the number is not free for a new connection while such an event waits.
 func closeSocket(nc *nbio.Conn) {
 	nc.Lock()
 	closed, _ := nc.IsClosed()
@@ -37,6 +44,10 @@ func closeSocket(nc *nbio.Conn) {
 	}
 	nc.Unlock()
 	if !closed && err != nil {
-		_ = nc.Close() // not connected any more: close it the plain way
+		time.AfterFunc(closeLater, func() { _ = nc.Close() }) // a no-op once the poller closed it
 	}
 }
+
+// closeLater is how long closeSocket leaves a socket that is no longer
+// connected to the poller before closing it itself.
+const closeLater = time.Second
