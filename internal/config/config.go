@@ -220,6 +220,10 @@ type Protection struct {
 	// MaxMemory refuses new connections while the Go runtime holds more
 	// than this many bytes from the OS.
 	MaxMemory int `yaml:"max_memory"`
+	// MaxCPUPercent refuses new connections while this process kept more
+	// than this percentage of its cores (GOMAXPROCS) busy over the last
+	// second; 0: no bound.
+	MaxCPUPercent int `yaml:"max_cpu_percent"`
 }
 
 // Flap configures flapping detection: more than Connects connections from

@@ -188,6 +188,11 @@ protection:
   # Bytes the Go runtime may hold from the OS before new connections are
   # refused (sampled on the timing wheel, at least once a second).
   max_memory: 0
+  # Percentage of its cores (GOMAXPROCS) this process may keep busy, over
+  # the last second, before new connections are refused: room is kept for
+  # the connections already open (a reconnection storm backs off instead
+  # of starving them).
+  max_cpu_percent: 0
 
 # Serve Go profiling endpoints (net/http/pprof) on this address, for
 # diagnosis. Keep it on loopback. Empty (the default) disables it.

@@ -161,6 +161,7 @@ func settings() []setting {
 		{"protection-allow-ips", "comma-separated CIDRs that alone may connect; empty: any", func(c *Config) any { return &c.Protection.AllowIPs }},
 		{"protection-deny-ips", "comma-separated CIDRs that may not connect", func(c *Config) any { return &c.Protection.DenyIPs }},
 		{"protection-max-connections", "client connections open on this node; 0 = unlimited", func(c *Config) any { return &c.Protection.MaxConnections }},
+		{"protection-max-cpu-percent", "percentage of its cores the process may keep busy before new connections are refused; 0 = unlimited", func(c *Config) any { return &c.Protection.MaxCPUPercent }},
 		{"protection-max-memory", "bytes the Go runtime may hold before new connections are refused; 0 = unlimited", func(c *Config) any { return &c.Protection.MaxMemory }},
 		{"log-level", "log level: debug, info, warn or error", func(c *Config) any { return &c.Log.Level }},
 		{"log-format", "log format: text or json", func(c *Config) any { return &c.Log.Format }},

@@ -449,6 +449,9 @@ func (pr Protection) check(p *problems) {
 	if pr.MaxMemory < 0 {
 		p.add("protection.max_memory", "must be 0 (unlimited) or more bytes")
 	}
+	if pr.MaxCPUPercent < 0 || pr.MaxCPUPercent > 100 {
+		p.add("protection.max_cpu_percent", "must be 0 (unlimited) to 100")
+	}
 }
 
 // checkSwitches validates a list of degrade switch names.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"runtime/metrics"
 	"strconv"
 	"sync"
@@ -35,6 +36,13 @@ type Protection struct {
 	// MaxMemory refuses new connections while the Go runtime holds more
 	// than this many bytes (sampled on the timing wheel); 0: no bound.
 	MaxMemory uint64
+	// MaxCPU refuses new connections while the process kept more than
+	// this fraction of its cores (GOMAXPROCS) busy over the last second,
+	// as CPUTime measures it; 0 or a nil CPUTime: no bound.
+	MaxCPU float64
+	// CPUTime returns the CPU time the process used so far (false when
+	// it cannot tell).
+	CPUTime func() (time.Duration, bool)
 	// MaxTrackedIPs bounds the source addresses whose rate and flap state
 	// is kept; default 65536. When full, stale entries are dropped, then
 	// arbitrary unbanned ones.
@@ -51,16 +59,17 @@ const (
 	RefusedIPBanned    = "ip_banned"       // banned for flapping
 	RefusedMaxConns    = "max_connections" // the gateway holds MaxConnections
 	RefusedMemory      = "max_memory"      // the runtime holds more than MaxMemory
+	RefusedCPU         = "max_cpu"         // the process is busier than MaxCPU
 	RefusedSwitchedOff = "switched_off"    // new connections switched off (RefuseNew; per app, counted by the handler)
 	RefusedDraining    = "draining"        // the node is draining (RefuseNew)
 	RefusedAppLimit    = "app_limit"       // an app's max_connections (counted by the handler, not the gateway)
-	refusedReasonCount = 8                 // the gateway's own reasons, the first eight
+	refusedReasonCount = 9                 // the gateway's own reasons, the first nine
 )
 
 // RefusalReasons lists every refusal reason, the gateway's and
 // RefusedAppLimit, in a fixed order.
 func RefusalReasons() []string {
-	return []string{RefusedDenied, RefusedNotAllowed, RefusedIPRate, RefusedIPBanned, RefusedMaxConns, RefusedMemory, RefusedSwitchedOff, RefusedDraining, RefusedAppLimit}
+	return []string{RefusedDenied, RefusedNotAllowed, RefusedIPRate, RefusedIPBanned, RefusedMaxConns, RefusedMemory, RefusedCPU, RefusedSwitchedOff, RefusedDraining, RefusedAppLimit}
 }
 
 // Indices of the gateway's reasons in RefusalReasons.
@@ -71,6 +80,7 @@ const (
 	rIPBanned
 	rMaxConns
 	rMemory
+	rCPU
 	rSwitchedOff
 	rDraining
 )
@@ -107,6 +117,12 @@ type admitState struct {
 	// lastLog rate-limits the overload log lines: unix ms, per reason.
 	lastLog [refusedReasonCount]atomic.Int64
 	samples []metrics.Sample
+	// cpu is the last sample of the process's busy fraction of its cores
+	// (float64 bits), and the CPU time and clock it was taken at.
+	cpu          atomic.Uint64
+	cpuLast      time.Duration
+	cpuLastAt    time.Time
+	cpuSampledAt time.Time
 	// refuseAll is 1+ the reason every new connection is refused for
 	// (RefuseNew); 0 admits.
 	refuseAll atomic.Int32
@@ -142,6 +158,26 @@ func newAdmitState(p Protection) *admitState {
 		a.sampleMemory()
 	}
 	return a
+}
+
+// sampleCPU measures, about once a second, the fraction of its cores the
+// process kept busy since the last sample. Wheel goroutine only.
+func (a *admitState) sampleCPU(now time.Time) {
+	if a.p.MaxCPU <= 0 || a.p.CPUTime == nil || now.Sub(a.cpuSampledAt) < time.Second {
+		return
+	}
+	a.cpuSampledAt = now
+	used, ok := a.p.CPUTime()
+	if !ok {
+		return
+	}
+	if !a.cpuLastAt.IsZero() {
+		if wall := now.Sub(a.cpuLastAt); wall > 0 {
+			busy := float64(used-a.cpuLast) / float64(wall) / float64(runtime.GOMAXPROCS(0))
+			a.cpu.Store(math.Float64bits(busy))
+		}
+	}
+	a.cpuLast, a.cpuLastAt = used, now
 }
 
 // sampleMemory reads the memory the runtime holds from the OS and has not
@@ -223,6 +259,9 @@ func (g *Gateway) admit(ip netip.Addr, nowMilli int64) *refusal {
 	}
 	if p.MaxMemory > 0 && a.memory.Load() > p.MaxMemory {
 		return a.refuse(g, rMemory, time.Second, ip)
+	}
+	if p.MaxCPU > 0 && math.Float64frombits(a.cpu.Load()) > p.MaxCPU {
+		return a.refuse(g, rCPU, time.Second, ip)
 	}
 	if ip.IsValid() && p.perIP() {
 		if r, wait := a.ips.connect(p, ip, nowMilli, g); r >= 0 {
@@ -340,6 +379,7 @@ func (t *ipTracker) evict(p *Protection, now int64) {
 // tracker about once a second.
 func (a *admitState) tick(now time.Time, lastSweep *time.Time) {
 	a.sampleMemory()
+	a.sampleCPU(now)
 	if !a.p.perIP() || now.Sub(*lastSweep) < time.Second {
 		return
 	}

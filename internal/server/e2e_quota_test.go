@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -420,4 +421,51 @@ func TestMemoryOverloadRefusal(t *testing.T) {
 	}
 	// The API still answers.
 	h.broadcast(appA, 1)
+}
+
+// TestCPUOverloadRefusal: while the process keeps more of its cores busy
+// than protection.max_cpu_percent, new connections are refused (TCP closed,
+// WebSocket 503 overloaded) and open ones are served; when it calms down,
+// connections are admitted again. Not parallel: the bound is on this
+// process's CPU, which a busy goroutine here drives over it.
+func TestCPUOverloadRefusal(t *testing.T) {
+	// Half a core's worth: one busy goroutine is over it, an idle test
+	// process under it, whatever GOMAXPROCS is.
+	pct := max(1, 50/runtime.GOMAXPROCS(0))
+	h := startServer(t, func(c *config.Config) { c.Protection.MaxCPUPercent = pct })
+	open := h.connect(wsBinary, "open", h.token(appA, "ann"), "phone")
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // one core busy
+		defer close(done)
+		for n := 0; ; n++ {
+			if n%1024 == 0 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}
+	}()
+	waitFor(t, "refusals over max_cpu_percent", func() error {
+		if status, _, code := h.wsStatus("127.0.0.1"); status != http.StatusServiceUnavailable || code != "overloaded" {
+			return fmt.Errorf("upgrade answered %d %q", status, code)
+		}
+		return nil
+	})
+	h.tcpRefused("127.0.0.1")
+	open.ping(1) // the open connection is served
+	close(stop)
+	<-done
+	if r := h.srv.GatewayStats().Refused[gateway.RefusedCPU]; r < 2 {
+		t.Fatalf("max_cpu refusals %d, want at least 2", r)
+	}
+	waitFor(t, "admitted again once idle", func() error {
+		if status, _, _ := h.wsStatus("127.0.0.1"); status != http.StatusSwitchingProtocols {
+			return fmt.Errorf("upgrade answered %d", status)
+		}
+		return nil
+	})
 }

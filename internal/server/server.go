@@ -626,6 +626,7 @@ func protection(p config.Protection) (gateway.Protection, error) {
 		Allow: allow, Deny: deny,
 		FlapConnects: p.Flap.Connects, FlapWindow: p.Flap.Window, FlapBan: p.Flap.Ban,
 		MaxConnections: p.MaxConnections, MaxMemory: uint64(max(p.MaxMemory, 0)),
+		MaxCPU: float64(p.MaxCPUPercent) / 100, CPUTime: processCPU,
 	}
 	if p.ConnRatePerIP > 0 {
 		out.ConnRate = gateway.Rate{PerSecond: p.ConnRatePerIP, Burst: p.ConnBurstPerIP}
