@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/mempool"
 	"github.com/lesismal/nbio/nbhttp"
 
 	"github.com/herald-push/herald/internal/appstats"
@@ -152,6 +153,10 @@ type Gateway struct {
 	wheel     *wheel
 	stats     counters
 	admission *admitState
+	// tlsBuffers allocates TLS record buffers from the Go heap: nbio's
+	// shared pool was seen (by the race detector) handing out a buffer a
+	// TLS connection still read from.
+	tlsBuffers mempool.Allocator
 
 	// What the WebSocket frame guard allows before and after CONNECT.
 	wsPreAuth, wsLimits wsLimits
@@ -195,13 +200,14 @@ func New(cfg Config, h Handler) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: rates %+v and %+v must be positive, with bursts of at most %d", cfg.FrameRate, cfg.SubscribeRate, MaxBurst)
 	}
 	g := &Gateway{
-		cfg:       cfg,
-		handler:   h,
-		log:       cfg.Logger,
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
-		sse:       make(map[string]*sseConn),
-		admission: newAdmitState(cfg.Protection),
+		cfg:        cfg,
+		handler:    h,
+		log:        cfg.Logger,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		sse:        make(map[string]*sseConn),
+		admission:  newAdmitState(cfg.Protection),
+		tlsBuffers: mempool.NewSTD(),
 		wsPreAuth: wsLimits{text: uint32(cfg.Limits.MaxConnect), binary: uint32(cfg.Limits.MaxConnect),
 			stopAtMessageEnd: true},
 		// A text message over MaxFrame is read whole and refused by the

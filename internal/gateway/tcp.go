@@ -8,7 +8,6 @@ import (
 
 	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
-	"github.com/lesismal/nbio/mempool"
 
 	"github.com/herald-push/herald/protocol"
 )
@@ -53,7 +52,9 @@ func (g *Gateway) startTCP() error {
 		c := g.opened(TCP, func(c *Conn) {
 			c.nc = nc
 			if tlsConf != nil {
-				c.tc = tls.NewConn(nc, tlsConf, false, true, mempool.DefaultMemPool)
+				// Record buffers from the Go heap, not nbio's shared
+				// pool (see the WebSocket listener's TLSAllocator).
+				c.tc = tls.NewConn(nc, tlsConf, false, true, g.tlsBuffers)
 			}
 		})
 		nc.SetSession(c)

@@ -90,7 +90,12 @@ func (g *Gateway) startWS() error {
 		// not nbio's shared pool: under TLS a pooled body buffer was seen
 		// (by the race detector) handed out while a TLS connection still
 		// read from it. Bodies are small and short-lived; the GC frees them.
-		BodyAllocator:           mempool.NewSTD(),
+		BodyAllocator: mempool.NewSTD(),
+		// TLS record buffers too: nbio's default is the process-wide
+		// pool, which the upgrader's answer also came from (see
+		// up.Engine below); the race detector saw one written while a
+		// TLS connection still read from it.
+		TLSAllocator:            g.tlsBuffers,
 		ReleaseWebsocketPayload: true,
 		KeepaliveTime:           g.cfg.AuthTimeout, // only until the upgrade
 		// Handle messages on the event loop, as the TCP listener does,
@@ -114,6 +119,11 @@ func (g *Gateway) startWS() error {
 		conf.Addrs = []string{g.cfg.WSAddr}
 	}
 	g.ws = nbhttp.NewEngine(conf)
+	// The upgrader writes its 101 answer, and the WebSocket connections
+	// take their message buffers, through its engine's allocator: this
+	// engine's (the Go heap), not nbio's process-wide default engine and
+	// pool that NewUpgrader starts with.
+	up.Engine = g.ws
 	// nbhttp accepts on a goroutine of its own, builds the connection's
 	// state there and hands the socket to a poller goroutine through epoll,
 	// which orders the two for the CPU but not for the Go memory model: the
