@@ -67,7 +67,7 @@ func (g *Gateway) startWS() error {
 
 	conf := nbhttp.Config{
 		Network: "tcp",
-		Handler: mux,
+		Handler: keepOpen(mux),
 		Listen: func(network, addr string) (net.Listener, error) {
 			ln, err := listenHook(&g.wsAddr)(network, addr)
 			if err != nil {
@@ -274,4 +274,18 @@ type wsListener struct {
 func (l *wsListener) Accept() (net.Conn, error) {
 	l.setup.setUp()
 	return l.Listener.Accept()
+}
+
+// keepOpen serves h, and never lets nbhttp close the connection itself
+// after the answer because the request said "Connection: close": nbhttp
+// would close it inside the handler, which runs on the event loop within
+// the HTTP parser's lock, and its close callback then waits for that lock
+// on the same goroutine: the event loop would hang for good (one such
+// request froze the listener). The client closes the connection after
+// the answer, as it asked; the poller then closes it on its own.
+func keepOpen(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Close = false
+		h.ServeHTTP(w, r)
+	})
 }

@@ -257,3 +257,47 @@ func TestAPIServerErrorsJSON(t *testing.T) {
 	}
 	h.apiError("POST", "/v1/apps/app-a/broadcast", keyA, `{"data":`, 400, "bad_json")
 }
+
+// TestWSConnectionCloseRequest: HTTP requests that ask for
+// "Connection: close" on the WebSocket listener (a plain GET, an SSE POST)
+// are answered and leave every event loop running: nbhttp used to close
+// such a connection inside the handler, on the event loop, and its close
+// callback then waited for the HTTP parser's lock that loop held, freezing
+// it and every connection on it for good.
+func TestWSConnectionCloseRequest(t *testing.T) {
+	h := startServer(t)
+	ask := func(req string) int {
+		nc, err := net.Dial("tcp", h.srv.gw.WSAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(waitTime))
+		if _, err := io.WriteString(nc, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			t.Fatalf("answer to %q: %v", strings.SplitN(req, "\r\n", 2)[0], err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	// Enough requests to reach every event loop (a connection's loop
+	// follows its descriptor).
+	for i := range 16 {
+		if code := ask("GET " + h.cfg.WS.Path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); code != http.StatusBadRequest {
+			t.Fatalf("plain GET %d: %d; want 400", i, code)
+		}
+		if code := ask("POST /sse/nosuchsession HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"); code != http.StatusNotFound {
+			t.Fatalf("SSE POST %d: %d; want 404", i, code)
+		}
+	}
+	// Every loop still serves: connections handshake (and the server
+	// shuts down at the end).
+	for i := range 16 {
+		c := h.connect(wsBinary, fmt.Sprintf("after-%d", i), h.token(appA, fmt.Sprintf("u%d", i)), "d")
+		c.ping(int64(i + 1))
+	}
+}
