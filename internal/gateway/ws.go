@@ -46,9 +46,11 @@ func (g *Gateway) startWS() error {
 			return
 		}
 		setup.upgrading(r.RemoteAddr)
+		reguard := unguardParser(w) // the upgrade finds the parser in the session
 		wc, err := up.Upgrade(w, r, nil)
 		if err != nil {
-			return // Upgrade has answered the request
+			reguard() // still HTTP: guarded again for the rest of this request
+			return    // Upgrade has answered the request
 		}
 		c := g.opened(WebSocket, func(c *Conn) { c.ws = wc })
 		wc.SetSession(c)
@@ -67,7 +69,7 @@ func (g *Gateway) startWS() error {
 
 	conf := nbhttp.Config{
 		Network: "tcp",
-		Handler: keepOpen(mux),
+		Handler: mux,
 		Listen: func(network, addr string) (net.Listener, error) {
 			ln, err := listenHook(&g.wsAddr)(network, addr)
 			if err != nil {
@@ -119,6 +121,12 @@ func (g *Gateway) startWS() error {
 		conf.Addrs = []string{g.cfg.WSAddr}
 	}
 	g.ws = nbhttp.NewEngine(conf)
+	// Every read goes to the connection's own handler, as nbhttp does,
+	// once its HTTP parser has a guard (see parserGuard).
+	g.ws.Engine.OnData(func(c *nbio.Conn, data []byte) {
+		guardParser(c)
+		c.DataHandler()(c, data)
+	})
 	// The upgrader writes its 101 answer, and the WebSocket connections
 	// take their message buffers, through its engine's allocator: this
 	// engine's (the Go heap), not nbio's process-wide default engine and
@@ -274,18 +282,4 @@ type wsListener struct {
 func (l *wsListener) Accept() (net.Conn, error) {
 	l.setup.setUp()
 	return l.Listener.Accept()
-}
-
-// keepOpen serves h, and never lets nbhttp close the connection itself
-// after the answer because the request said "Connection: close": nbhttp
-// would close it inside the handler, which runs on the event loop within
-// the HTTP parser's lock, and its close callback then waits for that lock
-// on the same goroutine: the event loop would hang for good (one such
-// request froze the listener). The client closes the connection after
-// the answer, as it asked; the poller then closes it on its own.
-func keepOpen(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Close = false
-		h.ServeHTTP(w, r)
-	})
 }

@@ -260,10 +260,11 @@ func TestAPIServerErrorsJSON(t *testing.T) {
 
 // TestWSConnectionCloseRequest: HTTP requests that ask for
 // "Connection: close" on the WebSocket listener (a plain GET, an SSE POST)
-// are answered and leave every event loop running: nbhttp used to close
-// such a connection inside the handler, on the event loop, and its close
-// callback then waited for the HTTP parser's lock that loop held, freezing
-// it and every connection on it for good.
+// are answered and closed, and every event loop keeps running: a
+// connection closed while its handler runs on the event loop used to have
+// its cleanup wait, on that same goroutine, for the HTTP parser's lock the
+// loop held, freezing it and every connection on it for good (see
+// gateway's parserGuard).
 func TestWSConnectionCloseRequest(t *testing.T) {
 	h := startServer(t)
 	ask := func(req string) int {
