@@ -107,7 +107,8 @@ func (g *Gateway) startWS() error {
 		// the poller goroutine. Closed on another goroutine, it can be
 		// closed while the poller holds a stale event for its descriptor,
 		// which a new connection may have been given meanwhile: see
-		// closeSocket.
+		// closeSocket. HTTP handlers run there too, inside the parser's
+		// lock: see parserGuard for what that asks of a close.
 		ServerExecutor: func(f func()) { f() },
 	}
 	if g.cfg.WSTLS.Enabled() {
