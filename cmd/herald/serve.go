@@ -177,7 +177,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case <-ctx.Done():
 			done = true
 		case <-hup:
-			reload(srv, args, logger)
+			reload(srv, logger)
 		}
 	}
 	logger.Info("shutting down: draining connections")
@@ -195,35 +195,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // environment, then the same command-line flags, which keep winning) and
 // applies it to srv, logging what changed or every problem found; on a
 // problem the configuration in force stays.
-func reload(srv *server.Server, args []string, logger *slog.Logger) {
-	start := time.Now()
-	var errOut strings.Builder
-	cfg, _, err := loadConfig("serve", args, &errOut, true, nil, nil)
-	if err != nil {
-		var problems []string
-		for _, e := range flatten(unwrapExit(err)) {
-			problems = append(problems, strings.TrimPrefix(e.Error(), "config: "))
-		}
-		// A file that could be read is also checked for settings that
-		// cannot change, so that one pass lists everything.
-		if cfg.Node != "" || cfg.DataDir != "" {
-			for _, e := range config.FixedChanges(srv.Config(), cfg) {
-				problems = append(problems, e.Error())
-			}
-		}
-		logger.Error("reload refused: the configuration in force is unchanged", "problems", problems)
-		return
-	}
-	res, err := srv.Reload(cfg)
+func reload(srv *server.Server, logger *slog.Logger) {
+	res, err := srv.ReloadFromSource()
 	if err != nil {
 		var problems []string
 		for _, e := range flatten(unwrapRefused(err)) {
-			problems = append(problems, e.Error())
+			problems = append(problems, strings.TrimPrefix(e.Error(), "config: "))
 		}
 		logger.Error("reload refused: the configuration in force is unchanged", "problems", problems)
 		return
 	}
-	logger.Info("reloaded", "changes", res.Changed, "took", time.Since(start))
+	logger.Info("reloaded", "changes", res.Changed, "took", res.Took)
 }
 
 // unwrapExit returns the error an exitError reported.

@@ -107,16 +107,15 @@ type Handler struct {
 	sampler   *Sampler
 	profiling atomic.Bool
 	mux       *http.ServeMux
-	prefix    string
 }
 
-// New returns the admin handler; prefix is the API's path prefix ("" or
-// e.g. "/herald"). Start starts its sampler, Close stops it.
-func New(b Backend, prefix string, log *slog.Logger) *Handler {
+// New returns the admin handler, for paths without the API's prefix (the
+// API strips it). Start starts its sampler, Close stops it.
+func New(b Backend, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{b: b, log: log, sampler: NewSampler(b.Counters, time.Second, 600), mux: http.NewServeMux(), prefix: prefix}
+	h := &Handler{b: b, log: log, sampler: NewSampler(b.Counters, time.Second, 600), mux: http.NewServeMux()}
 	h.mux.HandleFunc("GET /admin/v1/status", h.status)
 	h.mux.HandleFunc("GET /admin/v1/stream", h.stream)
 	h.mux.HandleFunc("GET /admin/v1/samples", h.samples)

@@ -10,6 +10,7 @@ import (
 	"github.com/herald-push/herald/internal/admin"
 	"github.com/herald-push/herald/internal/config"
 	"github.com/herald-push/herald/internal/metrics"
+	"github.com/herald-push/herald/internal/registry"
 	"github.com/herald-push/herald/internal/switches"
 	"github.com/herald-push/herald/protocol"
 )
@@ -129,20 +130,8 @@ func (b adminBackend) FlipSwitch(name, app string, on bool) error {
 func (b adminBackend) Drain(on bool) { b.s.Drain(on) }
 
 func (b adminBackend) Reload() ([]string, time.Duration, error) {
-	if b.s.loadConfig == nil {
-		return nil, 0, &RefusedError{Problems: []error{errors.New("this server was started without a configuration source to read again")}}
-	}
-	start := time.Now()
-	cfg, err := b.s.loadConfig()
-	if err != nil {
-		problems := flattenErrors(err)
-		if cfg.Node != "" || cfg.DataDir != "" {
-			problems = append(problems, config.FixedChanges(b.s.Config(), cfg)...)
-		}
-		return nil, time.Since(start), &RefusedError{Problems: problems}
-	}
-	res, err := b.s.Reload(cfg)
-	return res.Changed, time.Since(start), err
+	res, err := b.s.ReloadFromSource()
+	return res.Changed, res.Took, err
 }
 
 // healthz is /healthz: red while a role fails or the node drains.
@@ -179,31 +168,22 @@ const drainSpread = 10 * time.Second
 // drainConnections closes this node's sessions a tenth at a time over
 // drainSpread, until the drain stops (or another one, gen+1, starts).
 func (s *Server) drainConnections(gen uint64) {
-	still := func() bool { return s.draining.Load() && s.drainGen.Load() == gen }
 	const steps = 10
 	tick := time.NewTicker(drainSpread / steps)
 	defer tick.Stop()
 	for i := range steps {
-		var batch []uint64
-		var all []struct {
-			app, user string
-			id        uint64
-		}
+		var all []registry.Session
 		for r := range s.node.Sessions {
-			all = append(all, struct {
-				app, user string
-				id        uint64
-			}{r.App, r.User, r.ConnID})
+			all = append(all, *r)
 		}
-		n := (len(all) + steps - 1 - i) / (steps - i) // the rest spread over the steps left
-		for _, c := range all[:min(n, len(all))] {
-			if !still() {
+		n := min((len(all)+steps-1-i)/(steps-i), len(all)) // the rest spread over the steps left
+		for _, r := range all[:n] {
+			if !s.draining.Load() || s.drainGen.Load() != gen {
 				return
 			}
-			s.node.CloseConn(c.app, c.user, c.id, protocol.NewDisconnect(protocol.DisconnectShutdown))
-			batch = append(batch, c.id)
+			s.node.CloseConn(r.App, r.User, r.ConnID, protocol.NewDisconnect(protocol.DisconnectShutdown))
 		}
-		s.log.Info("draining", "closed", len(batch), "left", len(all)-len(batch))
+		s.log.Info("draining", "closed", n, "left", len(all)-n)
 		select {
 		case <-tick.C:
 		case <-s.drainStop:

@@ -29,28 +29,11 @@ import (
 // apiCallHeader is apiCall that also returns the response headers.
 func (h *harness) apiCallHeader(method, path, key string, body string) (int, http.Header, []byte) {
 	h.t.Helper()
-	var r io.Reader
+	var b any
 	if body != "" {
-		r = strings.NewReader(body)
+		b = body
 	}
-	req, err := http.NewRequest(method, h.srv.APIURL()+path, r)
-	if err != nil {
-		h.t.Fatalf("new request: %v", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := h.http.Do(req)
-	if err != nil {
-		h.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		h.t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return resp.StatusCode, resp.Header, out
+	return h.apiDo(method, path, key, b)
 }
 
 // errorCode returns the code of a JSON error body.

@@ -409,6 +409,13 @@ func describe(f *protocol.Frame) string {
 // returns the status and the response body.
 func (h *harness) apiCall(method, path, key string, body any) (int, []byte) {
 	h.t.Helper()
+	status, _, out := h.apiDo(method, path, key, body)
+	return status, out
+}
+
+// apiDo is apiCall that also returns the response headers.
+func (h *harness) apiDo(method, path, key string, body any) (int, http.Header, []byte) {
+	h.t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -442,7 +449,7 @@ func (h *harness) apiCall(method, path, key string, body any) (int, []byte) {
 	if err != nil {
 		h.t.Fatalf("%s %s: read body: %v", method, path, err)
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, resp.Header, out
 }
 
 // apiOK sends a request that must succeed and decodes its JSON answer into out.

@@ -128,6 +128,29 @@ func (s *Server) Reload(cfg config.Config) (ReloadResult, error) {
 	return ReloadResult{Changed: changed, Took: time.Since(start)}, nil
 }
 
+// ReloadFromSource reads the configuration again from where the process
+// read it at start (Options.LoadConfig) and applies it with Reload: what
+// SIGHUP and the admin API's reload do. A configuration that cannot be
+// read or validated is refused whole like any other, its problems listed
+// with the settings it would change that cannot change.
+func (s *Server) ReloadFromSource() (ReloadResult, error) {
+	start := time.Now()
+	if s.loadConfig == nil {
+		return ReloadResult{}, &RefusedError{Problems: []error{errors.New("this server was started without a configuration source to read again")}}
+	}
+	cfg, err := s.loadConfig()
+	if err != nil {
+		problems := flattenErrors(err)
+		if cfg.Node != "" || cfg.DataDir != "" { // read, if not valid
+			problems = append(problems, config.FixedChanges(s.Config(), cfg)...)
+		}
+		return ReloadResult{Took: time.Since(start)}, &RefusedError{Problems: problems}
+	}
+	res, err := s.Reload(cfg)
+	res.Took = time.Since(start)
+	return res, err
+}
+
 // Config returns the configuration in force: the one the server started
 // with, or the last one Reload applied.
 func (s *Server) Config() config.Config {

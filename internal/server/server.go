@@ -278,7 +278,7 @@ func New(cfg config.Config, opt Options) (*Server, error) {
 	for _, st := range sw.InForce() {
 		log.Warn("degrade switch on at start", "switch", st.Name, "app", st.App, "source", st.Source)
 	}
-	s.admin = admin.New(adminBackend{s}, strings.TrimSuffix(cfg.API.Path, "/"), log)
+	s.admin = admin.New(adminBackend{s}, log)
 	adminRef.Store(s.admin)
 	handler := api.New(api.Config{
 		Prefix:        strings.TrimSuffix(cfg.API.Path, "/"),

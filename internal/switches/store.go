@@ -45,18 +45,6 @@ func (s *Set) Save(ctx context.Context, st Store, sw Switch, app string) error {
 	return st.Delete(ctx, sw.String(), app)
 }
 
-// RestoreStates applies saved overrides (Load's), over the configuration.
-// Unknown switch names are an error; nothing is applied then.
-func (s *Set) RestoreStates(saved []State) error {
-	data, err := json.Marshal(struct {
-		Overrides []State `json:"overrides"`
-	}{saved})
-	if err != nil {
-		return err
-	}
-	return s.Restore(data)
-}
-
 // FileStore keeps the overrides in one JSON file (a node alone: in its
 // data directory), replaced atomically at each change.
 type FileStore struct {

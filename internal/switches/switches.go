@@ -12,7 +12,6 @@
 package switches
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -241,8 +240,8 @@ func (s *Set) InForce() []State {
 	return out
 }
 
-// Overrides lists the operators' overrides, on and off (what Restore
-// takes back after a restart).
+// Overrides lists the operators' overrides, on and off (what
+// RestoreStates takes back after a restart).
 func (s *Set) Overrides() []State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -254,29 +253,16 @@ func (s *Set) Overrides() []State {
 	return out
 }
 
-// MarshalOverrides encodes the overrides for Restore.
-func (s *Set) MarshalOverrides() ([]byte, error) {
-	return json.MarshalIndent(struct {
-		Overrides []State `json:"overrides"`
-	}{s.Overrides()}, "", "  ")
-}
-
-// Restore applies overrides saved by MarshalOverrides (at start, before
-// the server takes traffic). Unknown switch names are an error; nothing
-// is applied then.
-func (s *Set) Restore(data []byte) error {
-	var saved struct {
-		Overrides []State `json:"overrides"`
-	}
-	if err := json.Unmarshal(data, &saved); err != nil {
-		return fmt.Errorf("saved switches: %w", err)
-	}
+// RestoreStates applies saved overrides (a Store's Load), over the
+// configuration, at start before the server takes traffic. Unknown switch
+// names are an error; nothing is applied then.
+func (s *Set) RestoreStates(saved []State) error {
 	type one struct {
 		k key
 		m mark
 	}
-	var all []one
-	for _, st := range saved.Overrides {
+	all := make([]one, 0, len(saved))
+	for _, st := range saved {
 		sw, err := Parse(st.Name)
 		if err != nil {
 			return fmt.Errorf("saved switches: %w", err)

@@ -64,18 +64,14 @@ func TestRestore(t *testing.T) {
 	s := New(nil)
 	s.Flip(Pause, "chat", true)
 	s.Flip(HistoryOff, "", true)
-	data, err := s.MarshalOverrides()
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := New(nil)
-	if err := r.Restore(data); err != nil {
+	if err := r.RestoreStates(s.Overrides()); err != nil {
 		t.Fatal(err)
 	}
 	if !r.On(Pause, "chat") || !r.On(HistoryOff, "any") || r.On(Pause, "shop") {
 		t.Fatalf("restored: %+v", r.InForce())
 	}
-	if err := r.Restore([]byte(`{"overrides":[{"name":"nope","on":true}]}`)); err == nil {
+	if err := r.RestoreStates([]State{{Name: "nope", On: true}}); err == nil {
 		t.Fatal("unknown name restored")
 	}
 	if _, err := Parse("pause"); err != nil {
